@@ -1,0 +1,44 @@
+# MaskLoop developer commands. `make run` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_RUN := $(VENV)/.stamp-run
+STAMP_TEST := $(VENV)/.stamp-test
+# torch/torchvision are pinned here so pip takes the release that ships for this platform;
+# pyproject.toml allows a range for other installs.
+TORCH := torch==2.14.1 torchvision==0.29.1
+export QT_QPA_PLATFORM ?=
+
+.PHONY: run test bench lint package clean-venv
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@ $(STAMP_RUN)
+
+run: $(STAMP_RUN)
+	$(VENV)/bin/maskloop gui $(PROJECT)
+
+test: $(STAMP_TEST)
+	$(VENV)/bin/ruff check app tests main.py
+	$(VENV)/bin/lint-imports
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP_TEST)
+	$(VENV)/bin/ruff check app tests main.py
+	$(VENV)/bin/lint-imports
+
+bench: $(STAMP_TEST)
+	@for f in tests/benchmarks/bench_*.py; do QT_QPA_PLATFORM=offscreen $(PY) $$f || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

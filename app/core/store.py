@@ -1,0 +1,686 @@
+"""The SQLite project store: one ``maskloop.sqlite`` file in the project folder.
+
+Every public write is one transaction that is committed before the call returns (WAL,
+``synchronous=NORMAL``), so an annotator never loses an edit and a crash never leaves a
+half-written image. Writes can be grouped with :meth:`ProjectStore.transaction`.
+
+A store object belongs to the thread that opened it; other threads open their own
+(WAL lets readers and one writer work side by side).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.core.polygon_codec import decode_polygons, encode_polygons
+from app.core.types import (
+    Category,
+    ImageRecord,
+    ImageStatus,
+    Instance,
+    ModelVersion,
+    Source,
+)
+from app.errors import MaskLoopError
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "maskloop.sqlite"
+MODELS_DIR = "models"
+
+DEFAULT_COLORS = (
+    "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0",
+    "#f032e6", "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000",
+)  # fmt: skip
+
+
+class StoreError(MaskLoopError):
+    """A project store could not be opened or written."""
+
+
+class ProjectNotFoundError(StoreError):
+    """The folder holds no MaskLoop project."""
+
+
+class SchemaTooNewError(StoreError):
+    """The project was written by a newer MaskLoop."""
+
+
+class NotFoundError(StoreError):
+    """An id that is not (or no longer) in the project."""
+
+
+class CategoryInUseError(StoreError):
+    """A category with instances cannot be deleted without saying what happens to them."""
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An image about to be added: path relative to the project folder, POSIX style."""
+
+    path: str
+    width: int
+    height: int
+    size_bytes: int = 0
+    mtime_ns: int = 0
+
+
+_STATUSES = ", ".join(f"'{s.value}'" for s in ImageStatus)
+_SOURCES = ", ".join(f"'{s.value}'" for s in Source)
+
+# Forward migrations: MIGRATIONS[k] brings a store from user_version k to k + 1.
+MIGRATIONS: list[list[str]] = [
+    [
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        f"""CREATE TABLE images (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            size_bytes INTEGER NOT NULL DEFAULT 0,
+            mtime_ns INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'new' CHECK (status IN ({_STATUSES})),
+            uncertainty REAL,
+            split TEXT CHECK (split IN ('train', 'val')),
+            missing INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX images_status ON images (status, path)",
+        "CREATE INDEX images_uncertainty ON images (uncertainty)",
+        """CREATE TABLE categories (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            color TEXT NOT NULL
+        )""",
+        """CREATE TABLE model_versions (
+            id INTEGER PRIMARY KEY,
+            card_id TEXT NOT NULL,
+            path TEXT NOT NULL,
+            parent_id INTEGER REFERENCES model_versions (id),
+            categories TEXT NOT NULL DEFAULT '[]',
+            metrics TEXT NOT NULL DEFAULT '{}',
+            images_used INTEGER NOT NULL DEFAULT 0,
+            name TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL
+        )""",
+        f"""CREATE TABLE instances (
+            id INTEGER PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+            category_id INTEGER NOT NULL REFERENCES categories (id),
+            geometry BLOB NOT NULL,
+            score REAL,
+            source TEXT NOT NULL CHECK (source IN ({_SOURCES})),
+            model_version INTEGER,
+            created TEXT NOT NULL,
+            modified TEXT NOT NULL
+        )""",
+        "CREATE INDEX instances_image ON instances (image_id)",
+        "CREATE INDEX instances_category ON instances (category_id)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_ORDERS = {
+    "path": "path",
+    "name": "path",
+    "status": "status, path",
+    # Most uncertain first; images without a score last.
+    "uncertainty": "uncertainty IS NULL, uncertainty DESC, path",
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _image_from_row(row: sqlite3.Row) -> ImageRecord:
+    return ImageRecord(
+        id=row["id"],
+        path=row["path"],
+        width=row["width"],
+        height=row["height"],
+        status=ImageStatus(row["status"]),
+        size_bytes=row["size_bytes"],
+        mtime_ns=row["mtime_ns"],
+        uncertainty=row["uncertainty"],
+        split=row["split"],
+        missing=bool(row["missing"]),
+    )
+
+
+def _instance_from_row(row: sqlite3.Row) -> Instance:
+    return Instance(
+        id=row["id"],
+        image_id=row["image_id"],
+        category_id=row["category_id"],
+        polygons=decode_polygons(row["geometry"]),
+        score=row["score"],
+        source=Source(row["source"]),
+        model_version=row["model_version"],
+    )
+
+
+def _version_from_row(row: sqlite3.Row) -> ModelVersion:
+    return ModelVersion(
+        id=row["id"],
+        card_id=row["card_id"],
+        path=row["path"],
+        parent_id=row["parent_id"],
+        categories=[Category(**c) for c in json.loads(row["categories"])],
+        metrics=json.loads(row["metrics"]),
+        images_used=row["images_used"],
+        name=row["name"],
+        created=row["created"],
+    )
+
+
+def _status_filter(status: ImageStatus | Iterable[ImageStatus] | None) -> tuple[str, list]:
+    if status is None:
+        return "", []
+    values = (
+        [ImageStatus(status).value]
+        if isinstance(status, str)
+        else [ImageStatus(s).value for s in status]
+    )
+    return f"status IN ({', '.join('?' * len(values))})", values
+
+
+class ProjectStore:
+    """A project: a folder whose ``maskloop.sqlite`` holds images, categories, instances and models."""
+
+    def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
+        self.root = root
+        self._conn = conn
+        self._depth = 0
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, folder: Path | str) -> ProjectStore:
+        """Create a new project in ``folder`` (made if missing); refuse an existing one."""
+        folder = Path(folder)
+        if (folder / DB_NAME).exists():
+            raise StoreError(f"{folder} already holds a MaskLoop project; open it instead.")
+        return cls.open(folder, create=True)
+
+    @classmethod
+    def open(cls, folder: Path | str, *, create: bool = False) -> ProjectStore:
+        """Open the project in ``folder``; with ``create`` a missing one is made."""
+        folder = Path(folder).expanduser().resolve()
+        db = folder / DB_NAME
+        if not db.exists():
+            if not create:
+                raise ProjectNotFoundError(
+                    f"{folder} is not a MaskLoop project (no {DB_NAME}). "
+                    f"Create one with: maskloop init {folder} --images IMAGE_FOLDER"
+                )
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create project folder {folder}: {exc.strerror}") from exc
+        try:
+            conn = sqlite3.connect(db, isolation_level=None, timeout=30.0)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            store = cls(folder, conn)
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{db} is not a readable MaskLoop project database: {exc}") from exc
+        return store
+
+    def _migrate(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            self._conn.close()
+            raise SchemaTooNewError(
+                f"{self.root} was written by a newer MaskLoop (project schema {version}, "
+                f"this version reads up to {SCHEMA_VERSION}). Update MaskLoop to open it."
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self.transaction():
+            for step in range(version, SCHEMA_VERSION):
+                log.info("migrating project %s: schema %d -> %d", self.root, step, step + 1)
+                for statement in MIGRATIONS[step]:
+                    self._conn.execute(statement)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ProjectStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes: all of them are committed together, or none if an exception escapes."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        else:
+            self._conn.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the main file (Ctrl+S in the GUI; edits are durable without it)."""
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def integrity_ok(self) -> bool:
+        return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # -- meta -------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # -- images -----------------------------------------------------------------------------
+
+    def add_images(self, rows: Iterable[NewImage]) -> list[int]:
+        """Add images whose path is not in the project yet; returns the new ids."""
+        new_ids: list[int] = []
+        with self.transaction():
+            for row in rows:
+                cur = self._conn.execute(
+                    "INSERT INTO images (path, width, height, size_bytes, mtime_ns) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO NOTHING",
+                    (row.path, row.width, row.height, row.size_bytes, row.mtime_ns),
+                )
+                if cur.rowcount:
+                    new_ids.append(cur.lastrowid)
+        return new_ids
+
+    def image(self, image_id: int) -> ImageRecord:
+        row = self._conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"image {image_id} is not in the project")
+        return _image_from_row(row)
+
+    def image_by_path(self, path: str) -> ImageRecord | None:
+        row = self._conn.execute("SELECT * FROM images WHERE path = ?", (path,)).fetchone()
+        return _image_from_row(row) if row else None
+
+    def images(
+        self,
+        *,
+        status: ImageStatus | Iterable[ImageStatus] | None = None,
+        order: str = "path",
+        offset: int = 0,
+        limit: int | None = None,
+        include_missing: bool = False,
+    ) -> list[ImageRecord]:
+        """Images filtered by status, in a stable order, one page at a time."""
+        if order not in _ORDERS:
+            raise ValueError(f"unknown order {order!r}; use one of {sorted(_ORDERS)}")
+        where, params = _status_filter(status)
+        clauses = [c for c in (where, "" if include_missing else "missing = 0") if c]
+        sql = "SELECT * FROM images"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY {_ORDERS[order]} LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else limit, offset]
+        return [_image_from_row(r) for r in self._conn.execute(sql, params)]
+
+    def count_images(self, status: ImageStatus | Iterable[ImageStatus] | None = None) -> int:
+        where, params = _status_filter(status)
+        sql = "SELECT COUNT(*) FROM images WHERE missing = 0" + (f" AND {where}" if where else "")
+        return self._conn.execute(sql, params).fetchone()[0]
+
+    def status_counts(self) -> dict[ImageStatus, int]:
+        counts = dict.fromkeys(ImageStatus, 0)
+        for status, n in self._conn.execute(
+            "SELECT status, COUNT(*) FROM images WHERE missing = 0 GROUP BY status"
+        ):
+            counts[ImageStatus(status)] = n
+        return counts
+
+    def count_missing(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM images WHERE missing = 1").fetchone()[0]
+
+    def _update_image(self, image_id: int, column: str, value: object) -> None:
+        with self.transaction():
+            cur = self._conn.execute(
+                f"UPDATE images SET {column} = ? WHERE id = ?", (value, image_id)
+            )
+            if not cur.rowcount:
+                raise NotFoundError(f"image {image_id} is not in the project")
+
+    def set_image_status(self, image_id: int, status: ImageStatus) -> None:
+        self._update_image(image_id, "status", ImageStatus(status).value)
+
+    def set_uncertainty(self, image_id: int, value: float | None) -> None:
+        self._update_image(image_id, "uncertainty", value)
+
+    def set_split(self, image_id: int, split: str | None) -> None:
+        if split not in ("train", "val", None):
+            raise ValueError(f"split must be 'train', 'val' or None, not {split!r}")
+        self._update_image(image_id, "split", split)
+
+    def set_missing(self, image_ids: Iterable[int], missing: bool) -> None:
+        with self.transaction():
+            self._conn.executemany(
+                "UPDATE images SET missing = ? WHERE id = ?", [(int(missing), i) for i in image_ids]
+            )
+
+    def abspath(self, image: ImageRecord) -> Path:
+        return (self.root / image.path).resolve()
+
+    # -- categories ---------------------------------------------------------------------------
+
+    def categories(self) -> list[Category]:
+        return [
+            Category(r["id"], r["name"], r["color"])
+            for r in self._conn.execute("SELECT * FROM categories ORDER BY id")
+        ]
+
+    def category(self, category_id: int) -> Category:
+        row = self._conn.execute("SELECT * FROM categories WHERE id = ?", (category_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"category {category_id} is not in the project")
+        return Category(row["id"], row["name"], row["color"])
+
+    def category_by_name(self, name: str) -> Category | None:
+        row = self._conn.execute("SELECT * FROM categories WHERE name = ?", (name,)).fetchone()
+        return Category(row["id"], row["name"], row["color"]) if row else None
+
+    def add_category(self, name: str, color: str | None = None, id: int | None = None) -> Category:
+        """Add a category; ``id`` keeps a foreign id (COCO import), else the next free one."""
+        name = name.strip()
+        if not name:
+            raise StoreError("a category needs a non-empty name")
+        if self.category_by_name(name) is not None:
+            raise StoreError(f"a category named {name!r} already exists")
+        if (
+            id is not None
+            and self._conn.execute("SELECT 1 FROM categories WHERE id = ?", (id,)).fetchone()
+        ):
+            raise StoreError(f"category id {id} is already used")
+        if color is None:
+            n = self._conn.execute("SELECT COUNT(*) FROM categories").fetchone()[0]
+            color = DEFAULT_COLORS[n % len(DEFAULT_COLORS)]
+        with self.transaction():
+            cur = self._conn.execute(
+                "INSERT INTO categories (id, name, color) VALUES (?, ?, ?)", (id, name, color)
+            )
+        return Category(cur.lastrowid if id is None else id, name, color)
+
+    def update_category(
+        self, category_id: int, *, name: str | None = None, color: str | None = None
+    ) -> Category:
+        current = self.category(category_id)
+        new_name = current.name if name is None else name.strip()
+        if not new_name:
+            raise StoreError("a category needs a non-empty name")
+        other = self.category_by_name(new_name)
+        if other is not None and other.id != category_id:
+            raise StoreError(f"a category named {new_name!r} already exists")
+        updated = Category(category_id, new_name, current.color if color is None else color)
+        with self.transaction():
+            self._conn.execute(
+                "UPDATE categories SET name = ?, color = ? WHERE id = ?",
+                (updated.name, updated.color, category_id),
+            )
+        return updated
+
+    def delete_category(
+        self, category_id: int, *, reassign_to: int | None = None, delete_instances: bool = False
+    ) -> None:
+        """Delete a category. Its instances must be moved (``reassign_to``) or deleted explicitly."""
+        self.category(category_id)
+        used = self._conn.execute(
+            "SELECT COUNT(*) FROM instances WHERE category_id = ?", (category_id,)
+        ).fetchone()[0]
+        with self.transaction():
+            if used:
+                if reassign_to is not None:
+                    if reassign_to == category_id:
+                        raise StoreError("cannot reassign a category's instances to itself")
+                    self.category(reassign_to)
+                    self._conn.execute(
+                        "UPDATE instances SET category_id = ?, modified = ? WHERE category_id = ?",
+                        (reassign_to, _now(), category_id),
+                    )
+                elif delete_instances:
+                    self._conn.execute(
+                        "DELETE FROM instances WHERE category_id = ?", (category_id,)
+                    )
+                else:
+                    raise CategoryInUseError(
+                        f"category {self.category(category_id).name!r} has {used} instances; "
+                        "choose a category to move them to, or delete them explicitly"
+                    )
+            self._conn.execute("DELETE FROM categories WHERE id = ?", (category_id,))
+
+    # -- instances ----------------------------------------------------------------------------
+
+    def instances(self, image_id: int) -> list[Instance]:
+        rows = self._conn.execute(
+            "SELECT * FROM instances WHERE image_id = ? ORDER BY id", (image_id,)
+        )
+        return [_instance_from_row(r) for r in rows]
+
+    def instance(self, instance_id: int) -> Instance:
+        row = self._conn.execute("SELECT * FROM instances WHERE id = ?", (instance_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"instance {instance_id} is not in the project")
+        return _instance_from_row(row)
+
+    def count_instances(self, image_id: int | None = None) -> int:
+        if image_id is None:
+            return self._conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+        return self._conn.execute(
+            "SELECT COUNT(*) FROM instances WHERE image_id = ?", (image_id,)
+        ).fetchone()[0]
+
+    def instance_counts_by_source(self) -> dict[Source, int]:
+        counts = dict.fromkeys(Source, 0)
+        for source, n in self._conn.execute(
+            "SELECT source, COUNT(*) FROM instances GROUP BY source"
+        ):
+            counts[Source(source)] = n
+        return counts
+
+    def _insert_instance(self, image_id: int, inst: Instance, now: str) -> Instance:
+        try:
+            cur = self._conn.execute(
+                "INSERT INTO instances (id, image_id, category_id, geometry, score, source, "
+                "model_version, created, modified) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    inst.id,
+                    image_id,
+                    inst.category_id,
+                    encode_polygons(inst.polygons),
+                    inst.score,
+                    Source(inst.source).value,
+                    inst.model_version,
+                    now,
+                    now,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(
+                f"cannot add instance to image {image_id}: unknown image or category "
+                f"{inst.category_id}, or id {inst.id} in use ({exc})"
+            ) from exc
+        saved = inst.copy()
+        saved.id = cur.lastrowid if inst.id is None else inst.id
+        saved.image_id = image_id
+        return saved
+
+    def add_instances(self, image_id: int, instances: Iterable[Instance]) -> list[Instance]:
+        """Add instances in one transaction; an instance with an ``id`` keeps it (undo of delete)."""
+        now = _now()
+        with self.transaction():
+            return [self._insert_instance(image_id, inst, now) for inst in instances]
+
+    def add_instance(self, image_id: int, instance: Instance) -> Instance:
+        return self.add_instances(image_id, [instance])[0]
+
+    def apply_edit(
+        self,
+        image_id: int,
+        *,
+        add: Iterable[Instance] = (),
+        update: Iterable[Instance] = (),
+        delete: Iterable[int] = (),
+        status: ImageStatus | None = None,
+    ) -> list[Instance]:
+        """One annotator edit on one image, committed as one transaction.
+
+        ``status`` sets the image status; when it is None an image that is still ``new`` or
+        ``proposed`` becomes ``in_progress``, because a person has now worked on it (and
+        proposals must never overwrite it). Returns the added instances with their ids.
+        """
+        now = _now()
+        with self.transaction():
+            image = self.image(image_id)
+            for instance_id in delete:
+                cur = self._conn.execute(
+                    "DELETE FROM instances WHERE id = ? AND image_id = ?", (instance_id, image_id)
+                )
+                if not cur.rowcount:
+                    raise NotFoundError(f"instance {instance_id} is not on image {image_id}")
+            for inst in update:
+                if inst.id is None:
+                    raise StoreError("cannot update an instance that was never saved")
+                cur = self._conn.execute(
+                    "UPDATE instances SET category_id = ?, geometry = ?, score = ?, source = ?, "
+                    "model_version = ?, modified = ? WHERE id = ? AND image_id = ?",
+                    (
+                        inst.category_id,
+                        encode_polygons(inst.polygons),
+                        inst.score,
+                        Source(inst.source).value,
+                        inst.model_version,
+                        now,
+                        inst.id,
+                        image_id,
+                    ),
+                )
+                if not cur.rowcount:
+                    raise NotFoundError(f"instance {inst.id} is not on image {image_id}")
+            added = [self._insert_instance(image_id, inst, now) for inst in add]
+            if status is not None:
+                new_status = ImageStatus(status)
+            elif image.status in (ImageStatus.NEW, ImageStatus.PROPOSED):
+                new_status = ImageStatus.IN_PROGRESS
+            else:
+                new_status = image.status
+            if new_status != image.status:
+                self._conn.execute(
+                    "UPDATE images SET status = ? WHERE id = ?", (new_status.value, image_id)
+                )
+        return added
+
+    def replace_proposals(
+        self, image_id: int, instances: Sequence[Instance], model_version: int | None
+    ) -> bool:
+        """Store model proposals for an image nobody has worked on; False if it was left alone.
+
+        Proposals never overwrite human work: an image that is in progress, done or skipped,
+        or that holds any human or edited instance, is not touched.
+        """
+        now = _now()
+        with self.transaction():
+            image = self.image(image_id)
+            if image.status not in (ImageStatus.NEW, ImageStatus.PROPOSED):
+                return False
+            human = self._conn.execute(
+                "SELECT COUNT(*) FROM instances WHERE image_id = ? AND source != ?",
+                (image_id, Source.MODEL.value),
+            ).fetchone()[0]
+            if human:
+                return False
+            self._conn.execute("DELETE FROM instances WHERE image_id = ?", (image_id,))
+            for inst in instances:
+                proposal = inst.copy()
+                proposal.id = None
+                proposal.source = Source.MODEL
+                proposal.model_version = model_version
+                self._insert_instance(image_id, proposal, now)
+            self._conn.execute(
+                "UPDATE images SET status = ? WHERE id = ?", (ImageStatus.PROPOSED.value, image_id)
+            )
+        return True
+
+    # -- model versions -----------------------------------------------------------------------
+
+    def add_model_version(
+        self,
+        card_id: str,
+        path: str,
+        *,
+        parent_id: int | None = None,
+        categories: Iterable[Category] = (),
+        metrics: dict[str, float] | None = None,
+        images_used: int = 0,
+        name: str = "",
+    ) -> ModelVersion:
+        cats = [{"id": c.id, "name": c.name, "color": c.color} for c in categories]
+        created = _now()
+        with self.transaction():
+            cur = self._conn.execute(
+                "INSERT INTO model_versions (card_id, path, parent_id, categories, metrics, "
+                "images_used, name, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    card_id,
+                    path,
+                    parent_id,
+                    json.dumps(cats),
+                    json.dumps(metrics or {}),
+                    images_used,
+                    name,
+                    created,
+                ),
+            )
+        return self.model_version(cur.lastrowid)
+
+    def model_versions(self) -> list[ModelVersion]:
+        return [
+            _version_from_row(r)
+            for r in self._conn.execute("SELECT * FROM model_versions ORDER BY id")
+        ]
+
+    def model_version(self, version_id: int) -> ModelVersion:
+        row = self._conn.execute(
+            "SELECT * FROM model_versions WHERE id = ?", (version_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"model version {version_id} is not in the project")
+        return _version_from_row(row)
+
+    def next_model_version_id(self) -> int:
+        """The id the next registered version will get (names its files before the row exists)."""
+        row = self._conn.execute("SELECT MAX(id) FROM model_versions").fetchone()
+        return (row[0] or 0) + 1

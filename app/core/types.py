@@ -1,0 +1,130 @@
+"""Plain data types shared by every layer.
+
+They hold numpy arrays and enums only (no Qt, no torch) so they can cross threads and
+process boundaries, be stored in SQLite and be unit-tested in isolation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+
+class ImageStatus(StrEnum):
+    """Where an image is in the review workflow."""
+
+    NEW = "new"
+    PROPOSED = "proposed"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    SKIPPED = "skipped"
+
+
+class Source(StrEnum):
+    """Who made an instance: a person, the model, or the model then a person."""
+
+    HUMAN = "human"
+    MODEL = "model"
+    MODEL_EDITED = "model_edited"
+
+
+@dataclass(frozen=True)
+class Category:
+    """An annotation class. ``id`` is stable for the project's lifetime (COCO keeps it)."""
+
+    id: int
+    name: str
+    color: str = "#e6194b"
+
+
+@dataclass
+class ImageRecord:
+    """One image of a project. ``path`` is relative to the project folder, POSIX style."""
+
+    id: int
+    path: str
+    width: int
+    height: int
+    status: ImageStatus = ImageStatus.NEW
+    size_bytes: int = 0
+    mtime_ns: int = 0
+    uncertainty: float | None = None
+    split: str | None = None
+    missing: bool = False
+
+
+def _as_ring(points: np.ndarray | list) -> np.ndarray:
+    ring = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+    return np.ascontiguousarray(ring)
+
+
+@dataclass
+class Polygon:
+    """An outer ring plus zero or more hole rings, each an (N, 2) float32 array of x, y."""
+
+    exterior: np.ndarray
+    holes: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.exterior = _as_ring(self.exterior)
+        self.holes = [_as_ring(h) for h in self.holes]
+
+    def copy(self) -> Polygon:
+        return Polygon(self.exterior.copy(), [h.copy() for h in self.holes])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Polygon):
+            return NotImplemented
+        return (
+            np.array_equal(self.exterior, other.exterior)
+            and len(self.holes) == len(other.holes)
+            and all(np.array_equal(a, b) for a, b in zip(self.holes, other.holes, strict=True))
+        )
+
+
+@dataclass
+class Instance:
+    """One object on one image: a category and one or more polygons (parts), each with holes.
+
+    ``id`` and ``image_id`` are None until the store has saved it.
+    """
+
+    category_id: int
+    polygons: list[Polygon]
+    score: float | None = None
+    source: Source = Source.HUMAN
+    model_version: int | None = None
+    id: int | None = None
+    image_id: int | None = None
+
+    @property
+    def has_holes(self) -> bool:
+        return any(p.holes for p in self.polygons)
+
+    def copy(self) -> Instance:
+        return Instance(
+            category_id=self.category_id,
+            polygons=[p.copy() for p in self.polygons],
+            score=self.score,
+            source=self.source,
+            model_version=self.model_version,
+            id=self.id,
+            image_id=self.image_id,
+        )
+
+
+@dataclass
+class ModelVersion:
+    """A trained model registered in a project (the retrain loop's output)."""
+
+    id: int
+    card_id: str
+    path: str
+    parent_id: int | None = None
+    categories: list[Category] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    images_used: int = 0
+    created: str = ""
+    name: str = ""
