@@ -1,0 +1,50 @@
+"""The ``maskloop`` command line.
+
+Each subcommand group lives in its own module with a ``register(subparsers)`` function that
+adds its parsers and sets ``func`` (called with the parsed args, returns an exit code).
+Library code raises typed exceptions; only this layer turns them into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from app import __version__
+from app.errors import MaskLoopError
+from app.logs import setup_logging
+
+from . import active_cmds, project_cmds
+
+GROUPS = [project_cmds, active_cmds]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maskloop",
+        description="Instance-segmentation annotation with a Mask R-CNN in the loop.",
+    )
+    parser.add_argument("--version", action="version", version=f"maskloop {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(verbose=args.verbose)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MaskLoopError as exc:
+        print(f"maskloop: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("maskloop: interrupted", file=sys.stderr)
+        return 130
