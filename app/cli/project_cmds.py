@@ -98,6 +98,7 @@ def project_summary(store: ProjectStore) -> dict:
             for v in store.model_versions()
         ],
         "active_model": store.get_meta("active_model"),
+        "proposal_outcomes": [o.to_dict() for o in store.proposal_outcomes()],
     }
 
 
@@ -128,4 +129,13 @@ def _info(args: argparse.Namespace) -> int:
         print("model versions: none")
     if summary["active_model"]:
         print(f"active model: {summary['active_model']}")
+    if summary["proposal_outcomes"]:
+        print("how reviewers treated the proposals:")
+        for o in summary["proposal_outcomes"]:
+            name = "zoo model" if o["model_version"] is None else f"v{o['model_version']}"
+            print(
+                f"  {name}: accepted={o['accepted']} edited={o['edited']} "
+                f"rejected={o['rejected']} pending={o['pending']} "
+                f"drawn by hand={o['added_by_hand']}"
+            )
     return 0

@@ -72,6 +72,32 @@ class NewImage:
     mtime_ns: int = 0
 
 
+@dataclass
+class ProposalOutcomes:
+    """How reviewers treated one model version's proposals (None: a zoo model)."""
+
+    model_version: int | None
+    accepted: int = 0  # kept unchanged on images marked done
+    edited: int = 0  # changed by a person (source model_edited)
+    rejected: int = 0  # deleted by a person
+    pending: int = 0  # unchanged, on images not done yet
+    added_by_hand: int = 0  # human instances on the done images this version proposed for
+
+    @property
+    def reviewed(self) -> int:
+        return self.accepted + self.edited + self.rejected
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {
+            "model_version": self.model_version,
+            "accepted": self.accepted,
+            "edited": self.edited,
+            "rejected": self.rejected,
+            "pending": self.pending,
+            "added_by_hand": self.added_by_hand,
+        }
+
+
 _STATUSES = ", ".join(f"'{s.value}'" for s in ImageStatus)
 _SOURCES = ", ".join(f"'{s.value}'" for s in Source)
 
@@ -122,6 +148,15 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX instances_image ON instances (image_id)",
         "CREATE INDEX instances_category ON instances (category_id)",
+    ],
+    [
+        # Proposals a reviewer deleted: the one outcome the instances table cannot show.
+        """CREATE TABLE rejected_proposals (
+            instance_id INTEGER PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+            model_version INTEGER,
+            at TEXT NOT NULL
+        )""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -566,6 +601,7 @@ class ProjectStore:
         with self.transaction():
             image = self.image(image_id)
             for instance_id in delete:
+                self._log_if_rejected(image_id, instance_id, now)
                 cur = self._conn.execute(
                     "DELETE FROM instances WHERE id = ? AND image_id = ?", (instance_id, image_id)
                 )
@@ -591,6 +627,11 @@ class ProjectStore:
                 if not cur.rowcount:
                     raise NotFoundError(f"instance {inst.id} is not on image {image_id}")
             added = [self._insert_instance(image_id, inst, now) for inst in add]
+            # Re-adding a deleted proposal with its id is the undo of its rejection.
+            self._conn.executemany(
+                "DELETE FROM rejected_proposals WHERE instance_id = ?",
+                [(inst.id,) for inst in add if inst.id is not None],
+            )
             if status is not None:
                 new_status = ImageStatus(status)
             elif image.status in (ImageStatus.NEW, ImageStatus.PROPOSED):
@@ -602,6 +643,57 @@ class ProjectStore:
                     "UPDATE images SET status = ? WHERE id = ?", (new_status.value, image_id)
                 )
         return added
+
+    def _log_if_rejected(self, image_id: int, instance_id: int, now: str) -> None:
+        row = self._conn.execute(
+            "SELECT source, model_version FROM instances WHERE id = ? AND image_id = ?",
+            (instance_id, image_id),
+        ).fetchone()
+        if row is not None and row["source"] == Source.MODEL.value:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO rejected_proposals (instance_id, image_id, "
+                "model_version, at) VALUES (?, ?, ?, ?)",
+                (instance_id, image_id, row["model_version"], now),
+            )
+
+    def proposal_outcomes(self) -> list[ProposalOutcomes]:
+        """Per model version: proposals accepted, edited, rejected, pending, and hand-drawn
+        instances on the done images it proposed for (the measure of what the loop saves)."""
+        out: dict[int | None, ProposalOutcomes] = {}
+
+        def get(version: int | None) -> ProposalOutcomes:
+            return out.setdefault(version, ProposalOutcomes(version))
+
+        done = ImageStatus.DONE.value
+        for version, source, is_done, n in self._conn.execute(
+            "SELECT i.model_version, i.source, im.status = ?, COUNT(*) FROM instances i "
+            "JOIN images im ON im.id = i.image_id WHERE i.source != ? "
+            "GROUP BY i.model_version, i.source, im.status = ?",
+            (done, Source.HUMAN.value, done),
+        ):
+            stats = get(version)
+            if source == Source.MODEL_EDITED.value:
+                stats.edited += n
+            elif is_done:
+                stats.accepted += n
+            else:
+                stats.pending += n
+        for version, n in self._conn.execute(
+            "SELECT model_version, COUNT(*) FROM rejected_proposals GROUP BY model_version"
+        ):
+            get(version).rejected += n
+        for version, n in self._conn.execute(
+            "SELECT v.model_version, COUNT(*) FROM instances h JOIN images im "
+            "ON im.id = h.image_id AND im.status = ? JOIN ("
+            "  SELECT DISTINCT image_id, model_version FROM instances WHERE source != ? "
+            "  UNION SELECT image_id, model_version FROM rejected_proposals"
+            ") v ON v.image_id = h.image_id WHERE h.source = ? GROUP BY v.model_version",
+            (done, Source.HUMAN.value, Source.HUMAN.value),
+        ):
+            get(version).added_by_hand += n
+        return sorted(
+            out.values(), key=lambda o: (o.model_version is not None, o.model_version or 0)
+        )
 
     def replace_proposals(
         self, image_id: int, instances: Sequence[Instance], model_version: int | None

@@ -51,8 +51,24 @@ def test_init_then_rescan_then_info(tmp_path, images, capsys):
             "../imgs/a.png",
             "../imgs/sub/b.png",
         ]
+    assert info["proposal_outcomes"] == []
     assert main(["info", str(project)]) == 0
     assert "images: 1" in capsys.readouterr().out
+
+
+def test_info_shows_how_proposals_were_treated(tmp_path, images, capsys):
+    from app.core.types import Instance, Polygon
+
+    project = tmp_path / "proj"
+    main(["init", str(project), "--images", str(images)])
+    with ProjectStore.open(project) as store:
+        image = store.images()[0]
+        square = Polygon([[0, 0], [4, 0], [4, 4], [0, 4]])
+        store.replace_proposals(image.id, [Instance(1, [square]), Instance(1, [square])], 2)
+        store.apply_edit(image.id, delete=[store.instances(image.id)[0].id])
+    capsys.readouterr()
+    assert main(["info", str(project)]) == 0
+    assert "v2: accepted=0 edited=0 rejected=1 pending=1" in capsys.readouterr().out
 
 
 def test_errors_are_messages_not_tracebacks(tmp_path, capsys):

@@ -267,3 +267,47 @@ def test_reopen_sees_committed_data(tmp_path):
     with ProjectStore.open(tmp_path / "p") as s:
         assert s.instances(i)[0].polygons == [square(0, 0, hole=True)]
         assert s.integrity_ok()
+
+
+def test_proposal_outcomes_per_model_version(filled):
+    store, ids, cat = filled
+    p = Instance(cat.id, [square(0, 0)], score=0.9)
+    store.replace_proposals(ids[0], [p, p, p, p], model_version=1)
+    store.replace_proposals(ids[1], [p, p], model_version=2)
+    a, b, c, d = store.instances(ids[0])
+    store.apply_edit(ids[0], delete=[a.id])  # rejected
+    b.polygons = [square(3, 3)]
+    b.source = Source.MODEL_EDITED
+    store.apply_edit(ids[0], update=[b])  # edited
+    store.apply_edit(ids[0], add=[Instance(cat.id, [square(40, 40)])])  # drawn by hand
+    store.apply_edit(ids[0], delete=[c.id])
+    store.apply_edit(ids[0], add=[c])  # undo of a rejection: not rejected after all
+    store.set_image_status(ids[0], ImageStatus.DONE)
+    by_version = {o.model_version: o for o in store.proposal_outcomes()}
+    v1 = by_version[1]
+    assert (v1.accepted, v1.edited, v1.rejected, v1.pending, v1.added_by_hand) == (2, 1, 1, 0, 1)
+    assert v1.reviewed == 4
+    v2 = by_version[2]
+    assert (v2.accepted, v2.pending, v2.rejected, v2.added_by_hand) == (0, 2, 0, 0)
+    # replacing untouched proposals with a newer model is not a rejection
+    store.replace_proposals(ids[1], [p], model_version=3)
+    after = {o.model_version: o for o in store.proposal_outcomes()}
+    assert 2 not in after and after[3].pending == 1 and after[3].rejected == 0
+
+
+def test_migration_from_schema_1_keeps_data(tmp_path):
+    from app.core.store import MIGRATIONS
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    conn = sqlite3.connect(folder / DB_NAME)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO images (path, width, height) VALUES ('a.png', 4, 4)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with ProjectStore.open(folder) as s:
+        assert s.image(1).path == "a.png"
+        assert s.proposal_outcomes() == []
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
