@@ -25,8 +25,14 @@ $(STAMP_TEST): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@ $(STAMP_RUN)
 
+# `make run PROJECT=path` opens that project; plain `make run` opens (and first creates)
+# the offline demo project in ./demo-project.
 run: $(STAMP_RUN)
-	$(VENV)/bin/maskloop gui $(PROJECT)
+	@if [ -n "$(PROJECT)" ]; then \
+		$(VENV)/bin/maskloop gui "$(PROJECT)"; \
+	else \
+		$(VENV)/bin/maskloop demo demo-project && $(VENV)/bin/maskloop gui demo-project; \
+	fi
 
 test: $(STAMP_TEST)
 	$(VENV)/bin/ruff check app tests main.py

@@ -15,9 +15,9 @@ from app import __version__
 from app.errors import MaskLoopError
 from app.logs import setup_logging
 
-from . import active_cmds, demo_cmds, project_cmds
+from . import active_cmds, demo_cmds, gui_cmds, project_cmds
 
-GROUPS = [project_cmds, active_cmds, demo_cmds]
+GROUPS = [project_cmds, active_cmds, demo_cmds, gui_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,267 @@
+"""Edits on one image's instances, each committed at once and returning its exact inverse.
+
+Every operation builds an :class:`Edit` and :meth:`ImageDocument.apply` commits it to the
+store in one transaction and returns the edit that undoes it (including the image status,
+which the store moves to ``in_progress`` on a first edit). The GUI wraps these in
+QUndoCommands; nothing here knows about Qt.
+
+Review rules:
+
+- A proposal (``source=model``) stays ``model`` when it is *accepted* unchanged; acceptance
+  is recorded per image in the project meta table (key ``accepted:<image_id>``), written in
+  the same transaction as the edit, so it survives reopening and undo restores it.
+- Any change to a proposal's geometry or category makes it ``model_edited`` (it is then
+  reviewed by definition and leaves the accepted set).
+- Rejecting a proposal deletes it.
+- Marking an image ``done`` accepts the proposals still on it: everything on a done image is
+  training data, so reject the wrong ones first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from app.core.geometry import mask_to_polygons, polygons_to_mask
+from app.core.store import ProjectStore
+from app.core.types import ImageStatus, Instance, Polygon, Source
+from app.errors import MaskLoopError
+
+BRUSH_TOLERANCE = 0.5  # px: brush results are simplified this much when re-traced
+
+
+class DocumentError(MaskLoopError):
+    """An edit refers to something that is not on the image (reload the image and retry)."""
+
+
+def accepted_meta_key(image_id: int) -> str:
+    return f"accepted:{image_id}"
+
+
+@dataclass
+class Edit:
+    """One atomic change to an image: instances added / updated / deleted, status, acceptance."""
+
+    add: list[Instance] = field(default_factory=list)
+    update: list[Instance] = field(default_factory=list)
+    delete: list[int] = field(default_factory=list)
+    status: ImageStatus | None = None
+    accept: list[int] = field(default_factory=list)
+    unaccept: list[int] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.add
+            or self.update
+            or self.delete
+            or self.status is not None
+            or self.accept
+            or self.unaccept
+        )
+
+
+def _edited(inst: Instance) -> Instance:
+    """A copy marked as changed by a person: proposals become ``model_edited``."""
+    out = inst.copy()
+    if out.source == Source.MODEL:
+        out.source = Source.MODEL_EDITED
+    return out
+
+
+class ImageDocument:
+    """The instances of one image, mirrored from the store and edited only through :meth:`apply`."""
+
+    def __init__(self, store: ProjectStore, image_id: int) -> None:
+        self.store = store
+        self.image_id = image_id
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-read the image from the store (after a background writer, e.g. proposals)."""
+        self.status = self.store.image(self.image_id).status
+        self.instances: dict[int, Instance] = {
+            inst.id: inst for inst in self.store.instances(self.image_id)
+        }
+        raw = self.store.get_meta(accepted_meta_key(self.image_id))
+        ids = set(json.loads(raw)) if raw else set()
+        self.accepted: set[int] = {i for i in ids if i in self.instances}
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def instance(self, instance_id: int) -> Instance:
+        try:
+            return self.instances[instance_id]
+        except KeyError:
+            raise DocumentError(
+                f"instance {instance_id} is no longer on image {self.image_id}"
+            ) from None
+
+    def is_pending(self, instance_id: int) -> bool:
+        """True for a proposal nobody has accepted or edited yet."""
+        inst = self.instance(instance_id)
+        return inst.source == Source.MODEL and instance_id not in self.accepted
+
+    def pending_ids(self) -> list[int]:
+        return [i for i in self.instances if self.is_pending(i)]
+
+    # -- applying -------------------------------------------------------------------------------
+
+    def apply(self, edit: Edit) -> Edit:
+        """Commit ``edit`` in one transaction; return the edit that restores the prior state."""
+        before_status = self.status
+        deleted = [self.instance(i) for i in edit.delete]
+        updated_before = [self.instance(inst.id) for inst in edit.update]
+        accepted_before = set(self.accepted)
+        instances = dict(self.instances)
+        with self.store.transaction():
+            added = self.store.apply_edit(
+                self.image_id,
+                add=edit.add,
+                update=edit.update,
+                delete=edit.delete,
+                status=edit.status,
+            )
+            for i in edit.delete:
+                del instances[i]
+            for inst in [*edit.update, *added]:
+                instances[inst.id] = inst.copy()
+            accepted = (accepted_before - set(edit.delete) - set(edit.unaccept)) | set(edit.accept)
+            accepted = {
+                i for i in accepted if i in instances and instances[i].source == Source.MODEL
+            }
+            if accepted != accepted_before:
+                self.store.set_meta(accepted_meta_key(self.image_id), json.dumps(sorted(accepted)))
+            status = self.store.image(self.image_id).status
+        self.instances, self.accepted, self.status = instances, accepted, status
+        return Edit(
+            add=deleted,
+            update=updated_before,
+            delete=[inst.id for inst in added],
+            status=before_status,
+            accept=sorted(accepted_before - accepted),
+            unaccept=sorted(accepted - accepted_before),
+        )
+
+    # -- operations (each returns the inverse edit) ----------------------------------------------
+
+    def add_instance(self, instance: Instance) -> tuple[Edit, int]:
+        """Add an instance; returns the inverse and the new instance's id."""
+        inverse = self.apply(Edit(add=[instance]))
+        return inverse, inverse.delete[0]
+
+    def delete_instances(self, ids: Iterable[int]) -> Edit:
+        return self.apply(Edit(delete=list(dict.fromkeys(ids))))
+
+    def replace_geometry(self, instance_id: int, polygons: Sequence[Polygon]) -> Edit:
+        """New polygons for an instance (vertex edit, brush, eraser); empty deletes it."""
+        if not polygons:
+            return self.delete_instances([instance_id])
+        inst = _edited(self.instance(instance_id))
+        inst.polygons = [p.copy() for p in polygons]
+        return self.apply(Edit(update=[inst]))
+
+    def change_category(self, ids: Iterable[int], category_id: int) -> Edit:
+        changed = []
+        for i in ids:
+            inst = self.instance(i)
+            if inst.category_id != category_id:
+                out = _edited(inst)
+                out.category_id = category_id
+                changed.append(out)
+        return self.apply(Edit(update=changed))
+
+    def accept(self, ids: Iterable[int]) -> Edit:
+        """Accept proposals unchanged; ids that are not pending proposals are ignored."""
+        return self.apply(Edit(accept=[i for i in ids if self.is_pending(i)]))
+
+    def reject(self, ids: Iterable[int]) -> Edit:
+        """Reject proposals (delete them); instances a person made or edited are kept."""
+        return self.delete_instances(i for i in ids if self.instance(i).source == Source.MODEL)
+
+    def accept_above(self, threshold: float) -> Edit:
+        """Accept every pending proposal whose score is at least ``threshold``."""
+        ids = [
+            i
+            for i in self.pending_ids()
+            if (self.instances[i].score if self.instances[i].score is not None else 1.0)
+            >= threshold
+        ]
+        return self.apply(Edit(accept=ids))
+
+    def merge(self, ids: Sequence[int]) -> tuple[Edit, int]:
+        """Merge instances into one (its parts are theirs); category of the first one.
+
+        The result is ``human`` if any part was drawn by a person, else ``model_edited``.
+        """
+        parts = [self.instance(i) for i in dict.fromkeys(ids)]
+        if len(parts) < 2:
+            raise DocumentError("select at least two instances to merge")
+        human = any(p.source == Source.HUMAN for p in parts)
+        scores = [p.score for p in parts if p.score is not None]
+        merged = Instance(
+            category_id=parts[0].category_id,
+            polygons=[poly.copy() for p in parts for poly in p.polygons],
+            score=None if human or not scores else max(scores),
+            source=Source.HUMAN if human else Source.MODEL_EDITED,
+            model_version=None if human else parts[0].model_version,
+        )
+        inverse = self.apply(Edit(add=[merged], delete=[p.id for p in parts]))
+        return inverse, inverse.delete[0]
+
+    def set_status(self, status: ImageStatus) -> Edit:
+        """Set the image status; ``done`` also accepts the proposals still on the image."""
+        status = ImageStatus(status)
+        accept = self.pending_ids() if status == ImageStatus.DONE else []
+        return self.apply(Edit(status=status, accept=accept))
+
+
+def brush_polygons(
+    polygons: Sequence[Polygon],
+    stroke: np.ndarray,
+    radius: float,
+    *,
+    erase: bool,
+    image_size: tuple[int, int],
+) -> list[Polygon]:
+    """Polygons after painting (or erasing) a round brush of ``radius`` px along ``stroke``.
+
+    Works in the region the stroke and the polygons cover only, so a brush dab on a large
+    image costs a small raster; the result is re-traced with :func:`mask_to_polygons`
+    (holes included). ``image_size`` is (width, height); the result is clipped to it.
+    """
+    width, height = image_size
+    pts = np.asarray(stroke, np.float64).reshape(-1, 2)
+    if len(pts) == 0:
+        return [p.copy() for p in polygons]
+    boxes = [pts.min(0) - radius - 1, pts.max(0) + radius + 1]
+    rings = [p.exterior for p in polygons if len(p.exterior)]
+    if rings:
+        allpts = np.concatenate(rings)
+        boxes += [allpts.min(0) - 1, allpts.max(0) + 1]
+    lo = np.floor(np.min(boxes, axis=0)).astype(int)
+    hi = np.ceil(np.max(boxes, axis=0)).astype(int)
+    x0, y0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
+    x1, y1 = min(int(hi[0]), width), min(int(hi[1]), height)
+    if x1 <= x0 or y1 <= y0:
+        return [p.copy() for p in polygons]
+    shift = np.array([x0, y0], np.float32)
+    local = [Polygon(p.exterior - shift, [h - shift for h in p.holes]) for p in polygons]
+    mask = polygons_to_mask(local, y1 - y0, x1 - x0).astype(np.uint8)
+    dab = np.zeros_like(mask)
+    # Pixel (c, r) covers [c, c+1) x [r, r+1); its centre is at (c + 0.5, r + 0.5).
+    centres = np.round(pts - shift - 0.5).astype(np.int32)
+    r = max(int(round(radius)), 0)
+    for a, b in zip(centres, centres[1:], strict=False):
+        cv2.line(dab, tuple(int(v) for v in a), tuple(int(v) for v in b), 1, 2 * r + 1)
+    for c in centres:
+        cv2.circle(dab, (int(c[0]), int(c[1])), r, 1, -1)
+    if erase:
+        mask[dab.astype(bool)] = 0
+    else:
+        mask |= dab
+    return mask_to_polygons(mask, tolerance=BRUSH_TOLERANCE, offset=(x0, y0))

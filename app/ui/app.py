@@ -1,0 +1,88 @@
+"""Start the GUI, and render the main window headless for screenshots."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
+
+from app.core.store import ProjectStore, StoreError
+from app.errors import MaskLoopError
+
+from .main_window import APP, ORG, MainWindow, settings
+
+log = logging.getLogger(__name__)
+
+
+class ScreenshotError(MaskLoopError):
+    """The screenshot could not be rendered or written."""
+
+
+def application() -> QApplication:
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+        app.setOrganizationName(ORG)
+        app.setApplicationName(APP)
+    return app
+
+
+def _last_project() -> ProjectStore | None:
+    last = settings().value("project/last")
+    if not last:
+        return None
+    try:
+        return ProjectStore.open(Path(str(last)))
+    except StoreError as exc:
+        log.info("last project not reopened: %s", exc)
+        return None
+
+
+def run_gui(project: Path | None) -> int:
+    """Open ``project`` (or the last one, or ask) and run the event loop."""
+    app = application()
+    store = ProjectStore.open(project) if project is not None else _last_project()
+    if store is None:
+        from .welcome import WelcomeDialog
+
+        dialog = WelcomeDialog()
+        if not dialog.exec() or dialog.store is None:
+            return 0
+        store = dialog.store
+    with store:
+        settings().setValue("project/last", str(store.root))
+        window = MainWindow(store)
+        window.show()
+        return app.exec()
+
+
+def screenshot(project: Path, out: Path, *, image: str | None, size: tuple[int, int]) -> Path:
+    """Render the main window on ``project`` (optionally showing ``image``) into a PNG."""
+    app = application()
+    with ProjectStore.open(project) as store:
+        window = MainWindow(store)
+        window.resize(*size)
+        if image is not None:
+            record = store.image_by_path(image)
+            if record is None:
+                window.close()
+                raise ScreenshotError(
+                    f"no image {image!r} in {store.root}; use its path relative to the project"
+                )
+            window.open_image(record.id)
+        window.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen, True)
+        window.show()
+        app.processEvents()
+        window.canvas.fit()
+        app.processEvents()
+        pixmap = window.grab()
+        window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        window.close()
+        app.processEvents()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not pixmap.save(str(out), "PNG"):
+        raise ScreenshotError(f"cannot write {out}; check the folder exists and is writable")
+    return out

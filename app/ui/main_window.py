@@ -1,0 +1,364 @@
+"""The main window: docks, toolbar, menus and status bar wired to the :class:`Editor`.
+
+Keyboard review (also in Help > Keyboard shortcuts):
+A accept the selected proposal, R reject it, Shift+A accept all shown proposals,
+Tab next proposal, Ctrl+Enter mark the image done and open the next one needing review,
+D / Right / PageDown next image, Left / PageUp previous image (A is accept, so it is not
+"previous"), 1-9 category, Del delete, M merge, V select, P polygon, B brush, E eraser,
+[ and ] brush size, F fit, Ctrl+1 actual size, H show/hide instances, Space+drag pan,
+Ctrl+Z / Ctrl+Shift+Z undo / redo, Ctrl+S checkpoint (edits are saved as you make them).
+
+The proposal worker (issue 6) attaches to :attr:`MainWindow.current_image_changed`, calls
+:meth:`MainWindow.refresh_current_instances` when it stored proposals for the shown image,
+and shows its state in :attr:`MainWindow.model_status`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import qtawesome as qta
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSlider,
+    QUndoView,
+    QWidget,
+)
+
+from app.core.store import ProjectStore
+from app.core.types import ImageStatus
+
+from .canvas.view import CanvasView
+from .display import pixel_text
+from .editor import Editor
+from .panels.categories import CategoriesPanel
+from .panels.display_panel import DisplayPanel
+from .panels.image_list import ImageListPanel
+from .panels.instance_list import InstanceListPanel
+
+log = logging.getLogger(__name__)
+
+ORG, APP = "MaskLoop", "MaskLoop"
+
+
+def settings() -> QSettings:
+    return QSettings(ORG, APP)
+
+
+class MainWindow(QMainWindow):
+    current_image_changed = Signal(int)
+
+    def __init__(self, store: ProjectStore) -> None:
+        super().__init__()
+        self.store = store
+        self.setWindowTitle(f"MaskLoop - {store.root.name}")
+        self.setWindowIcon(qta.icon("mdi.vector-polygon", color="#42a5f5"))
+        self.canvas = CanvasView()
+        self.setCentralWidget(self.canvas)
+        self.editor = Editor(store, self.canvas)
+        self.images = ImageListPanel(store)
+        self.instances = InstanceListPanel()
+        self.categories = CategoriesPanel(store)
+        self.display = DisplayPanel()
+        self.history = QUndoView(self.editor.undo_group)
+        self.history.setEmptyLabel("<opened>")
+        self._dock("Images", self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Instances", self.instances, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Categories", self.categories, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Display", self.display, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("History", self.history, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._build_status_bar()
+        self._build_actions()
+        self._connect()
+        self._restore()
+        self._shown_once = False
+        ids = self.images.ids()
+        if ids:
+            self.open_image(ids[0])
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock_{title.lower()}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.zoom_label = QLabel()
+        self.cursor_label = QLabel()
+        self.status_label = QLabel()
+        self.model_status = QLabel()  # filled by the proposal worker
+        for w in (self.cursor_label, self.zoom_label, self.status_label, self.model_status):
+            bar.addPermanentWidget(w)
+
+    def _action(
+        self,
+        text: str,
+        slot: Callable,
+        shortcuts: str | list | None = None,
+        icon: str | None = None,
+        menu=None,
+        toolbar=None,
+        checkable: bool = False,
+    ) -> QAction:
+        action = QAction(text, self)
+        if shortcuts:
+            keys = (
+                [shortcuts] if isinstance(shortcuts, str | QKeySequence.StandardKey) else shortcuts
+            )
+            action.setShortcuts([QKeySequence(k) for k in keys])
+            shown = " / ".join(QKeySequence(k).toString() for k in keys)
+            action.setToolTip(f"{text} ({shown})")
+        if icon:
+            action.setIcon(qta.icon(icon))
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        if menu is not None:
+            menu.addAction(action)
+        if toolbar is not None:
+            toolbar.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        mb = self.menuBar()
+        tb = self.addToolBar("Main")
+        tb.setObjectName("toolbar_main")
+        f = mb.addMenu("&File")
+        self._action("Checkpoint", self.checkpoint, "Ctrl+S", "mdi.content-save", f)
+        self._action("Quit", self.close, "Ctrl+Q", None, f)
+        e = mb.addMenu("&Edit")
+        undo = self.editor.undo_group.createUndoAction(self, "Undo")
+        undo.setShortcuts([QKeySequence("Ctrl+Z")])
+        undo.setIcon(qta.icon("mdi.undo"))
+        undo.setToolTip("Undo (Ctrl+Z)")
+        redo = self.editor.undo_group.createRedoAction(self, "Redo")
+        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        redo.setIcon(qta.icon("mdi.redo"))
+        redo.setToolTip("Redo (Ctrl+Shift+Z)")
+        self.undo_action, self.redo_action = undo, redo
+        for a in (undo, redo):
+            e.addAction(a)
+            tb.addAction(a)
+            self.addAction(a)
+        tb.addSeparator()
+        ed = self.editor
+        self._action("Delete instance", ed.delete_selected, "Del", "mdi.delete", e, tb)
+        self._action("Merge selected", ed.merge_selected, "M", "mdi.set-merge", e, tb)
+        for n in range(1, 10):
+            self._action(
+                f"Category {n}", lambda _=False, n=n: self.categories.pick_digit(n), str(n)
+            )
+        tb.addSeparator()
+        t = mb.addMenu("&Tools")
+        self.tool_actions = {}
+        for name, text, key, icon in (
+            ("select", "Select / move / edit vertices", "V", "mdi.cursor-default"),
+            ("polygon", "Draw polygon", "P", "mdi.vector-polygon"),
+            ("brush", "Brush (adds to selected)", "B", "mdi.brush"),
+            ("eraser", "Eraser (cuts from selected)", "E", "mdi.eraser"),
+        ):
+            a = self._action(
+                text, lambda _=False, n=name: self.canvas.set_tool(n), key, icon, t, tb, True
+            )
+            self.tool_actions[name] = a
+        self.tool_actions["select"].setChecked(True)
+        tb.addSeparator()
+        r = mb.addMenu("&Review")
+        self._action("Accept proposal", ed.accept_selected, "A", "mdi.check", r, tb)
+        self._action("Reject proposal", ed.reject_selected, "R", "mdi.close", r, tb)
+        self._action("Accept all shown proposals", ed.accept_all, "Shift+A", "mdi.check-all", r, tb)
+        self._action("Next proposal", ed.select_next_pending, "Tab", None, r)
+        self._action(
+            "Mark done, next image", self.done_and_next, ["Ctrl+Return", "Ctrl+Enter"],
+            "mdi.check-decagram", r, tb,
+        )  # fmt: skip
+        self._action("Skip image", self.skip_and_next, "Ctrl+K", None, r)
+        self._action(
+            "Next image", self.next_image, ["D", "Right", "PgDown"], "mdi.arrow-right", r, tb
+        )
+        self._action(
+            "Previous image", self.previous_image, ["Left", "PgUp"], "mdi.arrow-left", r, tb
+        )
+        tb.addSeparator()
+        tb.addWidget(QLabel(" Score \u2265 "))
+        self.threshold = QSlider(Qt.Orientation.Horizontal)
+        self.threshold.setRange(0, 100)
+        self.threshold.setMaximumWidth(120)
+        self.threshold.setToolTip("Hide proposals scoring below this (Shift+A accepts the rest)")
+        tb.addWidget(self.threshold)
+        v = mb.addMenu("&View")
+        self._action("Fit image", self.canvas.fit, "F", "mdi6.fit-to-screen", v, tb)
+        self._action("Actual size", lambda: self.canvas.set_zoom(1.0), "Ctrl+1", "mdi.magnify", v)
+        self.visible_action = self._action(
+            "Show instances", self.canvas.set_instances_visible, "H", "mdi.eye", v, tb, True
+        )
+        self.visible_action.setChecked(True)
+        tb.addWidget(QLabel(" Opacity "))
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setMaximumWidth(100)
+        self.opacity.setToolTip("Fill opacity of the instances")
+        tb.addWidget(self.opacity)
+        for dock in self.findChildren(QDockWidget):
+            v.addAction(dock.toggleViewAction())
+        h = mb.addMenu("&Help")
+        self._action("Keyboard shortcuts", self.show_help, "F1", "mdi.keyboard", h)
+
+    def _connect(self) -> None:
+        c, ed = self.canvas, self.editor
+        self.images.image_selected.connect(self.open_image)
+        ed.image_changed.connect(self._image_shown)
+        ed.instances_changed.connect(self._instances_changed)
+        ed.image_error.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
+        c.selection_changed.connect(self.instances.set_selected)
+        self.instances.selection_requested.connect(c.set_selection)
+        c.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
+        c.cursor_moved.connect(self._cursor)
+        c.tool_changed.connect(self._tool_changed)
+        self.categories.category_picked.connect(ed.set_category_of_selected)
+        self.categories.categories_changed.connect(lambda: c.reload(ed.colors()))
+        self.categories.categories_changed.connect(self._instances_changed)
+        self.display.settings_changed.connect(ed.set_display)
+        self.threshold.valueChanged.connect(lambda v: ed.set_threshold(v / 100))
+        self.opacity.valueChanged.connect(lambda v: c.set_fill_opacity(v / 100))
+
+    # -- preferences --------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        s = settings()
+        geometry, state = s.value("window/geometry"), s.value("window/state")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1400, 900)
+        if state is not None:
+            self.restoreState(state)
+        self.threshold.setValue(int(s.value("review/threshold", 50)))
+        self.opacity.setValue(int(s.value("view/opacity", 35)))
+        self.canvas.set_brush_radius(float(s.value("tools/brush_radius", 8.0)))
+        self.editor.set_threshold(self.threshold.value() / 100)
+        self.canvas.set_fill_opacity(self.opacity.value() / 100)
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        if not self._shown_once:
+            self._shown_once = True
+            self.canvas.fit()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        s = settings()
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        s.setValue("review/threshold", self.threshold.value())
+        s.setValue("view/opacity", self.opacity.value())
+        s.setValue("tools/brush_radius", self.canvas.brush_radius())
+        s.setValue("project/last", str(self.store.root))
+        self.store.checkpoint()
+        super().closeEvent(event)
+
+    # -- navigation ---------------------------------------------------------------------------
+
+    def open_image(self, image_id: int) -> None:
+        self.editor.open_image(image_id)
+
+    def current_image_id(self) -> int | None:
+        return None if self.editor.doc is None else self.editor.doc.image_id
+
+    def refresh_current_instances(self) -> None:
+        """Re-read the shown image's instances from the store (e.g. new proposals arrived)."""
+        self.editor.reload_current()
+
+    def _step(self, delta: int) -> None:
+        ids = self.images.ids()
+        cur = self.current_image_id()
+        if not ids:
+            return
+        pos = ids.index(cur) + delta if cur in ids else 0
+        if 0 <= pos < len(ids):
+            self.open_image(ids[pos])
+
+    def next_image(self) -> None:
+        self._step(1)
+
+    def previous_image(self) -> None:
+        self._step(-1)
+
+    def done_and_next(self) -> None:
+        self.editor.set_status(ImageStatus.DONE)
+        self._go_to_next_review()
+
+    def skip_and_next(self) -> None:
+        self.editor.set_status(ImageStatus.SKIPPED)
+        self._go_to_next_review()
+
+    def _go_to_next_review(self) -> None:
+        nxt = self.editor.next_to_review(self.images.order())
+        if nxt is None:
+            self.statusBar().showMessage("Every image is reviewed.", 8000)
+        else:
+            self.open_image(nxt)
+
+    def checkpoint(self) -> None:
+        self.store.checkpoint()
+        self.statusBar().showMessage("Checkpoint written (edits are saved as you make them).", 4000)
+
+    # -- reactions ----------------------------------------------------------------------------
+
+    def _image_shown(self, image_id: int) -> None:
+        self.images.set_current(image_id)
+        self.display.set_image(self.editor.pixels)
+        self._instances_changed()
+        self.current_image_changed.emit(image_id)
+
+    def _instances_changed(self) -> None:
+        doc = self.editor.doc
+        self.instances.show_document(doc, self.store.categories())
+        self.instances.set_selected(self.canvas.selection())
+        if doc is not None:
+            record = self.store.image(doc.image_id)
+            pending = len(doc.pending_ids())
+            self.status_label.setText(
+                f"{record.path}: {doc.status.value.replace('_', ' ')}, "
+                f"{len(doc.instances)} instances, {pending} to review"
+            )
+            self.images.update_status(doc.image_id)
+
+    def _cursor(self, x: float, y: float) -> None:
+        value = pixel_text(self.editor.pixels, x, y)
+        self.cursor_label.setText(f"x {x:.1f}  y {y:.1f}" + (f"  = {value}" if value else ""))
+
+    def _tool_changed(self, name: str) -> None:
+        for n, a in self.tool_actions.items():
+            a.setChecked(n == name)
+
+    def show_help(self) -> None:
+        QMessageBox.information(self, "Keyboard shortcuts", HELP_TEXT)
+
+
+HELP_TEXT = """Review
+  A  accept the selected proposal       R  reject it
+  Shift+A  accept every shown proposal  Tab  select the next proposal
+  Ctrl+Enter  mark done, open the next image needing review
+  Ctrl+K  skip the image
+  D / Right / PageDown  next image      Left / PageUp  previous image
+Edit
+  1-9  category of the selection (and of new drawings)
+  Del  delete    M  merge selected     Ctrl+Z / Ctrl+Shift+Z  undo / redo
+Tools
+  V  select: click, Ctrl/Shift+click adds, drag moves; drag a vertex handle,
+     Shift+click a handle deletes it, double-click an edge inserts one
+  P  polygon: click points, Enter or double-click closes, Backspace undoes a point, Esc cancels
+  B / E  brush / eraser on the selected instance, [ and ] change the size
+View
+  wheel zoom   F fit   Ctrl+1 actual size   Space+drag or middle-drag pan   H show/hide
+Edits are saved as you make them; Ctrl+S writes a checkpoint."""

@@ -1,0 +1,118 @@
+"""Categories dock: add, rename, recolour; digit keys 1-9 pick the n-th category."""
+
+from __future__ import annotations
+
+import qtawesome as qta
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtWidgets import (
+    QColorDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.store import ProjectStore
+from app.errors import MaskLoopError
+
+
+def color_icon(color: str) -> QIcon:
+    pix = QPixmap(14, 14)
+    pix.fill(QColor(color))
+    return QIcon(pix)
+
+
+class CategoriesPanel(QWidget):
+    categories_changed = Signal()
+    category_picked = Signal(int)  # the user chose this category (click or digit key)
+
+    def __init__(self, store: ProjectStore, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.list = QListWidget()
+        self.list.itemClicked.connect(self._clicked)
+        self.list.itemDoubleClicked.connect(lambda _: self.rename())
+        buttons = QHBoxLayout()
+        for icon, tip, slot in (
+            ("mdi.plus", "Add a category", self.add),
+            ("mdi.rename-box", "Rename the selected category (or double-click it)", self.rename),
+            ("mdi.palette", "Change the selected category's colour", self.recolor),
+        ):
+            b = QToolButton()
+            b.setIcon(qta.icon(icon))
+            b.setToolTip(tip)
+            b.clicked.connect(slot)
+            buttons.addWidget(b)
+        buttons.addStretch()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(buttons)
+        layout.addWidget(self.list)
+        self.refresh()
+
+    def refresh(self) -> None:
+        current = self.current_id()
+        self.list.clear()
+        for n, cat in enumerate(self.store.categories(), 1):
+            key = f"[{n}] " if n <= 9 else ""
+            item = QListWidgetItem(color_icon(cat.color), f"{key}{cat.name}")
+            item.setData(Qt.ItemDataRole.UserRole, cat.id)
+            item.setToolTip(
+                f"{cat.name} (id {cat.id})" + (f"; press {n} to apply it" if n <= 9 else "")
+            )
+            self.list.addItem(item)
+            if cat.id == current:
+                self.list.setCurrentItem(item)
+
+    def current_id(self) -> int | None:
+        item = self.list.currentItem()
+        return None if item is None else item.data(Qt.ItemDataRole.UserRole)
+
+    def id_for_digit(self, digit: int) -> int | None:
+        cats = self.store.categories()
+        return cats[digit - 1].id if 1 <= digit <= len(cats) else None
+
+    def pick_digit(self, digit: int) -> None:
+        cat_id = self.id_for_digit(digit)
+        if cat_id is not None:
+            self.list.setCurrentRow(digit - 1)
+            self.category_picked.emit(cat_id)
+
+    def _clicked(self, item: QListWidgetItem) -> None:
+        self.category_picked.emit(item.data(Qt.ItemDataRole.UserRole))
+
+    def _guard(self, fn) -> None:
+        try:
+            fn()
+        except MaskLoopError as exc:
+            QMessageBox.warning(self, "Categories", str(exc))
+            return
+        self.refresh()
+        self.categories_changed.emit()
+
+    def add(self) -> None:
+        name, ok = QInputDialog.getText(self, "Add category", "Name:")
+        if ok and name.strip():
+            self._guard(lambda: self.store.add_category(name))
+
+    def rename(self) -> None:
+        cat_id = self.current_id()
+        if cat_id is None:
+            return
+        old = self.store.category(cat_id).name
+        name, ok = QInputDialog.getText(self, "Rename category", "Name:", text=old)
+        if ok and name.strip() and name != old:
+            self._guard(lambda: self.store.update_category(cat_id, name=name))
+
+    def recolor(self) -> None:
+        cat_id = self.current_id()
+        if cat_id is None:
+            return
+        color = QColorDialog.getColor(QColor(self.store.category(cat_id).color), self)
+        if color.isValid():
+            self._guard(lambda: self.store.update_category(cat_id, color=color.name()))

@@ -1,0 +1,113 @@
+"""Image list dock: status icons, filter by status, sort by name / status / uncertainty, counts."""
+
+from __future__ import annotations
+
+import qtawesome as qta
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.store import ProjectStore
+from app.core.types import ImageStatus
+
+STATUS_ICONS = {
+    ImageStatus.NEW: ("mdi.circle-outline", "#9e9e9e"),
+    ImageStatus.PROPOSED: ("mdi.robot-outline", "#42a5f5"),
+    ImageStatus.IN_PROGRESS: ("mdi6.progress-pencil", "#ffb300"),
+    ImageStatus.DONE: ("mdi.check-circle", "#66bb6a"),
+    ImageStatus.SKIPPED: ("mdi.skip-next-circle-outline", "#bdbdbd"),
+}
+SORTS = {"Name": "path", "Status": "status", "Uncertainty": "uncertainty"}
+
+
+class ImageListPanel(QWidget):
+    image_selected = Signal(int)
+
+    def __init__(self, store: ProjectStore, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.filter = QComboBox()
+        self.filter.addItem("All images", None)
+        for status in ImageStatus:
+            self.filter.addItem(status.value.replace("_", " ").capitalize(), status)
+        self.filter.setToolTip("Show only images with this status")
+        self.sort = QComboBox()
+        self.sort.addItems(list(SORTS))
+        self.sort.setToolTip("Order of the list (and of 'next image')")
+        self.counts = QLabel()
+        self.counts.setWordWrap(True)
+        self.list = QListWidget()
+        self.list.setUniformItemSizes(True)
+        top = QHBoxLayout()
+        top.addWidget(self.filter)
+        top.addWidget(self.sort)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(top)
+        layout.addWidget(self.list)
+        layout.addWidget(self.counts)
+        self._icons = {s: qta.icon(name, color=c) for s, (name, c) in STATUS_ICONS.items()}
+        self.filter.currentIndexChanged.connect(self.refresh)
+        self.sort.currentIndexChanged.connect(self.refresh)
+        self.list.currentItemChanged.connect(self._picked)
+        self._current: int | None = None
+        self.refresh()
+
+    def order(self) -> str:
+        return SORTS[self.sort.currentText()]
+
+    def refresh(self) -> None:
+        """Re-read the list from the store (statuses change with every review)."""
+        self.list.blockSignals(True)
+        self.list.clear()
+        for im in self.store.images(status=self.filter.currentData(), order=self.order()):
+            label = im.path if im.uncertainty is None else f"{im.path}  ({im.uncertainty:.2f})"
+            item = QListWidgetItem(self._icons[im.status], label)
+            item.setData(Qt.ItemDataRole.UserRole, im.id)
+            item.setToolTip(f"{im.path}\n{im.width} x {im.height}, {im.status.value}")
+            self.list.addItem(item)
+            if im.id == self._current:
+                self.list.setCurrentItem(item)
+        self.list.blockSignals(False)
+        self.refresh_counts()
+
+    def update_status(self, image_id: int) -> None:
+        """Cheap update of one row's icon after an edit."""
+        status = self.store.image(image_id).status
+        for row in range(self.list.count()):
+            item = self.list.item(row)
+            if item.data(Qt.ItemDataRole.UserRole) == image_id:
+                item.setIcon(self._icons[status])
+        self.refresh_counts()
+
+    def refresh_counts(self) -> None:
+        counts = self.store.status_counts()
+        self.counts.setText(
+            f"{sum(counts.values())} images: "
+            + ", ".join(f"{n} {s.value.replace('_', ' ')}" for s, n in counts.items() if n)
+        )
+
+    def set_current(self, image_id: int) -> None:
+        self._current = image_id
+        for row in range(self.list.count()):
+            item = self.list.item(row)
+            if item.data(Qt.ItemDataRole.UserRole) == image_id:
+                self.list.blockSignals(True)
+                self.list.setCurrentItem(item)
+                self.list.blockSignals(False)
+                return
+
+    def ids(self) -> list[int]:
+        return [self.list.item(r).data(Qt.ItemDataRole.UserRole) for r in range(self.list.count())]
+
+    def _picked(self, item: QListWidgetItem | None) -> None:
+        if item is not None:
+            self._current = item.data(Qt.ItemDataRole.UserRole)
+            self.image_selected.emit(self._current)

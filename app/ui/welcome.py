@@ -1,0 +1,80 @@
+"""Start-up without a project: reopen the last one, or offer to create, open or try the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import (
+    QDialog,
+    QFileDialog,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.store import DB_NAME, ProjectStore
+from app.errors import MaskLoopError
+
+DEMO_FOLDER = Path.home() / "MaskLoop" / "demo"
+
+
+def create_from_folder(images: Path, project: Path) -> ProjectStore:
+    """A project in ``project`` holding the images found under ``images``."""
+    from app.core.scan import scan_folder
+
+    store = ProjectStore.open(project, create=True)
+    scan_folder(store, images)
+    if not store.categories():
+        store.add_category("object")
+    return store
+
+
+def open_demo(folder: Path = DEMO_FOLDER) -> ProjectStore:
+    from app.ml.demo import create_demo_project  # torch-free, but only needed here
+
+    return create_demo_project(folder)
+
+
+class WelcomeDialog(QDialog):
+    """Three buttons; :attr:`store` holds the opened project after ``accept()``."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("MaskLoop")
+        self.store: ProjectStore | None = None
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("<h2>MaskLoop</h2>Open a project to start annotating."))
+        for text, slot in (
+            ("Create a project from an image folder...", self._create),
+            ("Open a project...", self._open),
+            ("Open the demo project (synthetic nuclei)", self._demo),
+        ):
+            b = QPushButton(text)
+            b.clicked.connect(slot)
+            layout.addWidget(b)
+
+    def _try(self, fn) -> None:
+        try:
+            self.store = fn()
+        except MaskLoopError as exc:
+            QMessageBox.warning(self, "MaskLoop", str(exc))
+            return
+        self.accept()
+
+    def _create(self) -> None:
+        images = QFileDialog.getExistingDirectory(self, "Folder of images")
+        if not images:
+            return
+        project = QFileDialog.getExistingDirectory(self, "Project folder (can be the same)", images)
+        if project:
+            self._try(lambda: create_from_folder(Path(images), Path(project)))
+
+    def _open(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, f"Project folder (holds {DB_NAME})")
+        if folder:
+            self._try(lambda: ProjectStore.open(folder))
+
+    def _demo(self) -> None:
+        self._try(open_demo)
