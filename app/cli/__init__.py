@@ -15,9 +15,9 @@ from app import __version__
 from app.errors import MaskLoopError
 from app.logs import setup_logging
 
-from . import active_cmds, demo_cmds, gui_cmds, project_cmds
+from . import active_cmds, coco_cmds, demo_cmds, gui_cmds, model_cmds, project_cmds, train_cmds
 
-GROUPS = [project_cmds, active_cmds, demo_cmds, gui_cmds]
+GROUPS = [project_cmds, coco_cmds, model_cmds, train_cmds, active_cmds, demo_cmds, gui_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,8 +55,27 @@ def run_gui(project: Path | None) -> int:
     with store:
         settings().setValue("project/last", str(store.root))
         window = MainWindow(store)
+        attach_proposals(window, store)
         window.show()
         return app.exec()
+
+
+def attach_proposals(window: MainWindow, store: ProjectStore) -> None:
+    """Start background proposals with the project's active model (never blocks the GUI)."""
+    import torch
+
+    from .model_entries import model_entries
+    from .workers import ModelChoice, ProposalController
+
+    model_id = store.get_meta("active_model") or "cells-mobile"
+    choice = ModelChoice(model_id, str(settings().value("model/device", "auto")))
+    controller = ProposalController(store.root, choice=choice, parent=window)
+    window.attach_proposals(controller, model_entries(store), cuda=torch.cuda.is_available())
+    if not torch.cuda.is_available():
+        window.statusBar().showMessage(
+            "No GPU found: proposals run on the CPU in the background (seconds per image).",
+            15000,
+        )
 
 
 def screenshot(project: Path, out: Path, *, image: str | None, size: tuple[int, int]) -> Path:

@@ -19,13 +19,15 @@ import logging
 from collections.abc import Callable
 
 import qtawesome as qta
-from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QLabel,
     QMainWindow,
     QMessageBox,
+    QPlainTextEdit,
     QSlider,
     QUndoView,
     QWidget,
@@ -33,6 +35,7 @@ from PySide6.QtWidgets import (
 
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus
+from app.logs import log_file_path
 
 from .canvas.view import CanvasView
 from .display import pixel_text
@@ -41,6 +44,8 @@ from .panels.categories import CategoriesPanel
 from .panels.display_panel import DisplayPanel
 from .panels.image_list import ImageListPanel
 from .panels.instance_list import InstanceListPanel
+from .panels.model_panel import ModelEntry, ModelPanel
+from .workers import ModelChoice, ProposalController, ProposalResult, WorkerFailure
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,16 @@ class MainWindow(QMainWindow):
         self._dock("Categories", self.categories, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Display", self.display, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("History", self.history, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        self.log_dock = self._dock("Log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.log_dock.hide()
+        self.proposals: ProposalController | None = None
+        self.model_panel: ModelPanel | None = None
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setInterval(300)
+        self._refresh_timer.timeout.connect(self._refresh_when_idle)
         self._build_status_bar()
         self._build_actions()
         self._connect()
@@ -213,6 +228,7 @@ class MainWindow(QMainWindow):
             v.addAction(dock.toggleViewAction())
         h = mb.addMenu("&Help")
         self._action("Keyboard shortcuts", self.show_help, "F1", "mdi.keyboard", h)
+        self._action("Open log file", self.open_log_file, None, "mdi.file-document", h)
 
     def _connect(self) -> None:
         c, ed = self.canvas, self.editor
@@ -263,6 +279,8 @@ class MainWindow(QMainWindow):
         s.setValue("view/opacity", self.opacity.value())
         s.setValue("tools/brush_radius", self.canvas.brush_radius())
         s.setValue("project/last", str(self.store.root))
+        if self.proposals is not None:
+            self.proposals.shutdown()
         self.store.checkpoint()
         super().closeEvent(event)
 
@@ -343,6 +361,114 @@ class MainWindow(QMainWindow):
 
     def show_help(self) -> None:
         QMessageBox.information(self, "Keyboard shortcuts", HELP_TEXT)
+
+    def open_log_file(self) -> None:
+        path = log_file_path()
+        if not path.exists():
+            self.statusBar().showMessage(f"No log file yet ({path}).", 6000)
+            return
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+
+    # -- background proposals -----------------------------------------------------------------
+
+    def attach_proposals(
+        self, controller: ProposalController, entries: list[ModelEntry], *, cuda: bool = False
+    ) -> None:
+        """Show proposals from ``controller`` and let the model dock drive it."""
+        self.proposals = controller
+        self.model_panel = ModelPanel(entries, controller.choice, cuda_available=cuda)
+        dock = self._dock("Model", self.model_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        for menu_action in self.menuBar().actions():
+            if menu_action.text() == "&View":
+                menu_action.menu().addAction(dock.toggleViewAction())
+        p = self.model_panel
+        p.choice_changed.connect(self.set_model)
+        p.propose_all_requested.connect(self.propose_all)
+        p.cancel_requested.connect(controller.cancel_batch)
+        controller.status_changed.connect(self._worker_status)
+        controller.batch_progress.connect(p.show_progress)
+        controller.batch_finished.connect(p.batch_finished)
+        controller.batch_finished.connect(lambda _: self.images.refresh())
+        controller.proposals_ready.connect(self._proposals_ready)
+        controller.failed.connect(self._worker_failed)
+        controller.notice.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        controller.model_error.connect(self._model_error)
+        self.current_image_changed.connect(self._request_proposals)
+        current = self.current_image_id()
+        if current is not None:
+            self._request_proposals(current)
+
+    def set_model(self, choice: ModelChoice) -> None:
+        """Switch model/device/threshold: queued work is dropped, untouched images re-proposed."""
+        if self.proposals is None or choice == self.proposals.choice:
+            return
+        settings().setValue("model/device", choice.device)
+        if choice.model_id != self.proposals.choice.model_id:
+            self.store.set_meta("active_model", choice.model_id)
+        self.proposals.set_model(choice)
+        current = self.current_image_id()
+        if current is not None:
+            self._request_proposals(current)
+
+    def propose_all(self) -> None:
+        if self.proposals is not None:
+            todo = self.store.images(status=(ImageStatus.NEW, ImageStatus.PROPOSED))
+            self.proposals.propose_all([r.id for r in todo])
+
+    def _request_proposals(self, image_id: int) -> None:
+        if self.proposals is None:
+            return
+        ids = self.images.ids()
+        upcoming = ids[ids.index(image_id) + 1 :] if image_id in ids else []
+        self.proposals.set_current(image_id, upcoming)
+
+    def _proposals_ready(self, result: ProposalResult) -> None:
+        if not result.stored:
+            return
+        self.images.update_status(result.image_id)
+        if result.image_id == self.current_image_id():
+            self._refresh_when_idle()
+
+    def _annotator_busy(self) -> bool:
+        """A stroke, drag or polygon is under way: new proposals wait until it is over."""
+        tool = self.canvas.tool
+        drawing = bool(getattr(tool, "points", None))
+        return drawing or QApplication.mouseButtons() != Qt.MouseButton.NoButton
+
+    def _refresh_when_idle(self) -> None:
+        if self._annotator_busy():
+            self._refresh_timer.start()
+            return
+        self._refresh_timer.stop()
+        selected = self.canvas.selection()
+        self.refresh_current_instances()
+        still_there = [i for i in selected if self.editor.doc and i in self.editor.doc.instances]
+        if still_there:
+            self.canvas.set_selection(still_there)
+
+    def _worker_status(self, status) -> None:
+        if self.model_panel is not None:
+            self.model_panel.show_status(status)
+        text = f"{status.model_id}: {'proposing' if status.busy else 'idle'}"
+        if status.queue_length:
+            text += f", {status.queue_length} queued"
+        if status.device_name.lower().startswith("cpu") and status.last_seconds is not None:
+            text += f" (CPU, {status.last_seconds:.1f} s/image)"
+        self.model_status.setText(text)
+
+    def _worker_failed(self, failure: WorkerFailure) -> None:
+        where = "" if failure.image_id is None else f" on image {failure.image_id}"
+        self.statusBar().showMessage(
+            f"Proposal failed{where}: {failure.message} (details in View > Log)", 10000
+        )
+        self.log_view.appendPlainText(f"Proposal failed{where}: {failure.message}")
+        self.log_view.appendPlainText(failure.details)
+
+    def _model_error(self, message: str) -> None:
+        self.log_view.appendPlainText(message)
+        box = QMessageBox(QMessageBox.Icon.Warning, "Model not available", message, parent=self)
+        box.setModal(False)
+        box.show()
 
 
 HELP_TEXT = """Review

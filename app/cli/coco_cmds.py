@@ -1,0 +1,271 @@
+"""Interchange commands: export-coco, import-coco, export-labels, import-labels, import-labelme."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from app.core.coco import Crowd, ImportReport, Segmentation, export_coco, import_coco
+from app.core.label_maps import export_label_maps, import_label_maps
+from app.core.labelme import import_labelme
+from app.core.store import ProjectStore
+from app.core.types import ImageStatus
+from app.errors import MaskLoopError
+
+SHOW_SKIPPED = 15
+
+
+def _statuses(text: str) -> list[ImageStatus]:
+    try:
+        return [ImageStatus(s.strip()) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        choices = ", ".join(s.value for s in ImageStatus)
+        raise argparse.ArgumentTypeError(f"statuses are a comma list of: {choices}") from exc
+
+
+def _import_status(text: str) -> ImageStatus:
+    if text not in (ImageStatus.DONE, ImageStatus.PROPOSED):
+        raise argparse.ArgumentTypeError("use 'done' or 'proposed'")
+    return ImageStatus(text)
+
+
+def _add_import_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--status",
+        type=_import_status,
+        default=ImageStatus.DONE,
+        help="status of the imported images: 'done' (training data, default) or 'proposed' "
+        "(imported as model proposals to review)",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the instances of images that already have some (default: skip them)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export-coco",
+        help="write the project's annotations as a COCO instances JSON file",
+        description=(
+            "Write a COCO instances file (images, categories with the project's ids, "
+            "annotations with segmentation, area, bbox). Instances with holes are always "
+            "written as compressed RLE, since COCO polygons cannot hold holes. file_name "
+            "is relative to --images-root. The file is replaced atomically."
+        ),
+    )
+    p.add_argument("project", type=Path, help="project folder")
+    p.add_argument("out", type=Path, help="COCO JSON file to write")
+    p.add_argument(
+        "--segmentation",
+        choices=[s.value for s in Segmentation],
+        default=Segmentation.AUTO.value,
+        help="auto: polygons, RLE for instances with holes (default); polygon: same, with a "
+        "warning per holed instance; rle: compressed RLE for every instance",
+    )
+    p.add_argument(
+        "--status",
+        type=_statuses,
+        default=[ImageStatus.DONE],
+        metavar="LIST",
+        help="comma list of image statuses to export (default: done)",
+    )
+    p.add_argument(
+        "--images-root",
+        type=Path,
+        help="folder file_name values are relative to (default: the deepest folder holding "
+        "every exported image)",
+    )
+    p.set_defaults(func=_export_coco)
+
+    p = sub.add_parser(
+        "import-coco",
+        help="import a COCO instances JSON file (polygons, RLE) into a project",
+        description=(
+            "Import images and annotations from a COCO instances file. Images are found by "
+            "file_name under --images-root and added to the project if needed (a project is "
+            "created if PROJECT holds none). Category ids are kept. Polygons, compressed and "
+            "uncompressed RLE are read; RLE masks become exact polygons. A malformed file is "
+            "refused as a whole with the position of every bad entry; annotations of missing "
+            "image files are skipped and listed."
+        ),
+    )
+    p.add_argument("project", type=Path, help="project folder")
+    p.add_argument("coco", type=Path, help="COCO instances JSON file")
+    p.add_argument(
+        "--images-root", type=Path, required=True, help="folder the file_name values are in"
+    )
+    _add_import_options(p)
+    p.add_argument(
+        "--crowd",
+        choices=[c.value for c in Crowd],
+        default=Crowd.SKIP.value,
+        help="iscrowd=1 regions: skip them (default) or import them as ordinary instances",
+    )
+    p.add_argument(
+        "--simplify",
+        type=float,
+        default=0.0,
+        metavar="PX",
+        help="simplify polygons traced from RLE masks by PX pixels (default 0: exact)",
+    )
+    p.set_defaults(func=_import_coco)
+
+    p = sub.add_parser(
+        "export-labels",
+        help="write one 16-bit PNG instance label map per image",
+        description=(
+            "Write one 16-bit PNG per image (0 = background, instances numbered 1..N), the "
+            "format cellpose and StarDist use, mirroring the images' folders under OUTDIR. "
+            "Where instances overlap the later one wins; categories are not kept."
+        ),
+    )
+    p.add_argument("project", type=Path, help="project folder")
+    p.add_argument("outdir", type=Path, help="folder to write the label maps to")
+    p.add_argument(
+        "--status",
+        type=_statuses,
+        default=[ImageStatus.DONE],
+        metavar="LIST",
+        help="comma list of image statuses to export (default: done)",
+    )
+    p.add_argument("--images-root", type=Path, help="folder the output layout mirrors")
+    p.set_defaults(func=_export_labels)
+
+    p = sub.add_parser(
+        "import-labels",
+        help="import a folder of instance label maps (PNG/TIFF, 8/16-bit)",
+        description=(
+            "Import instance-id images from DIR (0 = background, each other value one "
+            "instance). Each file is matched to a project image by file stem, also with a "
+            "suffix such as _masks, _cp_masks or _labels removed. Instances become exact "
+            "pixel-edge polygons unless --simplify is given."
+        ),
+    )
+    p.add_argument("project", type=Path, help="project folder")
+    p.add_argument("dir", type=Path, help="folder of label map files")
+    p.add_argument("--category", help="category name for the instances (default: the first)")
+    _add_import_options(p)
+    p.add_argument(
+        "--simplify", type=float, default=0.0, metavar="PX", help="simplify by PX pixels"
+    )
+    p.add_argument(
+        "--min-area", type=float, default=0.0, metavar="PX2", help="drop parts/holes below PX2"
+    )
+    p.set_defaults(func=_import_labels)
+
+    p = sub.add_parser(
+        "import-labelme",
+        help="import a folder of labelme JSON files",
+        description=(
+            "Import labelme annotations (polygon, rectangle, circle and mask shapes; shapes "
+            "sharing a group_id become one instance) from every .json under DIR. Labels "
+            "become categories by name. Images are found through imagePath inside DIR, "
+            "else by file stem among the project's images (a project is created if PROJECT "
+            "holds none)."
+        ),
+    )
+    p.add_argument("project", type=Path, help="project folder")
+    p.add_argument("dir", type=Path, help="folder of labelme .json files")
+    _add_import_options(p)
+    p.set_defaults(func=_import_labelme)
+
+
+def _print_skipped(skipped: list[tuple[str, str]]) -> None:
+    if not skipped:
+        return
+    print(f"skipped: {len(skipped)}")
+    for what, why in skipped[:SHOW_SKIPPED]:
+        print(f"  {what}: {why}")
+    if len(skipped) > SHOW_SKIPPED:
+        print(f"  ... and {len(skipped) - SHOW_SKIPPED} more")
+
+
+def _print_import(report: ImportReport) -> None:
+    print(
+        f"images: {report.images} ({report.images_added} added to the project), "
+        f"instances: {report.instances}"
+    )
+    if report.categories_added:
+        print("categories added: " + ", ".join(report.categories_added))
+    _print_skipped(report.skipped)
+
+
+def _export_coco(args: argparse.Namespace) -> int:
+    with ProjectStore.open(args.project) as store:
+        report = export_coco(
+            store,
+            args.out,
+            segmentation=args.segmentation,
+            statuses=args.status,
+            images_root=args.images_root,
+        )
+    print(f"wrote {report.path}")
+    print(f"images: {report.images} (file names relative to {report.images_root})")
+    print(
+        f"instances: {report.instances} ({report.polygon_instances} polygons, "
+        f"{report.rle_instances} RLE)"
+    )
+    if report.holes_as_rle:
+        print(f"warning: {report.holes_as_rle} instances with holes were written as RLE")
+    _print_skipped(report.skipped)
+    return 0
+
+
+def _import_coco(args: argparse.Namespace) -> int:
+    with ProjectStore.open(args.project, create=True) as store:
+        report = import_coco(
+            store,
+            args.coco,
+            images_root=args.images_root,
+            status=args.status,
+            replace=args.replace,
+            crowd=args.crowd,
+            simplify=args.simplify,
+        )
+    _print_import(report)
+    return 0
+
+
+def _export_labels(args: argparse.Namespace) -> int:
+    with ProjectStore.open(args.project) as store:
+        report = export_label_maps(
+            store, args.outdir, statuses=args.status, images_root=args.images_root
+        )
+    print(f"wrote {report.images} label maps to {report.out_dir}, {report.instances} instances")
+    if report.overlap_pixels:
+        print(f"warning: {report.overlap_pixels} pixels were covered by more than one instance")
+    _print_skipped(report.skipped)
+    return 0
+
+
+def _import_labels(args: argparse.Namespace) -> int:
+    with ProjectStore.open(args.project) as store:
+        category_id = None
+        if args.category:
+            category = store.category_by_name(args.category)
+            if category is None:
+                raise MaskLoopError(
+                    f"the project has no category {args.category!r}; choose one of: "
+                    + ", ".join(c.name for c in store.categories())
+                )
+            category_id = category.id
+        report = import_label_maps(
+            store,
+            args.dir,
+            category_id=category_id,
+            status=args.status,
+            replace=args.replace,
+            simplify=args.simplify,
+            min_area=args.min_area,
+        )
+    _print_import(report)
+    return 0
+
+
+def _import_labelme(args: argparse.Namespace) -> int:
+    with ProjectStore.open(args.project, create=True) as store:
+        report = import_labelme(store, args.dir, status=args.status, replace=args.replace)
+    _print_import(report)
+    return 0

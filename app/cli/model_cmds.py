@@ -1,0 +1,245 @@
+"""``maskloop models`` and ``maskloop propose``: the model zoo, and batch proposals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from app.core.store import ProjectStore
+from app.ml import zoo
+from app.ml.propose import Shard, detection_threshold, propose_images, select_images
+from app.ml.versions import active_model, version_id
+
+SHOW_FAILED = 10
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "models",
+        help="list the models that can propose (zoo, user and project models)",
+        description=(
+            "List the model cards MaskLoop knows: the bundled zoo (model_zoo/), your own "
+            f"cards in {zoo.user_models_dir()} (or $MASKLOOP_MODELS_DIR), and with "
+            "--project the project's trained versions (v1, v2, ...). A card is a JSON file "
+            "naming the architecture, categories, input conversion and weights (a file "
+            "beside the card with its sha256, or torchvision weights downloaded on first use)."
+        ),
+    )
+    p.add_argument("--project", type=Path, help="also list this project's model versions")
+    p.add_argument("--json", action="store_true", help="print the cards as JSON")
+    p.set_defaults(func=_models)
+
+    p = sub.add_parser(
+        "propose",
+        help="let a model propose instances for a project's new images",
+        description=(
+            "Run a model on the project's new and proposed images and store its instances as "
+            "proposals (source=model, with scores) for review. Images a person has worked on "
+            "are never touched. Each image is saved as soon as it is done: after Ctrl-C, run "
+            "the same command again to continue (images this model already proposed are "
+            "skipped unless --force). Use --shard to split a project between machines, each "
+            "writing to its own copy, and merge the results back with import-coco. "
+            "Each image's uncertainty (how unsure the model was, from every detection "
+            "scoring 0.05 or more) is stored too; 'maskloop next' orders images by it. "
+            "--score-only stores just the uncertainty, no proposals."
+        ),
+    )
+    p.add_argument("project", type=Path, help="project folder")
+    p.add_argument(
+        "--model",
+        help="model card id (see 'maskloop models') or project version v<N>; "
+        "default: the project's active model",
+    )
+    p.add_argument(
+        "--images",
+        nargs="+",
+        default=[],
+        metavar="PATTERN",
+        help="only images whose project-relative path matches one of these shell patterns "
+        "(e.g. 'plate1/*.tif'; quote them so the shell does not expand them)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="keep detections scoring above this (0-1; default 0.5)",
+    )
+    p.add_argument(
+        "--nms-iou",
+        type=float,
+        default=0.5,
+        help="overlap above which the weaker of two same-class detections is dropped",
+    )
+    p.add_argument(
+        "--max-detections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most instances per image (default: the model card's, e.g. 1000 for cells)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps",
+    )
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="cut images larger than this into overlapping tiles (default: the card's max_size)",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="only part I of N (1-based); a hash of each path decides, so N machines "
+        "running 1/N .. N/N cover every image exactly once",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="propose (or score) again images this model already proposed (or scored)",
+    )
+    p.add_argument(
+        "--score-only",
+        action="store_true",
+        help="only compute and store each image's uncertainty for 'maskloop next'; "
+        "write no proposals and leave image statuses as they are",
+    )
+    p.set_defaults(func=_propose)
+
+
+def _card_row(card: zoo.ModelCard) -> dict:
+    row = card.to_dict()
+    if card.weights.torchvision:
+        url = zoo.torchvision_weights(card.weights.torchvision).url
+        row["weights_available"] = zoo.hub_cache_path(url).is_file()
+    else:
+        path = card.weights_path()
+        row["weights_available"] = bool(path and path.is_file())
+    row["card_path"] = str(card.path) if card.path else None
+    return row
+
+
+def _models(args: argparse.Namespace) -> int:
+    cards = zoo.list_cards()
+    if args.project is not None:
+        cards += sorted(
+            (
+                zoo.get_card(p.stem, args.project)
+                for p in (args.project / zoo.PROJECT_MODELS_DIR).glob("v*.json")
+                if version_id(p.stem) is not None
+            ),
+            key=lambda c: version_id(c.id) or 0,
+        )
+    rows = [_card_row(c) for c in cards]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for card, row in zip(cards, rows, strict=True):
+        source = (
+            f"torchvision {card.weights.torchvision}"
+            if card.weights.torchvision
+            else f"file {card.weights.file}"
+        )
+        state = "ready" if row["weights_available"] else "not downloaded"
+        if card.weights.file and not row["weights_available"]:
+            state = "weights missing"
+        metrics = " ".join(
+            f"{k}={v:g}" for k, v in card.metrics.items() if isinstance(v, int | float)
+        )
+        print(f"{card.id}  ({card.title})")
+        print(
+            f"    {card.architecture}, {len(card.categories)} categories, "
+            f"input {card.input.min_size}-{card.input.max_size} px, {source} [{state}]"
+            + (f"\n    {metrics}" if metrics else "")
+        )
+    print(f"\nAdd your own cards to {zoo.user_models_dir()}")
+    return 0
+
+
+def _propose(args: argparse.Namespace) -> int:
+    from app.ml.predictor import Predictor
+
+    with ProjectStore.open(args.project) as store:
+        model_id = args.model or active_model(store)
+        card = zoo.get_card(model_id, store.root)
+        chosen = select_images(
+            store,
+            model_id,
+            patterns=args.images,
+            shard=Shard.parse(args.shard) if args.shard else None,
+            force=args.force,
+            score_only=args.score_only,
+        )
+        verb = "score" if args.score_only else "propose"
+        skipped = []
+        if chosen.already_proposed:
+            done = "scored" if args.score_only else "proposed"
+            skipped.append(f"{chosen.already_proposed} already {done} by {model_id}")
+        if chosen.human_work:
+            skipped.append(f"{chosen.human_work} with annotations by a person")
+        if chosen.other_shards:
+            skipped.append(f"{chosen.other_shards} in other shards")
+        if chosen.not_matching:
+            skipped.append(f"{chosen.not_matching} not matching --images")
+        print(
+            f"{len(chosen.images)} images to {verb} with {model_id}"
+            + (f" ({', '.join(skipped)} skipped)" if skipped else "")
+        )
+        if not chosen.images:
+            return 0
+        predictor = Predictor(
+            card,
+            device=args.device,
+            score_threshold=detection_threshold(args.threshold),
+            nms_iou=args.nms_iou,
+            max_detections=args.max_detections or card.detections_per_img,
+            tile_size=args.tile_size,
+            model_version=version_id(model_id),
+        )
+        print(f"model {card.id} on {predictor.device_name}")
+        proposed = instances = left_alone = 0
+        failed: list[tuple[str, str]] = []
+        bar = tqdm(total=len(chosen.images), unit="img", desc=f"{verb[:-1]}ing")
+        try:
+            for outcome in propose_images(
+                store,
+                predictor,
+                card,
+                chosen.images,
+                model_id=model_id,
+                model_version=version_id(model_id),
+                threshold=args.threshold,
+                score_only=args.score_only,
+            ):
+                bar.update(1)
+                if outcome.error:
+                    failed.append((outcome.image.path, outcome.error))
+                elif outcome.stored:
+                    proposed += 1
+                    instances += outcome.instances
+                else:
+                    left_alone += 1
+                if not args.score_only:
+                    bar.set_postfix(instances=instances)
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"interrupted after {proposed} images; run the same command again to continue")
+            return 130
+        bar.close()
+    if args.score_only:
+        print(f"stored the uncertainty of {proposed} images; see them with: maskloop next")
+    else:
+        print(f"proposed {instances} instances on {proposed} images")
+    if left_alone:
+        print(f"{left_alone} images left alone: someone started annotating them meanwhile")
+    if failed:
+        print(f"{len(failed)} images could not be read, e.g.:")
+        for path, reason in failed[:SHOW_FAILED]:
+            print(f"  {path}: {reason}")
+        return 1
+    return 0

@@ -1,0 +1,556 @@
+"""``maskloop train`` and ``maskloop evaluate``: the retrain half of the loop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from app.core.store import ProjectStore
+from app.core.types import Category
+from app.errors import MaskLoopError
+from app.ml import zoo
+from app.ml.dataset import CocoFileDataset, ProjectDataset, category_labels, split_ids
+from app.ml.evaluate import (
+    DEFAULT_MAX_DETS,
+    DEFAULT_PROPOSAL_SCORE,
+    EvalResult,
+    evaluate_model,
+)
+from app.ml.models import replace_heads
+from app.ml.train import (
+    CHECKPOINT_NAME,
+    MODEL_STATE_NAME,
+    OPTIMIZERS,
+    EpochEvent,
+    FinishedEvent,
+    IterationEvent,
+    TrainConfig,
+    device_from_arg,
+    train,
+)
+from app.ml.versions import (
+    MODELS_DIR,
+    active_model,
+    register_version,
+    set_active_model,
+    version_id,
+)
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+RUN_FILE = "run.json"
+
+
+class TrainCommandError(MaskLoopError):
+    """The train/evaluate command cannot run as asked."""
+
+
+# -- train ------------------------------------------------------------------------------------
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a model on the project's done images and register a new version",
+        description=(
+            "Fine-tune a model on the images marked done and register the result as the "
+            "project's next model version (PROJECT/models/v<N>.pt with its card), evaluated "
+            "each epoch on a held-out validation split. The split is stored in the project "
+            "and decided by a hash of each image's path, so it stays put as images are "
+            "added. With a single done image the model is evaluated on its training image "
+            "(a warning says so). The new version becomes the active model unless "
+            "--no-activate. Ctrl-C stops after the current iteration and keeps a checkpoint "
+            "in PROJECT/models/checkpoints; continue it with --resume. An interrupted or "
+            "failed run registers nothing. Under torchrun (e.g. torchrun --nproc-per-node 4 "
+            "$(which maskloop) train PROJECT) the same command trains on several GPUs."
+        ),
+    )
+    p.add_argument("project", type=Path, help="project folder")
+    p.add_argument(
+        "--base-model",
+        metavar="ID",
+        help="model to start from: a zoo card id (see `maskloop models`) or a project "
+        "version v<N> (default: the active model)",
+    )
+    p.add_argument(
+        "--epochs", type=int, metavar="N", default=10, help="passes over the training images (10)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, metavar="B", default=2, help="images per step, per GPU (2)"
+    )
+    p.add_argument("--lr", type=float, metavar="LR", default=1e-3, help="peak learning rate (1e-3)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="(adamw)")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps"
+    )
+    p.add_argument("--max-iters", type=int, metavar="N", help="stop after N steps (quick trials)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        metavar="F",
+        default=0.2,
+        help="share of new done images held out (0.2)",
+    )
+    p.add_argument("--workers", type=int, metavar="N", default=0, help="data loading processes (0)")
+    p.add_argument("--seed", type=int, metavar="N", default=0, help="random seed of the run (0)")
+    p.add_argument(
+        "--max-dets",
+        type=int,
+        metavar="N",
+        default=DEFAULT_MAX_DETS,
+        help="detections per image for AP (1000)",
+    )
+    p.add_argument("--name", default="", help="a name for the new version")
+    p.add_argument("--no-activate", action="store_true", help="keep the current active model")
+    p.add_argument(
+        "--events-json",
+        action="store_true",
+        help="instead of a progress bar, print one JSON object per line on stdout (what the "
+        "GUI reads): the trainer's iteration, epoch and finished events, then "
+        '{"event": "registered", "version": N, "metrics": {...}} or '
+        '{"event": "error", "message": ...}; other messages go to stderr',
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run from its checkpoint"
+    )
+    group.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard an interrupted run's checkpoint and start over",
+    )
+    p.set_defaults(func=run_train)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _atomic_json(data: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _stop_on_ctrl_c() -> Iterator[Callable[[], bool]]:
+    """First Ctrl-C: finish the iteration, checkpoint, stop. Second: abort at once."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        tqdm.write(
+            "Stopping after this iteration (Ctrl-C again to abort without a checkpoint)...",
+            file=sys.stderr,
+        )
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _prepare_run(args: argparse.Namespace, store: ProjectStore, ckpt_dir: Path) -> dict[str, Any]:
+    """The run's fixed choices: new ones, or those of the interrupted run when resuming."""
+    run_file = ckpt_dir / RUN_FILE
+    has_checkpoint = (ckpt_dir / CHECKPOINT_NAME).exists()
+    if args.resume:
+        if not (has_checkpoint and run_file.exists()):
+            raise TrainCommandError(
+                f"Nothing to resume: no interrupted training run in {ckpt_dir}. "
+                "Start one without --resume."
+            )
+        run = json.loads(run_file.read_text(encoding="utf-8"))
+        if args.base_model and args.base_model != run["base_model"]:
+            raise TrainCommandError(
+                f"The interrupted run started from {run['base_model']}, not {args.base_model}; "
+                "resume without --base-model, or start over with --restart."
+            )
+        return run
+    if has_checkpoint and not args.restart:
+        raise TrainCommandError(
+            f"An interrupted training run is checkpointed in {ckpt_dir}. Continue it with "
+            "--resume, or discard it with --restart."
+        )
+    return {
+        "base_model": args.base_model or active_model(store),
+        "category_ids": [c.id for c in store.categories()],
+        "val_fraction": args.val_fraction,
+    }
+
+
+def _categories(store: ProjectStore, ids: list[int]) -> list[Category]:
+    by_id = {c.id: c for c in store.categories()}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise TrainCommandError(
+            f"Categories {missing} of the interrupted run were deleted; start over with --restart."
+        )
+    return [by_id[i] for i in ids]
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    for iou_type in ("segm", "bbox"):
+        parts = "  ".join(
+            f"{k}={metrics[f'{iou_type}_{k}']:.3f}"
+            for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")
+            if f"{iou_type}_{k}" in metrics
+        )
+        if parts:
+            print(f"  {iou_type:4s} {parts}")
+    if "reviewer_accepted" in metrics:
+        print(
+            "  reviewer: {:.0f} accepted as is, {:.0f} to edit, {:.0f} to reject, "
+            "{:.0f} missed".format(
+                metrics["reviewer_accepted"],
+                metrics["reviewer_edited"],
+                metrics["reviewer_rejected"],
+                metrics["reviewer_missed"],
+            )
+        )
+    if "max_dets" in metrics:
+        print(f"  (AP at up to {metrics['max_dets']:.0f} detections per image)")
+
+
+@dataclass
+class _TrainSetup:
+    """Everything a run trains and evaluates on, decided before the first step."""
+
+    card: zoo.ModelCard
+    model: Any
+    categories: list[Category]
+    train_ids: list[int]
+    val_ids: list[int]
+    train_ds: ProjectDataset
+    eval_ds: ProjectDataset
+
+
+def _setup(store: ProjectStore, run: dict[str, Any]) -> _TrainSetup:
+    categories = _categories(store, run["category_ids"])
+    if not categories:
+        raise TrainCommandError(
+            "The project has no categories; add one (and annotate with it) before training."
+        )
+    if "train_ids" in run:
+        train_ids, val_ids = run["train_ids"], run["val_ids"]
+    else:
+        train_ids, val_ids = split_ids(store, run["val_fraction"])
+        run.update(train_ids=train_ids, val_ids=val_ids)
+    if not train_ids:
+        raise TrainCommandError(
+            f"No images in {store.root} are marked done. Review some images, mark them "
+            "done, then train."
+        )
+    if not val_ids:
+        log.warning(
+            "no validation images (only %d done image); the metrics are measured on the "
+            "training images and will look better than they are",
+            len(train_ids),
+        )
+    card = zoo.get_card(run["base_model"], store.root)
+    model = zoo.load_model(card, device="cpu")
+    if [c.id for c in card.categories] != [c.id for c in categories]:
+        log.info(
+            "the project's categories differ from %s's: training new box and mask heads", card.id
+        )
+        replace_heads(model, len(categories) + 1)
+    labels = category_labels([c.id for c in categories])
+    return _TrainSetup(
+        card=card,
+        model=model,
+        categories=categories,
+        train_ids=train_ids,
+        val_ids=val_ids,
+        train_ds=ProjectDataset(store, train_ids, labels, card.input, train=True),
+        eval_ds=ProjectDataset(store, val_ids or train_ids, labels, card.input, train=False),
+    )
+
+
+def _train_with_progress(
+    setup: _TrainSetup,
+    config: TrainConfig,
+    evaluate_fn: Callable[[Any], dict[str, float]],
+    show: bool,
+    events_json: bool = False,
+) -> tuple[FinishedEvent | None, dict[str, float]]:
+    """Run the training generator behind a tqdm bar, or print its events as JSON lines;
+    (the finish event, last metrics)."""
+    metrics: dict[str, float] = {}
+    finished: FinishedEvent | None = None
+    with (
+        _stop_on_ctrl_c() as should_stop,
+        tqdm(unit="it", disable=not show, dynamic_ncols=True) as bar,
+    ):
+        events = train(
+            setup.model, setup.train_ds, config, evaluate_fn=evaluate_fn, should_stop=should_stop
+        )
+        for event in events:
+            if events_json:
+                _emit_event(event.to_dict())
+            if isinstance(event, IterationEvent):
+                bar.total = event.total_iterations
+                bar.n = event.iteration
+                bar.set_postfix(
+                    epoch=event.epoch + 1, loss=f"{event.loss:.3f}", lr=f"{event.lr:.2e}"
+                )
+            elif isinstance(event, EpochEvent) and event.metrics:
+                metrics = event.metrics
+                if show:
+                    bar.write(
+                        f"epoch {event.epoch + 1}: segm AP {metrics['segm_AP']:.3f} "
+                        f"AP50 {metrics['segm_AP50']:.3f}"
+                    )
+            elif isinstance(event, FinishedEvent):
+                finished = event
+    return finished, metrics
+
+
+def _emit_event(event: dict[str, Any]) -> None:
+    """One ``--events-json`` line on stdout, flushed at once so a reader sees it live."""
+    print(json.dumps(event), flush=True)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if not (args.events_json and _is_main_process()):
+        return _run_train(args)
+    try:
+        return _run_train(args)
+    except MaskLoopError as exc:
+        _emit_event({"event": "error", "message": str(exc)})
+        raise
+    except KeyboardInterrupt:
+        _emit_event({"event": "error", "message": "Interrupted; nothing was registered."})
+        raise
+    except Exception as exc:
+        _emit_event({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    main_process = _is_main_process()
+    # With --events-json stdout carries only JSON lines; messages for people go to stderr.
+    out = sys.stderr if args.events_json else sys.stdout
+    with ProjectStore.open(args.project) as store:
+        ckpt_dir = store.root / MODELS_DIR / CHECKPOINT_DIR
+        run = _prepare_run(args, store, ckpt_dir)
+        setup = _setup(store, run)
+        if main_process:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_json(run, ckpt_dir / RUN_FILE)
+        config = TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            optimizer=args.optimizer,
+            device=args.device,
+            num_workers=args.workers,
+            seed=args.seed,
+            max_iters=args.max_iters,
+            checkpoint_dir=ckpt_dir,
+            resume=args.resume,
+        )
+
+        def evaluate_fn(m: Any) -> dict[str, float]:
+            return evaluate_model(m, setup.eval_ds, max_dets=args.max_dets).to_metrics()
+
+        if main_process:
+            print(
+                f"Training {setup.card.id} on {len(setup.train_ids)} images "
+                f"({len(setup.val_ids)} held out for validation) on "
+                f"{device_from_arg(args.device)}.",
+                file=out,
+            )
+        finished, metrics = _train_with_progress(
+            setup,
+            config,
+            evaluate_fn,
+            main_process and not args.events_json,
+            args.events_json and main_process,
+        )
+        if finished is not None and finished.cancelled:
+            if main_process:
+                print(
+                    f"Training stopped at iteration {finished.iterations}; nothing registered. "
+                    f"The checkpoint is in {ckpt_dir}. Continue with: "
+                    f"maskloop train {args.project} --resume",
+                    file=out,
+                )
+            return 130
+        if not main_process:
+            return 0
+        if not metrics:
+            metrics = evaluate_fn(setup.model)
+        metrics["val_images"] = float(len(setup.val_ids))
+        version = register_version(
+            store,
+            setup.model,
+            setup.card,
+            parent_id=version_id(setup.card.id),
+            categories=setup.categories,
+            metrics=metrics,
+            images_used=len(setup.train_ids),
+            name=args.name,
+            recipe={
+                "command": "maskloop train",
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "lr": args.lr,
+                "optimizer": args.optimizer,
+                "max_iters": args.max_iters,
+                "seed": args.seed,
+                "iterations": finished.iterations if finished else None,
+                "val_fraction": run["val_fraction"],
+            },
+        )
+        for name in (CHECKPOINT_NAME, MODEL_STATE_NAME, RUN_FILE):
+            (ckpt_dir / name).unlink(missing_ok=True)
+        if not args.no_activate:
+            set_active_model(store, f"v{version.id}")
+        print(
+            f"Registered model version v{version.id} (from {setup.card.id}, "
+            f"{len(setup.train_ids)} images)"
+            + (", now the active model." if not args.no_activate else "."),
+            file=out,
+        )
+        if args.events_json:
+            _emit_event({"event": "registered", "version": version.id, "metrics": metrics})
+        else:
+            _print_metrics(metrics)
+    return 0
+
+
+# -- evaluate ---------------------------------------------------------------------------------
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a model: COCO AP (segm, bbox) and what a reviewer would have to fix",
+        description=(
+            "Run a model on annotated images and report COCO AP, AP50, AP75 and AP by object "
+            "size for masks (segm) and boxes (bbox), computed at up to --max-dets detections "
+            "per image (COCOeval's usual summary stops at 100, too few for dense cell "
+            "images), plus reviewer counts: proposals accepted as is (mask IoU >= 0.85), to "
+            "edit (IoU 0.5-0.85), to reject, and objects missed. By default the project's "
+            "validation images are used; --coco evaluates on a COCO file from any tool."
+        ),
+    )
+    p.add_argument("project", type=Path, help="project folder (its models and active model)")
+    p.add_argument("--model", metavar="ID", help="zoo card id or version v<N> (default: active)")
+    p.add_argument(
+        "--split",
+        choices=("val", "train", "all"),
+        default="val",
+        help="which done images of the project to use (val)",
+    )
+    p.add_argument("--coco", type=Path, metavar="FILE", help="evaluate on this COCO instances file")
+    p.add_argument(
+        "--images-root",
+        type=Path,
+        metavar="DIR",
+        help="folder the COCO file's image names are relative to (default: the file's folder)",
+    )
+    p.add_argument(
+        "--max-dets",
+        type=int,
+        metavar="N",
+        default=DEFAULT_MAX_DETS,
+        help="detections per image for AP (1000)",
+    )
+    p.add_argument(
+        "--score",
+        type=float,
+        metavar="S",
+        default=DEFAULT_PROPOSAL_SCORE,
+        help="lowest score of a proposal a reviewer sees, for the reviewer counts (0.5)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run_evaluate)
+
+
+def _coco_labels(card: zoo.ModelCard, dataset_categories: list[tuple[int, str]]) -> dict[int, int]:
+    """COCO category id -> model label: by name when names match, else by id."""
+    by_name = {c.name: k for k, c in enumerate(card.categories, start=1)}
+    mapping = {cid: by_name[name] for cid, name in dataset_categories if name in by_name}
+    if not mapping:
+        by_id = category_labels([c.id for c in card.categories])
+        mapping = {cid: by_id[cid] for cid, _ in dataset_categories if cid in by_id}
+    return mapping
+
+
+def _evaluation_dataset(
+    args: argparse.Namespace, store: ProjectStore, card: zoo.ModelCard
+) -> CocoFileDataset | ProjectDataset:
+    if args.coco is not None:
+        root = args.images_root or args.coco.parent
+        probe = CocoFileDataset(args.coco, root, spec=card.input, categories_map={})
+        mapping = _coco_labels(card, probe.categories)
+        if not mapping:
+            raise TrainCommandError(
+                f"None of the categories in {args.coco} ({', '.join(n for _, n in probe.categories)}) "
+                f"is one the model predicts ({', '.join(c.name for c in card.categories)})."
+            )
+        return CocoFileDataset(args.coco, root, spec=card.input, categories_map=mapping)
+    train_ids, val_ids = split_ids(store)
+    ids = {"val": val_ids, "train": train_ids, "all": sorted(train_ids + val_ids)}[args.split]
+    if not ids:
+        raise TrainCommandError(
+            f"No done images in the {args.split} split of {store.root}. Mark reviewed images "
+            "done, or use --split all / --coco FILE."
+        )
+    project_ids = {c.id for c in store.categories()}
+    card_ids = [c.id for c in card.categories]
+    if not project_ids & set(card_ids):
+        raise TrainCommandError(
+            f"The model predicts categories {[c.name for c in card.categories]} (ids {card_ids}), "
+            "none of which is in this project; train a version for the project first."
+        )
+    return ProjectDataset(store, ids, category_labels(card_ids), card.input, train=False)
+
+
+def _print_result(model_id: str, result: EvalResult) -> None:
+    print(f"{model_id} on {result.images} images, {result.instances} instances:")
+    _print_metrics(result.to_metrics())
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    with ProjectStore.open(args.project) as store:
+        model_id = args.model or active_model(store)
+        card = zoo.get_card(model_id, store.root)
+        dataset = _evaluation_dataset(args, store, card)
+        device = device_from_arg(args.device)
+        model = zoo.load_model(card, device=str(device))
+        result = evaluate_model(
+            model, dataset, device=device, max_dets=args.max_dets, proposal_score=args.score
+        )
+    if args.json:
+        print(json.dumps({"model": model_id, **result.to_dict()}, indent=2))
+    else:
+        _print_result(model_id, result)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train`` and ``evaluate``."""
+    _add_train(sub)
+    _add_evaluate(sub)

@@ -1,0 +1,745 @@
+"""Lossless COCO instances JSON export and import, plus the plumbing every importer shares.
+
+Export writes the project's stable category ids and names, image ids and annotation ids
+numbered from 1 in path order, and each instance as COCO polygons or compressed RLE (see
+:class:`Segmentation`). Coordinates follow pixel edges (see :mod:`app.core.geometry`), as
+COCO's own tools do, and are rounded to 0.01 px.
+
+Import validates the whole file before writing anything, then writes in one store
+transaction: a malformed file raises :class:`CocoImportError` naming each bad entry by its
+JSON position and leaves the project unchanged. Annotations of image files that are not
+there are skipped and reported. RLE masks become exact pixel-edge polygons (``simplify``
+px of Douglas-Peucker on request), so an import then export gives back the same masks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from app import __version__
+from app.core.geometry import (
+    MAX_COORD,
+    GeometryError,
+    mask_to_polygons,
+    polygons_to_rle,
+    rle_to_mask_crop,
+)
+from app.core.images import ImageReadError, read_image_size
+from app.core.store import NewImage, ProjectStore, StoreError
+from app.core.types import Category, ImageRecord, ImageStatus, Instance, Polygon, Source
+from app.errors import MaskLoopError
+
+log = logging.getLogger(__name__)
+
+MAX_PROBLEMS_SHOWN = 20
+COORD_DECIMALS = 2
+
+
+class CocoExportError(MaskLoopError):
+    """An export that cannot be written (nothing to export, unwritable file, bad root)."""
+
+
+class CocoImportError(MaskLoopError):
+    """A file that cannot be imported; the project is left unchanged."""
+
+
+class Segmentation(StrEnum):
+    """How export writes masks: ``auto`` = polygons, or RLE for instances with holes."""
+
+    AUTO = "auto"
+    POLYGON = "polygon"  # instances with holes are still written as RLE (with a warning)
+    RLE = "rle"
+
+
+class Crowd(StrEnum):
+    """What import does with ``iscrowd: 1`` regions (the store has no crowd flag)."""
+
+    SKIP = "skip"
+    IMPORT = "import"  # as ordinary instances
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote; ``skipped`` holds (what, why) pairs."""
+
+    path: Path
+    images_root: Path
+    images: int = 0
+    instances: int = 0
+    polygon_instances: int = 0
+    rle_instances: int = 0
+    holes_as_rle: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ImportReport:
+    """What an import wrote; ``skipped`` holds (what, why) pairs, nothing there was written."""
+
+    images: int = 0
+    images_added: int = 0
+    instances: int = 0
+    categories_added: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+# -- paths ----------------------------------------------------------------------------------
+
+
+def store_path(store: ProjectStore, path: Path) -> str:
+    """``path`` relative to the project folder, POSIX style (``..`` allowed: the user chose it)."""
+    try:
+        rel = os.path.relpath(os.path.abspath(path), store.root)
+    except ValueError as exc:  # another drive on Windows
+        raise MaskLoopError(
+            f"{path} cannot be expressed relative to the project folder {store.root}; "
+            "keep images on the same drive as the project"
+        ) from exc
+    return PurePosixPath(Path(rel).as_posix()).as_posix()
+
+
+def safe_relative_name(name: str) -> str | None:
+    """A file name from a foreign file as a POSIX path inside its root, or None if it escapes.
+
+    Backslashes count as separators; absolute paths, drive letters and ``..`` are refused.
+    """
+    if not isinstance(name, str) or not name.strip() or "\0" in name:
+        return None
+    posix = name.replace("\\", "/")
+    pure = PurePosixPath(posix)
+    if pure.is_absolute() or (len(posix) > 1 and posix[1] == ":") or ".." in pure.parts:
+        return None
+    parts = [p for p in pure.parts if p not in ("", ".")]
+    return "/".join(parts) if parts else None
+
+
+def resolve_inside(root: Path, relative: str) -> Path | None:
+    """``root / relative`` if it stays inside ``root`` after following links, else None."""
+    candidate = (root / relative).resolve()
+    return candidate if candidate.is_relative_to(root) else None
+
+
+def images_root_for(store: ProjectStore, images: list[ImageRecord], root: Path | None) -> Path:
+    """The folder export names files relative to: ``root``, else the images' deepest common folder."""
+    if root is not None:
+        return Path(root).expanduser().resolve()
+    if not images:
+        return store.root
+    folders = [os.path.dirname(store.abspath(im)) for im in images]
+    return Path(os.path.commonpath(folders))
+
+
+def relative_to_root(store: ProjectStore, image: ImageRecord, root: Path) -> str | None:
+    path = store.abspath(image)
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else None
+
+
+# -- shared import plumbing ------------------------------------------------------------------
+
+
+@dataclass
+class PendingImage:
+    """Instances bound for one image: an image of the project, or a file to add first."""
+
+    where: str  # how the user finds it in their input (file name, JSON position)
+    path: str  # project-relative
+    record: ImageRecord | None
+    new_image: NewImage | None
+    instances: list[Instance] = field(default_factory=list)
+
+
+def find_or_new_image(
+    store: ProjectStore,
+    abs_path: Path,
+    where: str,
+    size: tuple[int, int] | None,
+    report: ImportReport,
+) -> PendingImage | None:
+    """The project image for a file, or a new one if the file is readable; None = reported.
+
+    ``size`` (width, height) from the input must agree with the image.
+    """
+    rel = store_path(store, abs_path)
+    record = store.image_by_path(rel)
+    if record is not None:
+        if size is not None and size != (record.width, record.height):
+            report.skipped.append(
+                (where, f"file says {size[0]}x{size[1]} px, the image is "
+                        f"{record.width}x{record.height} px")
+            )  # fmt: skip
+            return None
+        return PendingImage(where, rel, record, None)
+    if not abs_path.is_file():
+        report.skipped.append((where, f"image file {abs_path} not found"))
+        return None
+    try:
+        width, height = read_image_size(abs_path)
+        st = abs_path.stat()
+    except (ImageReadError, OSError) as exc:
+        report.skipped.append((where, f"image unreadable: {getattr(exc, 'reason', exc)}"))
+        return None
+    if size is not None and size != (width, height):
+        report.skipped.append(
+            (where, f"file says {size[0]}x{size[1]} px, the image is {width}x{height} px")
+        )
+        return None
+    new = NewImage(rel, width, height, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns)
+    return PendingImage(where, rel, None, new)
+
+
+def commit_import(
+    store: ProjectStore,
+    pending: Iterable[PendingImage],
+    *,
+    status: ImageStatus,
+    replace: bool,
+    report: ImportReport,
+) -> None:
+    """Write every pending image in one transaction (call inside ``store.transaction()``).
+
+    Images that already hold instances are skipped (reported) unless ``replace``.
+    """
+    for item in pending:
+        record = item.record
+        if record is None and item.new_image is not None:
+            store.add_images([item.new_image])
+            record = store.image_by_path(item.path)
+            report.images_added += 1
+        if record is None:
+            raise StoreError(f"could not add image {item.path} to the project")
+        existing = store.instances(record.id)
+        if existing:
+            if not replace:
+                report.skipped.append(
+                    (item.where, f"image already has {len(existing)} instances; "
+                                 "use --replace to replace them")
+                )  # fmt: skip
+                continue
+            store.apply_edit(record.id, delete=[i.id for i in existing if i.id is not None])
+        store.add_instances(record.id, item.instances)
+        store.set_image_status(record.id, status)
+        report.images += 1
+        report.instances += len(item.instances)
+
+
+def source_for(status: ImageStatus) -> Source:
+    """Imported work counts as human unless it is imported as proposals to review."""
+    return Source.MODEL if status == ImageStatus.PROPOSED else Source.HUMAN
+
+
+def category_in_use(store: ProjectStore, category_id: int) -> bool:
+    return any(
+        inst.category_id == category_id
+        for image in store.images(include_missing=True)
+        for inst in store.instances(image.id)
+    )
+
+
+def ensure_categories(
+    store: ProjectStore, wanted: list[Category], report: ImportReport
+) -> dict[int, int]:
+    """Make the project hold the file's categories; returns file id -> project id.
+
+    Ids are kept: a new category gets the file's id. A name the project already has under
+    another id maps to that category (reported). An unused project category whose id
+    clashes is replaced; a used one raises :class:`CocoImportError`. Call inside the
+    import's transaction.
+    """
+    mapping: dict[int, int] = {}
+    problems = []
+    for cat in wanted:
+        by_name = store.category_by_name(cat.name)
+        if by_name is not None:
+            mapping[cat.id] = by_name.id
+            if by_name.id != cat.id:
+                report.skipped.append(
+                    (f"category {cat.id} {cat.name!r}", f"mapped to the project's id {by_name.id}")
+                )
+            continue
+        by_id = next((c for c in store.categories() if c.id == cat.id), None)
+        if by_id is not None:
+            if category_in_use(store, by_id.id):
+                problems.append(
+                    f"category id {cat.id} is {cat.name!r} in the file but {by_id.name!r} "
+                    "(with instances) in the project"
+                )
+                continue
+            store.delete_category(by_id.id)
+        store.add_category(cat.name, color=cat.color or None, id=cat.id)
+        report.categories_added.append(f"{cat.id}:{cat.name}")
+        mapping[cat.id] = cat.id
+    if problems:
+        raise CocoImportError(
+            "cannot import: " + "; ".join(problems) + ". Rename the project's category or "
+            "import into a new project."
+        )
+    return mapping
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+def _number_list(values: np.ndarray) -> list:
+    """JSON numbers: whole values as ints (exact pixel-edge rings stay compact)."""
+    flat = values.ravel()
+    if not np.any(flat % 1):
+        return flat.astype(np.int64).tolist()
+    return flat.tolist()
+
+
+def _polygon_annotations(
+    instances: list[Instance | None],
+) -> list[tuple[list, float, list] | None]:
+    """(segmentation, area, bbox) of each instance (None: skip), vectorised over an image.
+
+    Coordinates are rounded first and area and bbox computed from the rounded values, so
+    exporting what an import of this file stored gives the same numbers again.
+    """
+    rings, owner = [], []
+    for k, inst in enumerate(instances):
+        for p in inst.polygons if inst is not None else ():
+            if len(p.exterior) >= 3:
+                rings.append(p.exterior)
+                owner.append(k)
+    out: list[tuple[list, float, list] | None] = [None] * len(instances)
+    if not rings:
+        return out
+    pts = np.round(np.concatenate(rings).astype(np.float64), COORD_DECIMALS)
+    lengths = np.array([len(r) for r in rings])
+    starts = np.cumsum(lengths) - lengths
+    nxt = np.arange(1, len(pts) + 1)
+    nxt[starts + lengths - 1] = starts
+    x, y = pts[:, 0], pts[:, 1]
+    areas = np.abs(np.add.reduceat(x * y[nxt] - y * x[nxt], starts)) / 2.0
+    fractional = np.logical_or.reduceat((pts % 1 != 0).any(axis=1), starts)
+    lo_x, lo_y = np.minimum.reduceat(x, starts), np.minimum.reduceat(y, starts)
+    hi_x, hi_y = np.maximum.reduceat(x, starts), np.maximum.reduceat(y, starts)
+    as_floats = pts.ravel().tolist()
+    as_ints = pts.astype(np.int64).ravel().tolist()
+    segs: dict[int, list] = {}
+    boxes: dict[int, list[float]] = {}
+    area: dict[int, float] = {}
+    for i, k in enumerate(owner):
+        s, e = 2 * int(starts[i]), 2 * int(starts[i] + lengths[i])
+        segs.setdefault(k, []).append(as_floats[s:e] if fractional[i] else as_ints[s:e])
+        area[k] = area.get(k, 0.0) + float(areas[i])
+        box = boxes.get(k)
+        ring_box = [float(lo_x[i]), float(lo_y[i]), float(hi_x[i]), float(hi_y[i])]
+        if box is None:
+            boxes[k] = ring_box
+        else:
+            boxes[k] = [min(box[0], ring_box[0]), min(box[1], ring_box[1]),
+                        max(box[2], ring_box[2]), max(box[3], ring_box[3])]  # fmt: skip
+    for k, seg in segs.items():
+        x0, y0, x1, y1 = boxes[k]
+        bbox = _number_list(np.round(np.array([x0, y0, x1 - x0, y1 - y0]), COORD_DECIMALS))
+        out[k] = (seg, round(area[k], COORD_DECIMALS), bbox)
+    return out
+
+
+def _rle_annotation(inst: Instance, height: int, width: int) -> tuple[dict, int, list] | None:
+    from pycocotools import mask as mask_utils
+
+    rle = polygons_to_rle(inst.polygons, height, width)
+    coded = {"size": rle["size"], "counts": rle["counts"].encode()}
+    area = int(mask_utils.area(coded))
+    if area == 0:
+        return None
+    return rle, area, _number_list(mask_utils.toBbox(coded))
+
+
+def build_coco(
+    store: ProjectStore,
+    *,
+    segmentation: Segmentation = Segmentation.AUTO,
+    statuses: Iterable[ImageStatus] = (ImageStatus.DONE,),
+    images_root: Path | None = None,
+    out_path: Path = Path("-"),
+) -> tuple[dict, ExportReport]:
+    """The COCO dict of the project's images with the given statuses, and what it holds."""
+    segmentation = Segmentation(segmentation)
+    records = store.images(status=list(statuses), include_missing=True)
+    root = images_root_for(store, records, images_root)
+    report = ExportReport(path=out_path, images_root=root)
+    now = datetime.now(UTC)
+    coco: dict = {
+        "info": {
+            "description": "COCO instances exported by MaskLoop",
+            "version": __version__,
+            "year": now.year,
+            "contributor": "MaskLoop",
+            "date_created": now.isoformat(timespec="seconds"),
+        },
+        "licenses": [],
+        "images": [],
+        "annotations": [],
+        "categories": [
+            {"id": c.id, "name": c.name, "supercategory": "", "color": c.color}
+            for c in store.categories()
+        ],
+    }
+    ann_id = 0
+    for image_id, record in enumerate(sorted(records, key=lambda r: r.path), 1):
+        name = relative_to_root(store, record, root)
+        if name is None:
+            report.skipped.append((record.path, f"not under the images root {root}"))
+            continue
+        coco["images"].append(
+            {"id": image_id, "file_name": name, "width": record.width, "height": record.height}
+        )
+        report.images += 1
+        instances = store.instances(record.id)
+        as_polygons = _polygon_annotations(
+            [
+                None if segmentation == Segmentation.RLE or inst.has_holes else inst
+                for inst in instances
+            ]
+        )
+        for inst, polygon_coded in zip(instances, as_polygons, strict=True):
+            as_rle = segmentation == Segmentation.RLE or inst.has_holes
+            if as_rle and segmentation == Segmentation.POLYGON:
+                report.holes_as_rle += 1
+            coded = _rle_annotation(inst, record.height, record.width) if as_rle else polygon_coded
+            if coded is None:
+                report.skipped.append((f"{record.path} instance {inst.id}", "empty geometry"))
+                continue
+            seg, area, bbox = coded
+            ann_id += 1
+            coco["annotations"].append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": inst.category_id,
+                    "segmentation": seg,
+                    "area": area,
+                    "bbox": bbox,
+                    "iscrowd": 0,
+                }
+            )
+            if as_rle:
+                report.rle_instances += 1
+            else:
+                report.polygon_instances += 1
+    report.instances = ann_id
+    if report.holes_as_rle:
+        log.warning(
+            "%d instances with holes were written as RLE: COCO polygons cannot hold holes",
+            report.holes_as_rle,
+        )
+    return coco, report
+
+
+def write_json_atomic(data: dict, path: Path) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        # dumps, not dump: only dumps uses the C encoder for the whole document.
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CocoExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def export_coco(
+    store: ProjectStore,
+    out_path: Path | str,
+    *,
+    segmentation: Segmentation | str = Segmentation.AUTO,
+    statuses: Iterable[ImageStatus] = (ImageStatus.DONE,),
+    images_root: Path | str | None = None,
+) -> ExportReport:
+    """Write the project's annotations as a COCO instances file (atomically)."""
+    out_path = Path(out_path)
+    coco, report = build_coco(
+        store,
+        segmentation=Segmentation(segmentation),
+        statuses=statuses,
+        images_root=Path(images_root) if images_root is not None else None,
+        out_path=out_path,
+    )
+    write_json_atomic(coco, out_path)
+    return report
+
+
+# -- import ---------------------------------------------------------------------------------
+
+
+class _Problems:
+    """Collects malformed entries with their JSON position; raises them all at once."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, where: str, what: str) -> None:
+        self.items.append(f"{where}: {what}")
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        shown = "\n  ".join(self.items[:MAX_PROBLEMS_SHOWN])
+        more = len(self.items) - MAX_PROBLEMS_SHOWN
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise CocoImportError(
+            f"{self.source} is not a valid COCO instances file ({len(self.items)} problems, "
+            f"nothing was imported):\n  {shown}{tail}"
+        )
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _polygons_from_lists(seg: list, where: str, problems: _Problems) -> list[Polygon] | None:
+    polygons = []
+    for k, ring in enumerate(seg):
+        if not isinstance(ring, list) or len(ring) < 6 or len(ring) % 2:
+            problems.add(f"{where}[{k}]", "a polygon must be a flat list of >= 3 x, y pairs")
+            return None
+        try:
+            values = np.asarray(ring)
+        except (ValueError, OverflowError):
+            values = np.asarray([None])
+        if values.dtype.kind not in "iuf" or values.ndim != 1:
+            problems.add(f"{where}[{k}]", "polygon coordinates must be numbers")
+            return None
+        values = values.astype(np.float64)
+        if not np.isfinite(values).all() or np.abs(values).max() > MAX_COORD:
+            problems.add(
+                f"{where}[{k}]", f"polygon coordinates must be finite, within {MAX_COORD:g}"
+            )
+            return None
+        polygons.append(Polygon(values.reshape(-1, 2)))
+    return polygons
+
+
+def _parse_annotation(
+    ann: object,
+    where: str,
+    images: dict[int, dict],
+    category_ids: set[int],
+    simplify: float,
+    problems: _Problems,
+) -> tuple[int, Instance, bool] | None:
+    """(image id, instance, is crowd), or None when reported as a problem."""
+    if not isinstance(ann, dict):
+        problems.add(where, "an annotation must be an object")
+        return None
+    image_id, category_id = ann.get("image_id"), ann.get("category_id")
+    if not _is_int(image_id) or image_id not in images:
+        problems.add(f"{where}.image_id", f"{image_id!r} is not the id of an image in the file")
+        return None
+    if not _is_int(category_id) or category_id not in category_ids:
+        problems.add(f"{where}.category_id", f"{category_id!r} is not a category of the file")
+        return None
+    crowd = ann.get("iscrowd", 0)
+    if crowd not in (0, 1) or isinstance(crowd, bool | float):
+        problems.add(f"{where}.iscrowd", "must be 0 or 1")
+        return None
+    score = ann.get("score")
+    if score is not None and not _is_number(score):
+        problems.add(f"{where}.score", "must be a number")
+        return None
+    image = images[image_id]
+    seg = ann.get("segmentation")
+    if isinstance(seg, list):
+        polygons = _polygons_from_lists(seg, f"{where}.segmentation", problems)
+    elif isinstance(seg, dict):
+        try:
+            crop, x0, y0 = rle_to_mask_crop(seg, image["height"], image["width"])
+        except GeometryError as exc:
+            problems.add(f"{where}.segmentation", str(exc))
+            return None
+        polygons = mask_to_polygons(crop, tolerance=simplify, min_area=0.0, offset=(x0, y0))
+    else:
+        problems.add(f"{where}.segmentation", "must be a list of polygons or an RLE object")
+        return None
+    if polygons is None:
+        return None
+    inst = Instance(category_id=category_id, polygons=polygons, score=score)
+    return image_id, inst, bool(crowd)
+
+
+def _parse_categories(data: dict, problems: _Problems) -> list[Category]:
+    cats: list[Category] = []
+    seen_ids: set[int] = set()
+    seen_names: set[str] = set()
+    for k, cat in enumerate(data.get("categories", [])):
+        where = f"categories[{k}]"
+        if not isinstance(cat, dict):
+            problems.add(where, "a category must be an object")
+            continue
+        cid, name, color = cat.get("id"), cat.get("name"), cat.get("color")
+        if not _is_int(cid) or cid < 0 or cid > 2**62:
+            problems.add(f"{where}.id", "must be a non-negative whole number")
+        elif cid in seen_ids:
+            problems.add(f"{where}.id", f"id {cid} appears twice")
+        elif not isinstance(name, str) or not name.strip():
+            problems.add(f"{where}.name", "must be a non-empty string")
+        elif name.strip() in seen_names:
+            problems.add(f"{where}.name", f"name {name!r} appears twice")
+        else:
+            seen_ids.add(cid)
+            seen_names.add(name.strip())
+            ok_color = isinstance(color, str) and len(color) == 7 and color.startswith("#")
+            cats.append(Category(cid, name.strip(), color if ok_color else ""))
+    return cats
+
+
+def _parse_images(data: dict, problems: _Problems) -> dict[int, dict]:
+    images: dict[int, dict] = {}
+    names: set[str] = set()
+    for k, image in enumerate(data.get("images", [])):
+        where = f"images[{k}]"
+        if not isinstance(image, dict):
+            problems.add(where, "an image must be an object")
+            continue
+        iid, name = image.get("id"), image.get("file_name")
+        width, height = image.get("width"), image.get("height")
+        if not _is_int(iid):
+            problems.add(f"{where}.id", "must be a whole number")
+        elif iid in images:
+            problems.add(f"{where}.id", f"id {iid} appears twice")
+        elif not _is_int(width) or not _is_int(height) or width <= 0 or height <= 0:
+            problems.add(where, "width and height must be positive whole numbers")
+        elif width * height > 2**40:
+            problems.add(where, f"{width}x{height} px is not a plausible image size")
+        elif safe_relative_name(name) is None:
+            problems.add(
+                f"{where}.file_name",
+                f"{name!r} is refused: it must be a relative path inside --images-root",
+            )
+        elif safe_relative_name(name) in names:
+            problems.add(f"{where}.file_name", f"{name!r} appears twice")
+        else:
+            names.add(safe_relative_name(name))
+            images[iid] = {"where": where, "file_name": safe_relative_name(name),
+                           "width": width, "height": height}  # fmt: skip
+    return images
+
+
+def read_coco(path: Path) -> dict:
+    """Load a COCO JSON file, turning unreadable or non-COCO content into CocoImportError."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise CocoImportError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise CocoImportError(f"{path} is not valid JSON: {exc}") from exc
+    if isinstance(data, list):
+        raise CocoImportError(
+            f"{path} holds a list, like a COCO results file; an instances file is an object "
+            "with 'images', 'annotations' and 'categories'"
+        )
+    if not isinstance(data, dict):
+        raise CocoImportError(f"{path} is not a COCO instances file (not a JSON object)")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key, []), list):
+            raise CocoImportError(f"{path}: '{key}' must be a list")
+    return data
+
+
+def import_coco(
+    store: ProjectStore,
+    coco_path: Path | str,
+    *,
+    images_root: Path | str,
+    status: ImageStatus = ImageStatus.DONE,
+    replace: bool = False,
+    crowd: Crowd | str = Crowd.SKIP,
+    simplify: float = 0.0,
+) -> ImportReport:
+    """Import a COCO instances file; all or nothing (see the module docstring).
+
+    Images are matched by ``file_name`` under ``images_root``; images not in the project
+    yet are added when their files exist. Imported images get ``status``; with
+    ``proposed`` the instances are model proposals to review.
+    """
+    coco_path = Path(coco_path)
+    root = Path(images_root).expanduser()
+    if not root.is_dir():
+        raise CocoImportError(f"images root {root} does not exist or is not a folder")
+    root = root.resolve()
+    status = ImageStatus(status)
+    crowd = Crowd(crowd)
+    data = read_coco(coco_path)
+    problems = _Problems(coco_path)
+    categories = _parse_categories(data, problems)
+    images = _parse_images(data, problems)
+    category_ids = {c.id for c in categories}
+    report = ImportReport()
+    by_image: dict[int, list[Instance]] = {iid: [] for iid in images}
+    crowds = empties = 0
+    source = source_for(status)
+    for k, ann in enumerate(data.get("annotations", [])):
+        parsed = _parse_annotation(
+            ann, f"annotations[{k}]", images, category_ids, simplify, problems
+        )
+        if parsed is None:
+            continue
+        image_id, inst, is_crowd = parsed
+        if is_crowd and crowd == Crowd.SKIP:
+            crowds += 1
+            continue
+        if not inst.polygons:
+            empties += 1
+            continue
+        inst.source = source
+        if source == Source.HUMAN:
+            inst.score = None
+        by_image[image_id].append(inst)
+    problems.raise_if_any()
+    if crowds:
+        report.skipped.append(
+            (f"{crowds} crowd regions", "iscrowd=1; use --crowd import to import them")
+        )
+    if empties:
+        report.skipped.append((f"{empties} annotations", "empty mask or polygon"))
+    pending: list[PendingImage] = []
+    for iid, image in images.items():
+        abs_path = resolve_inside(root, image["file_name"])
+        if abs_path is None:
+            report.skipped.append((image["file_name"], "a link leads outside the images root"))
+            continue
+        item = find_or_new_image(
+            store, abs_path, image["file_name"], (image["width"], image["height"]), report
+        )
+        if item is not None:
+            item.instances = by_image[iid]
+            pending.append(item)
+    with store.transaction():
+        mapping = ensure_categories(store, categories, report)
+        for item in pending:
+            for inst in item.instances:
+                inst.category_id = mapping[inst.category_id]
+        commit_import(store, pending, status=status, replace=replace, report=report)
+    log.info(
+        "imported %s: %d images (%d new), %d instances, %d skipped",
+        coco_path,
+        report.images,
+        report.images_added,
+        report.instances,
+        len(report.skipped),
+    )
+    return report

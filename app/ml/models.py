@@ -1,0 +1,142 @@
+"""Mask R-CNN builders for the architectures a model card can name.
+
+``build_model`` never downloads unless ``weights``/``weights_backbone`` name torchvision
+weights explicitly; the zoo resolves card weights and calls it with ``weights=None`` for
+weights files, so tests and the bundled model work offline.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from torch import nn
+from torchvision.models.detection import (
+    MaskRCNN,
+    maskrcnn_resnet50_fpn,
+    maskrcnn_resnet50_fpn_v2,
+)
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import mobilenet_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+from app.errors import MaskLoopError
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_mobilenet_v3_fpn")
+
+# The light CPU model (see shared/notes/training-cost.md): stride 8/16/32 features (+ pool),
+# small anchors for 10-40 px nuclei, a narrow mask head and fewer sampled RoIs, because with
+# dozens of instances per image the mask head dominates the cost.
+MOBILE_RETURNED_LAYERS = [2, 3, 5]
+MOBILE_ANCHOR_SIZES = ((8,), (16,), (32,), (64,))
+MOBILE_ASPECT_RATIOS = ((0.5, 1.0, 2.0),) * len(MOBILE_ANCHOR_SIZES)
+MOBILE_MASK_LAYERS = [64, 64, 64, 64]
+MOBILE_BOX_REPRESENTATION = 256
+
+
+class ModelBuildError(MaskLoopError):
+    """The requested model cannot be built (unknown architecture or bad option)."""
+
+
+def build_model(
+    architecture: str,
+    *,
+    num_classes: int,
+    min_size: int = 800,
+    max_size: int = 1333,
+    detections_per_img: int = 300,
+    weights: str | None = None,
+    weights_backbone: str | None = None,
+    **kwargs: Any,
+) -> MaskRCNN:
+    """Build a Mask R-CNN; ``num_classes`` counts the background.
+
+    ``weights``/``weights_backbone`` are torchvision enum names (e.g.
+    ``"MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1"``); None means random initialisation. When
+    pretrained detection weights have a different class count, the heads are replaced.
+    Extra ``kwargs`` go to ``MaskRCNN`` (e.g. ``rpn_post_nms_top_n_test``).
+    """
+    if architecture not in ARCHITECTURES:
+        raise ModelBuildError(
+            f"Unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}."
+        )
+    if num_classes < 2:
+        raise ModelBuildError(
+            f"num_classes={num_classes}: it counts the background, so it must be at least 2."
+        )
+    common = dict(
+        min_size=min_size, max_size=max_size, box_detections_per_img=detections_per_img, **kwargs
+    )
+    if architecture == "maskrcnn_mobilenet_v3_fpn":
+        if weights is not None:
+            raise ModelBuildError(
+                "maskrcnn_mobilenet_v3_fpn has no torchvision detection weights; "
+                "use a weights file (model card) or weights=None."
+            )
+        return _build_mobile(num_classes, weights_backbone, common)
+    builder = (
+        maskrcnn_resnet50_fpn
+        if architecture == "maskrcnn_resnet50_fpn"
+        else maskrcnn_resnet50_fpn_v2
+    )
+    if weights is None:
+        return builder(
+            weights=None, weights_backbone=weights_backbone, num_classes=num_classes, **common
+        )
+    model = builder(weights=weights, weights_backbone=None, **common)
+    if model.roi_heads.box_predictor.cls_score.out_features != num_classes:
+        replace_heads(model, num_classes)
+    return model
+
+
+def _build_mobile(
+    num_classes: int, weights_backbone: str | None, common: dict[str, Any]
+) -> MaskRCNN:
+    # Trainable BatchNorm: FrozenBatchNorm2d (torchvision's default) stays at identity when
+    # training from scratch, which cripples the network.
+    backbone = mobilenet_backbone(
+        backbone_name="mobilenet_v3_large",
+        weights=weights_backbone,
+        fpn=True,
+        trainable_layers=6,
+        returned_layers=MOBILE_RETURNED_LAYERS,
+        norm_layer=nn.BatchNorm2d,
+    )
+    options: dict[str, Any] = dict(
+        rpn_anchor_generator=AnchorGenerator(MOBILE_ANCHOR_SIZES, MOBILE_ASPECT_RATIOS),
+        mask_head=MaskRCNNHeads(backbone.out_channels, MOBILE_MASK_LAYERS, 1),
+        mask_predictor=MaskRCNNPredictor(
+            MOBILE_MASK_LAYERS[-1], MOBILE_MASK_LAYERS[-1], num_classes
+        ),
+        # A 256-wide box head instead of 1024: the default's 13M parameters would be two
+        # thirds of the model and push the bundled weights past 25 MB. MaskRCNN refuses
+        # num_classes together with a custom mask predictor, so both predictors are given.
+        box_head=TwoMLPHead(backbone.out_channels * 7 * 7, MOBILE_BOX_REPRESENTATION),
+        box_predictor=FastRCNNPredictor(MOBILE_BOX_REPRESENTATION, num_classes),
+        box_batch_size_per_image=128,
+        rpn_pre_nms_top_n_train=1000,
+        rpn_post_nms_top_n_train=500,
+    )
+    options.update(common)
+    return MaskRCNN(backbone, num_classes=None, **options)
+
+
+def replace_heads(model: MaskRCNN, num_classes: int) -> None:
+    """Give ``model`` fresh box and mask predictors for ``num_classes`` (background included).
+
+    Used to fine-tune a model on a different category set; the backbone, RPN and the
+    heads' feature layers keep their weights.
+    """
+    old_box = model.roi_heads.box_predictor
+    old_mask = model.roi_heads.mask_predictor
+    device = old_box.cls_score.weight.device
+    model.roi_heads.box_predictor = FastRCNNPredictor(old_box.cls_score.in_features, num_classes)
+    model.roi_heads.mask_predictor = MaskRCNNPredictor(
+        old_mask.conv5_mask.in_channels, old_mask.conv5_mask.out_channels, num_classes
+    )
+    model.roi_heads.box_predictor.to(device)
+    model.roi_heads.mask_predictor.to(device)
+    log.info("replaced box and mask predictors for %d classes", num_classes)

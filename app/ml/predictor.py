@@ -1,0 +1,373 @@
+"""Image in, instances (polygons in image pixels) out: the model half of the annotation loop.
+
+Why not just ``model(image)``: torchvision then pastes every detection's 28x28 mask into a
+full-size image (N x H x W floats), which costs more than the contours drawn from it and,
+on a 6,000 px slide with hundreds of objects, more memory than a machine has. Here the
+model's stages are called directly, detections are thresholded first, and each mask is
+resized only to its own box (exactly as torchvision's paste does it, so the pixels agree)
+before :func:`app.core.geometry.mask_to_polygons` turns it into polygons. Large images are
+cut into overlapping tiles (:mod:`app.ml.tiling`) and objects cut by tile borders merged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
+from torchvision.models.detection.transform import resize_boxes
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from app.core.geometry import DEFAULT_MIN_AREA, DEFAULT_TOLERANCE, mask_to_polygons
+from app.core.types import Instance, Source
+from app.errors import MaskLoopError
+from app.ml.preprocess import InputSpec, to_model_input
+from app.ml.tiling import MaskCrop, Tile, merge_tile_crops, tile_grid
+from app.ml.train import device_from_arg
+from app.ml.zoo import ModelCard, load_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE_OVERLAP = 128
+# Percentiles of huge images are estimated on at most this many samples (as in preprocess).
+_RANGE_SAMPLES = 1 << 22
+
+
+class PredictionCancelled(MaskLoopError):
+    """Prediction was stopped by its caller (``should_stop`` returned True)."""
+
+
+@dataclass
+class RawDetections:
+    """One image's detections before masks become polygons (boxes in input pixels)."""
+
+    boxes: torch.Tensor  # (N, 4) float32 XYXY
+    scores: np.ndarray  # (N,)
+    labels: np.ndarray  # (N,) model labels, 1-based
+    masks: torch.Tensor  # (N, 1, M, M) float32 probabilities
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A piece of work for the model: a whole image or one tile of it."""
+
+    image: int
+    tile_index: int
+    tile: Tile
+
+
+class Predictor:
+    """Runs a model card's Mask R-CNN on images and returns ``source=model`` instances.
+
+    ``device``: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps". On CUDA
+    the model runs under autocast (bf16 where supported, else fp16). ``score_threshold``,
+    ``nms_iou`` and ``max_detections`` configure the detector; images whose longer side
+    exceeds ``tile_size`` (default: the card's ``max_size``) are tiled with ``tile_overlap``.
+    ``model`` is an already-built model (tests, right after training); by default the
+    card's weights are loaded.
+    """
+
+    def __init__(
+        self,
+        card: ModelCard,
+        *,
+        device: str = "auto",
+        score_threshold: float = 0.5,
+        nms_iou: float = 0.5,
+        max_detections: int = 300,
+        tile_size: int | None = None,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        polygon_tolerance: float = DEFAULT_TOLERANCE,
+        min_area: float = DEFAULT_MIN_AREA,
+        model_version: int | None = None,
+        batch_size: int | None = None,
+        model: nn.Module | None = None,
+    ) -> None:
+        if not 0.0 <= score_threshold <= 1.0:
+            raise MaskLoopError(f"score threshold {score_threshold} must be between 0 and 1.")
+        if max_detections < 1:
+            raise MaskLoopError(f"max detections {max_detections} must be at least 1.")
+        self.card = card
+        self.spec: InputSpec = card.input
+        self.device = device_from_arg(device)
+        self.model_version = model_version
+        self.tile_size = tile_size or card.input.max_size
+        self.tile_overlap = min(tile_overlap, self.tile_size // 2 - 1)
+        self.polygon_tolerance = polygon_tolerance
+        self.min_area = min_area
+        self.batch_size = batch_size or (1 if self.device.type == "cpu" else 8)
+        # A given model is copied: the thresholds and inference-only folding below must not
+        # change a model its owner goes on training.
+        model = load_model(card, device="cpu") if model is None else copy.deepcopy(model)
+        self.model = _prepare_model(model, self.device)
+        heads = self.model.roi_heads
+        heads.score_thresh = score_threshold
+        heads.nms_thresh = nms_iou
+        heads.detections_per_img = max_detections
+        self.device_name = _describe(self.device)
+        log.info("predictor for %s on %s", card.id, self.device_name)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, card: ModelCard, **options: object) -> Predictor:
+        """A predictor around an already-built model (no weights are loaded)."""
+        return cls(card, model=model, **options)  # type: ignore[arg-type]
+
+    # -- public ------------------------------------------------------------------------------
+
+    def predict(
+        self, image: np.ndarray, *, should_stop: Callable[[], bool] | None = None
+    ) -> list[Instance]:
+        """Instances on ``image`` (HxW, HxWx1/3/4, any dtype), best score first."""
+        return self.predict_batch([image], should_stop=should_stop)[0]
+
+    def predict_batch(
+        self, images: Sequence[np.ndarray], *, should_stop: Callable[[], bool] | None = None
+    ) -> list[list[Instance]]:
+        """Instances for each image; raises :class:`PredictionCancelled` between batches/tiles."""
+        arrays = [np.asarray(im) for im in images]
+        jobs: list[_Job] = []
+        specs: list[InputSpec] = []
+        tiles_of: list[list[Tile]] = []
+        for i, arr in enumerate(arrays):
+            h, w = arr.shape[:2]
+            tiles = (
+                tile_grid(w, h, self.tile_size, self.tile_overlap)
+                if max(h, w) > self.tile_size
+                else [Tile(0, 0, w, h)]
+            )
+            tiles_of.append(tiles)
+            # Tiles must share one intensity mapping, or objects change at tile borders.
+            specs.append(global_spec(arr, self.spec) if len(tiles) > 1 else self.spec)
+            jobs += [_Job(i, k, t) for k, t in enumerate(tiles)]
+        crops: list[list[MaskCrop]] = [[] for _ in arrays]
+        for chunk in _chunks(jobs, self.batch_size):
+            if should_stop is not None and should_stop():
+                raise PredictionCancelled("prediction cancelled")
+            tensors = [
+                to_model_input(
+                    arrays[j.image][j.tile.y0 : j.tile.y1, j.tile.x0 : j.tile.x1], specs[j.image]
+                )
+                for j in chunk
+            ]
+            for job, raw in zip(chunk, self.detect(tensors), strict=True):
+                crops[job.image] += masks_in_boxes(
+                    raw,
+                    job.tile.height,
+                    job.tile.width,
+                    offset=(job.tile.x0, job.tile.y0),
+                    tile=job.tile_index,
+                )
+        return [
+            self._instances(merge_tile_crops(c, t) if len(t) > 1 else c)
+            for c, t in zip(crops, tiles_of, strict=True)
+        ]
+
+    def detect(self, tensors: list[torch.Tensor]) -> list[RawDetections]:
+        """Run the detector on (3, H, W) inputs; boxes come back in each input's pixels.
+
+        The model's own stages are called so that torchvision's full-image mask paste
+        (``transform.postprocess``) is skipped; everything else is the stock forward pass.
+        """
+        model = self.model
+        sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
+        with torch.inference_mode(), self._autocast():
+            batch = [t.to(self.device, non_blocking=True) for t in tensors]
+            images, _ = model.transform(batch)
+            x = images.tensors
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            features = model.backbone(x)
+            proposals, _ = model.rpn(images, features)
+            detections, _ = model.roi_heads(features, proposals, images.image_sizes)
+        out = []
+        for det, resized, original in zip(detections, images.image_sizes, sizes, strict=True):
+            boxes = resize_boxes(det["boxes"].float(), resized, original).cpu()
+            out.append(
+                RawDetections(
+                    boxes=boxes,
+                    scores=det["scores"].float().cpu().numpy(),
+                    labels=det["labels"].cpu().numpy(),
+                    masks=det["masks"].float().cpu(),
+                )
+            )
+        return out
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _instances(self, crops: list[MaskCrop]) -> list[Instance]:
+        out = []
+        for crop in sorted(crops, key=lambda c: -c.score):
+            polygons = mask_to_polygons(
+                crop.mask,
+                tolerance=self.polygon_tolerance,
+                min_area=self.min_area,
+                offset=(crop.x0, crop.y0),
+            )
+            if not polygons:
+                continue
+            out.append(
+                Instance(
+                    category_id=self.card.category_for_label(crop.label).id,
+                    polygons=polygons,
+                    score=round(float(crop.score), 6),
+                    source=Source.MODEL,
+                    model_version=self.model_version,
+                )
+            )
+        return out
+
+
+def masks_in_boxes(
+    raw: RawDetections,
+    height: int,
+    width: int,
+    *,
+    offset: tuple[int, int] = (0, 0),
+    tile: int = 0,
+) -> list[MaskCrop]:
+    """Each detection's mask resized to its own (clipped) box and thresholded at 0.5.
+
+    Same arithmetic as torchvision's ``paste_masks_in_image`` (1-pixel padding, the box
+    expanded to match, integer box, bilinear resize), but nothing outside the box is
+    allocated. ``offset`` moves the crops from tile to image coordinates.
+    """
+    if not len(raw.scores):
+        return []
+    padded, scale = expand_masks(raw.masks, padding=1)
+    boxes = expand_boxes(raw.boxes, scale).to(dtype=torch.int64).numpy()
+    probs = padded[:, 0].numpy()
+    crops = []
+    for prob, (bx0, by0, bx1, by1), score, label in zip(
+        probs, boxes, raw.scores, raw.labels, strict=True
+    ):
+        x0, x1 = max(int(bx0), 0), min(int(bx1) + 1, width)
+        y0, y1 = max(int(by0), 0), min(int(by1) + 1, height)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        w, h = max(int(bx1 - bx0 + 1), 1), max(int(by1 - by0 + 1), 1)
+        resized = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        mask = resized[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0] > 0.5
+        if not mask.any():
+            continue
+        crops.append(MaskCrop(x0 + offset[0], y0 + offset[1], mask, float(score), int(label), tile))
+    return crops
+
+
+def global_spec(image: np.ndarray, spec: InputSpec) -> InputSpec:
+    """``spec`` with the image-wide intensity range fixed, so every tile maps alike.
+
+    Pixel-wise conversions (uint8 in "auto", bool, "fixed") need nothing; percentile and
+    min-max stretches are measured on the whole image, with the same rules as
+    :func:`app.ml.preprocess.to_model_input`.
+    """
+    arr = np.asarray(image)
+    mode = spec.normalize
+    if mode == "fixed" or arr.dtype == np.bool_ or (mode == "auto" and arr.dtype == np.uint8):
+        return spec
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    step = max(1, int(np.ceil(np.sqrt(arr.shape[0] * arr.shape[1] / _RANGE_SAMPLES))))
+    sample = arr[::step, ::step].astype(np.float32)
+    if spec.channels == "gray" and sample.ndim == 3 and sample.shape[2] == 3:
+        sample = sample.mean(axis=2)
+    values = sample[np.isfinite(sample)]
+    if not values.size:
+        low, high = 0.0, 1.0
+    elif mode == "minmax":
+        low, high = float(values.min()), float(values.max())
+    else:
+        low, high = (float(v) for v in np.percentile(values, spec.percentiles))
+    if high <= low:
+        high = low + 1.0
+    return dataclasses.replace(spec, normalize="fixed", low=low, high=high)
+
+
+def _chunks(items: list[_Job], size: int) -> Iterator[list[_Job]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    model.eval()
+    if device.type == "cpu":
+        # Inference-only speed-ups with the same weights: batch norms folded into the
+        # preceding convolutions, and channels-last memory for oneDNN's fast convolutions.
+        fold_batchnorm(model)
+        model.to(memory_format=torch.channels_last)
+        _limit_threads()
+    return model.to(device)
+
+
+def _limit_threads() -> None:
+    """Use the cores this process may run on (torch counts the host's in containers)."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        available = os.cpu_count() or 1
+    if torch.get_num_threads() > available:
+        torch.set_num_threads(available)
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold eval-mode batch norms into the convolution before them; returns how many.
+
+    Covers torchvision's ResNet (``convK``/``bnK`` pairs, ``downsample``) and the
+    ``Conv2d, BatchNorm2d, ...`` sequences of MobileNet. Only for inference.
+    """
+    folded = 0
+    for module in list(model.modules()):
+        children = dict(module.named_children())
+        pairs = [(f"conv{k}", f"bn{k}") for k in range(1, 4)]
+        names = list(children)
+        pairs += [
+            (a, b)
+            for a, b in zip(names, names[1:], strict=False)
+            if isinstance(module, nn.Sequential)
+        ]
+        for conv_name, bn_name in pairs:
+            conv, bn = children.get(conv_name), children.get(bn_name)
+            if (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(bn, FrozenBatchNorm2d | nn.BatchNorm2d)
+                and not (isinstance(bn, nn.BatchNorm2d) and bn.training)
+            ):
+                _fold(conv, bn)
+                setattr(module, bn_name, nn.Identity())
+                folded += 1
+    return folded
+
+
+@torch.no_grad()
+def _fold(conv: nn.Conv2d, bn: nn.Module) -> None:
+    weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+    shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_var)
+    scale = weight * torch.rsqrt(bn.running_var + bn.eps)
+    bias = shift - bn.running_mean * scale
+    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+    if conv.bias is None:
+        conv.bias = nn.Parameter(bias.clone(), requires_grad=False)
+    else:
+        conv.bias.mul_(scale).add_(bias)
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type

@@ -1,0 +1,148 @@
+"""The one image -> model-input conversion shared by training and prediction.
+
+A model only works on images converted the way it was trained, so the conversion is
+described by an ``InputSpec`` stored in the model card and applied by this single function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.errors import MaskLoopError
+
+NORMALIZE_MODES = ("auto", "percentile", "minmax", "fixed")
+CHANNEL_MODES = ("rgb", "gray")
+# Percentiles of very large images are estimated on a strided subsample: same result to a
+# fraction of a grey level, a fraction of the time.
+_PERCENTILE_MAX_SAMPLES = 1 << 22
+
+
+class InputSpecError(MaskLoopError):
+    """An input specification (model card ``input`` block) is invalid."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How images are turned into model input.
+
+    ``min_size``/``max_size`` are the model's resize bounds (torchvision's
+    GeneralizedRCNNTransform). ``normalize``: "auto" divides uint8 by 255 and stretches
+    other images between the ``percentiles``; "percentile" always stretches; "minmax"
+    stretches between the image's min and max; "fixed" between ``low`` and ``high``.
+    ``channels``: "rgb" keeps colour (gray is repeated, alpha dropped); "gray" averages the
+    colour channels first, for models trained on single-channel data.
+    """
+
+    min_size: int = 800
+    max_size: int = 1333
+    normalize: str = "auto"
+    percentiles: tuple[float, float] = (1.0, 99.8)
+    low: float | None = None
+    high: float | None = None
+    channels: str = "rgb"
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZE_MODES:
+            raise InputSpecError(
+                f"normalize={self.normalize!r}; use one of {', '.join(NORMALIZE_MODES)}."
+            )
+        if self.channels not in CHANNEL_MODES:
+            raise InputSpecError(
+                f"channels={self.channels!r}; use one of {', '.join(CHANNEL_MODES)}."
+            )
+        if self.normalize == "fixed" and (
+            self.low is None or self.high is None or self.high <= self.low
+        ):
+            raise InputSpecError('normalize="fixed" needs numbers low < high.')
+        lo, hi = self.percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise InputSpecError(f"percentiles={self.percentiles}; need 0 <= low < high <= 100.")
+        if self.min_size < 1 or self.max_size < self.min_size:
+            raise InputSpecError(
+                f"min_size={self.min_size}, max_size={self.max_size}; need 1 <= min_size <= max_size."
+            )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InputSpecError(
+                f"Unknown input option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}."
+            )
+        values = dict(d)
+        if "percentiles" in values:
+            values["percentiles"] = tuple(float(p) for p in values["percentiles"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["percentiles"] = list(self.percentiles)
+        return d
+
+
+def to_model_input(image: np.ndarray, spec: InputSpec) -> torch.Tensor:
+    """Float32 (3, H, W) tensor in [0, 1] at the image's original size.
+
+    Accepts (H, W), (H, W, 1), (H, W, 3) and (H, W, 4) arrays of any integer, bool or float
+    dtype. Resizing is left to the model (``min_size``/``max_size``).
+    """
+    arr = _to_hwc(np.asarray(image))
+    if spec.channels == "gray" and arr.shape[2] == 3:
+        arr = arr.astype(np.float32).mean(axis=2, keepdims=True)
+    scaled = _normalize(arr, spec)
+    if scaled.shape[2] == 1:
+        scaled = np.repeat(scaled, 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+
+
+def _to_hwc(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        return arr[:, :, None]
+    if arr.ndim == 3 and arr.shape[2] in (1, 3):
+        return arr
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        return arr[:, :, :3]
+    raise InputSpecError(
+        f"Cannot use an image of shape {arr.shape}: expected (H, W), (H, W, 1), (H, W, 3) or "
+        "(H, W, 4). Convert multi-page or multi-channel stacks to one plane first."
+    )
+
+
+def _normalize(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    mode = spec.normalize
+    if mode == "auto":
+        if arr.dtype == np.uint8:
+            return arr.astype(np.float32) / np.float32(255.0)
+        mode = "percentile"
+    data = arr.astype(np.float32, copy=False)
+    finite = np.isfinite(data)
+    if mode == "fixed":
+        low, high = float(spec.low), float(spec.high)  # type: ignore[arg-type]
+    elif not finite.any():
+        low, high = 0.0, 1.0
+    elif mode == "minmax":
+        valid = data[finite]
+        low, high = float(valid.min()), float(valid.max())
+    else:
+        low, high = _percentiles(data[finite] if not finite.all() else data, spec.percentiles)
+    if high <= low:
+        # A flat image: everything maps to 0 rather than dividing by zero.
+        high = low + 1.0
+    out = (data - np.float32(low)) / np.float32(high - low)
+    out = np.where(finite, out, 0.0)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+def _percentiles(values: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
+    flat = values.reshape(-1)
+    if flat.size > _PERCENTILE_MAX_SAMPLES:
+        flat = flat[:: flat.size // _PERCENTILE_MAX_SAMPLES + 1]
+    low, high = np.percentile(flat, percentiles)
+    return float(low), float(high)

@@ -1,0 +1,448 @@
+"""Background proposals: the model runs on a worker thread and never makes the annotator wait.
+
+The GUI tells the :class:`ProposalController` which image is current and which come next;
+the worker proposes the current image first, then prefetches the next ones, and stores each
+result with :meth:`ProjectStore.replace_proposals` (which refuses images a person has
+touched). Every request carries ``(image_id, request_seq, generation)``; the generation
+changes when the model changes, so results of an older model are dropped, never applied.
+
+No torch object, QPixmap or QGraphicsItem crosses threads: only ids, numpy arrays and
+dataclasses.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal
+
+from app.core.images import read_image
+from app.core.store import ProjectStore
+from app.core.types import ImageStatus, Instance
+
+log = logging.getLogger(__name__)
+
+PRIORITY_CURRENT = 0
+PRIORITY_PREFETCH = 1
+PRIORITY_BATCH = 2
+
+
+class Predictor(Protocol):
+    """What the worker needs from a model (app.ml.predictor.Predictor fits)."""
+
+    device_name: str
+
+    def predict(
+        self, image: np.ndarray, *, should_stop: Callable[[], bool] | None = None
+    ) -> list[Instance]: ...
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model proposes, where it runs and what it keeps."""
+
+    model_id: str = "cells-mobile"
+    device: str = "auto"
+    score_threshold: float = 0.5
+
+    @property
+    def version_number(self) -> int | None:
+        """The project model version (``v3`` -> 3); None for a zoo model."""
+        if self.model_id[:1] == "v" and self.model_id[1:].isdigit():
+            return int(self.model_id[1:])
+        return None
+
+
+PredictorFactory = Callable[[ModelChoice, Path], Predictor]
+
+
+def zoo_predictor_factory(choice: ModelChoice, project_root: Path) -> Predictor:
+    """Build the real Predictor for a zoo card or project model version (runs on the worker)."""
+    from app.ml.predictor import Predictor as MLPredictor
+    from app.ml.zoo import get_card
+
+    card = get_card(choice.model_id, project_root=project_root)
+    return MLPredictor(
+        card,
+        device=choice.device,
+        score_threshold=choice.score_threshold,
+        model_version=choice.version_number,
+    )
+
+
+@dataclass(frozen=True)
+class ProposalResult:
+    """Proposals for one image, already stored if ``stored`` is True."""
+
+    image_id: int
+    request_seq: int
+    generation: int
+    model_id: str
+    instances: list[Instance]
+    stored: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    image_id: int | None
+    message: str
+    details: str
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    model_id: str
+    device_name: str
+    queue_length: int
+    busy: bool
+    last_seconds: float | None
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int
+    seq: int
+    image_id: int = field(compare=False)
+    generation: int = field(compare=False)
+    batch: bool = field(compare=False, default=False)
+
+
+class _JobQueue:
+    """A priority queue of image jobs; one job per image (the best priority wins)."""
+
+    def __init__(self) -> None:
+        self._heap: list[_Job] = []
+        self._best: dict[int, _Job] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, job: _Job) -> None:
+        with self._cond:
+            old = self._best.get(job.image_id)
+            if old is not None and old.generation == job.generation and old <= job:
+                # Already queued sooner; it now also counts for the batch.
+                old.batch = old.batch or job.batch
+                return
+            self._best[job.image_id] = job
+            heapq.heappush(self._heap, job)
+            self._cond.notify()
+
+    def get(self) -> _Job | None:
+        """The next live job, waiting for one; None once closed."""
+        with self._cond:
+            while True:
+                while self._heap:
+                    job = heapq.heappop(self._heap)
+                    if self._best.get(job.image_id) is job:
+                        del self._best[job.image_id]
+                        return job
+                if self._closed:
+                    return None
+                self._cond.wait()
+
+    def drop(self, keep: Callable[[_Job], bool] = lambda job: False) -> None:
+        with self._cond:
+            self._best = {i: j for i, j in self._best.items() if keep(j)}
+            self._heap = [j for j in self._heap if self._best.get(j.image_id) is j]
+            heapq.heapify(self._heap)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._best)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class _WorkerThread(QThread):
+    """Owns the predictor and its own store connection; pulls jobs until closed."""
+
+    def __init__(self, controller: ProposalController) -> None:
+        super().__init__()
+        self._c = controller
+        self._predictor: Predictor | None = None
+        self._loaded_for: tuple[int, ModelChoice] | None = None
+
+    def run(self) -> None:
+        c = self._c
+        store = ProjectStore.open(c.project_root)
+        try:
+            while (job := c._queue.get()) is not None:
+                if job.generation != c.generation:
+                    continue
+                c._set_busy(True)
+                try:
+                    self._run_job(store, job)
+                except Exception as exc:  # the worker must keep serving
+                    log.exception("proposal for image %s failed", job.image_id)
+                    c.failed.emit(
+                        WorkerFailure(
+                            job.image_id, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+                        )
+                    )
+                finally:
+                    if job.batch:
+                        c._batch_step()
+                    c._set_busy(False)
+        finally:
+            store.close()
+            self._predictor = None
+
+    def _ensure_predictor(self, generation: int, choice: ModelChoice) -> Predictor | None:
+        if self._loaded_for == (generation, choice) and self._predictor is not None:
+            return self._predictor
+        self._predictor = None
+        try:
+            self._predictor = self._c.predictor_factory(choice, self._c.project_root)
+        except Exception as exc:
+            log.exception("cannot load model %s", choice.model_id)
+            self._c._model_failed(generation, choice, exc)
+            return None
+        self._loaded_for = (generation, choice)
+        self._c._model_ready(generation, self._predictor)
+        return self._predictor
+
+    def _run_job(self, store: ProjectStore, job: _Job) -> None:
+        c = self._c
+        choice = c.choice
+        image = store.image(job.image_id)
+        if image.status not in (ImageStatus.NEW, ImageStatus.PROPOSED):
+            return  # a person works on it: nothing to propose
+        if image.status is ImageStatus.PROPOSED and c._proposed_by_current(store, job.image_id):
+            return
+        predictor = self._ensure_predictor(job.generation, choice)
+        if predictor is None:
+            return
+        pixels = read_image(store.abspath(image))
+        t0 = time.perf_counter()
+
+        def stale() -> bool:
+            return job.generation != c.generation or c._stopping
+
+        instances = self._predict_with_fallback(predictor, pixels, stale, job.generation, choice)
+        seconds = time.perf_counter() - t0
+        if instances is None or stale():
+            return
+        stored = store.replace_proposals(job.image_id, instances, choice.version_number)
+        c._last_seconds = seconds
+        c.proposals_ready.emit(
+            ProposalResult(
+                job.image_id, job.seq, job.generation, choice.model_id, instances, stored, seconds
+            )
+        )
+
+    def _predict_with_fallback(
+        self,
+        predictor: Predictor,
+        pixels: np.ndarray,
+        stale: Callable[[], bool],
+        generation: int,
+        choice: ModelChoice,
+    ) -> list[Instance] | None:
+        """Predict; on GPU out-of-memory retry once, then move the model to the CPU."""
+        for attempt in range(3):
+            try:
+                return predictor.predict(pixels, should_stop=stale)
+            except Exception as exc:
+                if type(exc).__name__ == "PredictionCancelled":
+                    return None  # the model or the annotator moved on: not a failure
+                if not _is_out_of_memory(exc) or choice.device == "cpu":
+                    raise
+                _free_gpu_memory()
+                if attempt == 0:
+                    log.warning("GPU out of memory; retrying once")
+                    continue
+                cpu_choice = ModelChoice(choice.model_id, "cpu", choice.score_threshold)
+                self._c.notice.emit(
+                    "The GPU ran out of memory: proposals now run on the CPU (slower)."
+                )
+                self._c._switch_device_silently(cpu_choice)
+                predictor = self._ensure_predictor(generation, cpu_choice)
+                choice = cpu_choice
+                if predictor is None:
+                    return None
+        return None
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def _free_gpu_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+class ProposalController(QObject):
+    """The GUI's handle on background proposals (lives on the GUI thread)."""
+
+    proposals_ready = Signal(object)  # ProposalResult
+    failed = Signal(object)  # WorkerFailure: one image failed, the worker goes on
+    model_error = Signal(str)  # the model could not be loaded: show a dialog, keep working
+    notice = Signal(str)  # a one-line message for the status bar
+    status_changed = Signal(object)  # WorkerStatus
+    batch_progress = Signal(int, int, float)  # done, total, eta seconds (-1 unknown)
+    batch_finished = Signal(bool)  # True when cancelled
+
+    def __init__(
+        self,
+        project_root: Path,
+        *,
+        predictor_factory: PredictorFactory = zoo_predictor_factory,
+        choice: ModelChoice | None = None,
+        prefetch: int = 3,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.project_root = Path(project_root)
+        self.predictor_factory = predictor_factory
+        self.choice = choice or ModelChoice()
+        self.prefetch = prefetch
+        self.generation = 0
+        self._seq = 0
+        self._queue = _JobQueue()
+        self._stopping = False
+        self._busy = False
+        self._device_name = ""
+        self._last_seconds: float | None = None
+        self._model_broken = False
+        self._batch_total = 0
+        self._batch_done = 0
+        self._batch_t0 = 0.0
+        self._lock = threading.Lock()
+        self._thread = _WorkerThread(self)
+        self._thread.start()
+
+    # -- requests from the GUI ------------------------------------------------------------
+
+    def set_current(self, image_id: int, upcoming: Sequence[int] = ()) -> None:
+        """The annotator is on ``image_id``; ``upcoming`` are the next images in list order.
+
+        The prefetch window moves with the annotator: queued current/prefetch jobs for
+        images left behind are dropped (batch jobs stay).
+        """
+        if self._model_broken:
+            return
+        self._queue.drop(keep=lambda job: job.batch)
+        self._put(image_id, PRIORITY_CURRENT)
+        for image in list(upcoming)[: self.prefetch]:
+            self._put(image, PRIORITY_PREFETCH)
+
+    def propose_all(self, image_ids: Sequence[int]) -> None:
+        """Propose a whole list in the background, reporting progress; the GUI stays usable."""
+        with self._lock:
+            self._batch_total = len(image_ids)
+            self._batch_done = 0
+            self._batch_t0 = time.perf_counter()
+        for image_id in image_ids:
+            self._put(image_id, PRIORITY_BATCH, batch=True)
+        self.batch_progress.emit(0, len(image_ids), -1.0)
+        if not image_ids:
+            self.batch_finished.emit(False)
+
+    def cancel_batch(self) -> None:
+        self._queue.drop(keep=lambda job: not job.batch)
+        with self._lock:
+            was_running = self._batch_total > 0
+            self._batch_total = 0
+        if was_running:
+            self.batch_finished.emit(True)
+        self._emit_status()
+
+    def set_model(self, choice: ModelChoice) -> None:
+        """Switch model, device or threshold: queued work is cancelled, the in-flight job dropped."""
+        with self._lock:
+            self.choice = choice
+            self.generation += 1
+            self._model_broken = False
+        self._queue.drop()
+        self.cancel_batch()
+
+    def shutdown(self, timeout_ms: int = 10000) -> None:
+        """Stop the worker (the job in flight is abandoned at its next cancellation point)."""
+        self._stopping = True
+        self._queue.close()
+        self._thread.wait(timeout_ms)
+
+    @property
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    # -- called from the worker thread ----------------------------------------------------
+
+    def _put(self, image_id: int, priority: int, batch: bool = False) -> None:
+        with self._lock:
+            self._seq += 1
+            job = _Job(priority, self._seq, image_id, self.generation, batch)
+        self._queue.put(job)
+        self._emit_status()
+
+    def _proposed_by_current(self, store: ProjectStore, image_id: int) -> bool:
+        versions = {inst.model_version for inst in store.instances(image_id)}
+        return versions <= {self.choice.version_number}
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        self._emit_status()
+
+    def _emit_status(self) -> None:
+        self.status_changed.emit(
+            WorkerStatus(
+                self.choice.model_id,
+                self._device_name,
+                len(self._queue),
+                self._busy,
+                self._last_seconds,
+            )
+        )
+
+    def _model_ready(self, generation: int, predictor: Predictor) -> None:
+        self._device_name = getattr(predictor, "device_name", "")
+        self._emit_status()
+
+    def _model_failed(self, generation: int, choice: ModelChoice, exc: Exception) -> None:
+        if generation != self.generation:
+            return
+        self._model_broken = True
+        self._queue.drop()
+        self.cancel_batch()
+        self.model_error.emit(
+            f"The model '{choice.model_id}' could not be loaded, so no proposals will be made "
+            f"until another model is chosen. Annotation works as usual.\n\n{exc}"
+        )
+
+    def _switch_device_silently(self, choice: ModelChoice) -> None:
+        """Keep the generation (queued work stays valid) but run on another device."""
+        with self._lock:
+            self.choice = choice
+
+    def _batch_step(self) -> None:
+        with self._lock:
+            if not self._batch_total:
+                return
+            self._batch_done += 1
+            done, total = self._batch_done, self._batch_total
+            elapsed = time.perf_counter() - self._batch_t0
+            if done >= total:
+                self._batch_total = 0
+        eta = elapsed / done * (total - done) if done else -1.0
+        self.batch_progress.emit(done, total, eta)
+        if done >= total:
+            self.batch_finished.emit(False)

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from app.errors import MaskLoopError
+from app.ml.models import ARCHITECTURES, ModelBuildError, build_model, replace_heads
+
+
+def _train_sample(size=64):
+    image = torch.rand(3, size, size)
+    masks = torch.zeros(1, size, size, dtype=torch.uint8)
+    masks[0, 10:30, 12:34] = 1
+    target = {
+        "boxes": torch.tensor([[12.0, 10.0, 34.0, 30.0]]),
+        "labels": torch.tensor([1]),
+        "masks": masks,
+    }
+    return image, target
+
+
+def test_mobile_model_is_light_and_runs_both_modes():
+    torch.manual_seed(0)
+    model = build_model(
+        "maskrcnn_mobilenet_v3_fpn", num_classes=3, min_size=64, max_size=64, detections_per_img=7
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params * 2 < 25e6  # fp16 weights file fits the bundled-model budget
+    assert all(p.requires_grad for p in model.backbone.parameters())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules())
+    assert model.roi_heads.detections_per_img == 7
+    assert model.roi_heads.box_predictor.cls_score.out_features == 3
+    model.train()
+    image, target = _train_sample()
+    losses = model([image], [target])
+    assert {"loss_mask", "loss_classifier", "loss_objectness"} <= set(losses)
+    model.eval()
+    with torch.no_grad():
+        out = model([image])[0]
+    assert set(out) == {"boxes", "labels", "scores", "masks"}
+
+
+def test_replace_heads_changes_classes_only():
+    model = build_model("maskrcnn_mobilenet_v3_fpn", num_classes=2, min_size=64, max_size=64)
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    replace_heads(model, 5)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 5
+    assert model.roi_heads.box_predictor.bbox_pred.out_features == 20
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 5
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("arch", ["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"])
+def test_resnet_architectures_build_offline(arch):
+    model = build_model(arch, num_classes=4, min_size=64, max_size=64)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 4
+    assert arch in ARCHITECTURES
+
+
+def test_errors_are_typed():
+    with pytest.raises(ModelBuildError, match="Unknown architecture") as info:
+        build_model("yolo", num_classes=2)
+    assert isinstance(info.value, MaskLoopError)
+    with pytest.raises(ModelBuildError, match="background"):
+        build_model("maskrcnn_mobilenet_v3_fpn", num_classes=1)
+    with pytest.raises(ModelBuildError, match="no torchvision detection weights"):
+        build_model("maskrcnn_mobilenet_v3_fpn", num_classes=2, weights="COCO_V1")
+
+
+def test_fp16_weights_file_loads_back_as_float32(tmp_path):
+    """The bundled weights are stored in fp16 to fit 25 MB; loading must cast them back."""
+    model = build_model("maskrcnn_mobilenet_v3_fpn", num_classes=2, min_size=64, max_size=64)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save(half, tmp_path / "w.pt")
+    again = build_model("maskrcnn_mobilenet_v3_fpn", num_classes=2, min_size=64, max_size=64)
+    again.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
+    for k, v in again.state_dict().items():
+        if v.is_floating_point():
+            assert v.dtype == torch.float32
+            assert torch.allclose(v, model.state_dict()[k], rtol=1e-3, atol=1e-4), k

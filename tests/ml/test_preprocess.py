@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+
+from app.errors import MaskLoopError
+from app.ml.preprocess import InputSpec, InputSpecError, to_model_input
+
+
+def test_uint8_gray_is_divided_by_255_and_repeated():
+    img = np.array([[0, 255], [51, 102]], dtype=np.uint8)
+    out = to_model_input(img, InputSpec())
+    assert out.dtype == torch.float32 and out.shape == (3, 2, 2)
+    assert torch.allclose(out[0], torch.tensor([[0.0, 1.0], [0.2, 0.4]]))
+    assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
+
+
+def test_uint16_uses_percentile_stretch():
+    img = np.arange(1000, dtype=np.uint16).reshape(20, 50) * 60
+    out = to_model_input(img, InputSpec(percentiles=(1.0, 99.0)))
+    lo, hi = np.percentile(img.astype(np.float32), (1.0, 99.0))
+    expected = np.clip((img.astype(np.float32) - lo) / (hi - lo), 0, 1)
+    assert np.allclose(out[0].numpy(), expected, atol=1e-6)
+    assert out.min() == 0.0 and out.max() == 1.0
+
+
+def test_rgba_drops_alpha_and_keeps_colour():
+    img = np.zeros((4, 5, 4), dtype=np.uint8)
+    img[..., 0] = 255
+    img[..., 3] = 7
+    out = to_model_input(img, InputSpec())
+    assert out.shape == (3, 4, 5)
+    assert out[0].min() == 1.0 and out[1].max() == 0.0 and out[2].max() == 0.0
+
+
+def test_gray_channel_mode_averages_colour():
+    img = np.zeros((2, 2, 3), dtype=np.uint8)
+    img[..., 0] = 255
+    out = to_model_input(img, InputSpec(channels="gray", normalize="fixed", low=0, high=255))
+    assert torch.allclose(out, torch.full((3, 2, 2), 1 / 3))
+
+
+def test_minmax_fixed_flat_and_nan():
+    img = np.array([[2.0, 4.0], [np.nan, 6.0]], dtype=np.float64)
+    mm = to_model_input(img, InputSpec(normalize="minmax"))[0].numpy()
+    assert np.allclose(mm, [[0.0, 0.5], [0.0, 1.0]])
+    fx = to_model_input(img, InputSpec(normalize="fixed", low=0, high=8))[0].numpy()
+    assert np.allclose(fx, [[0.25, 0.5], [0.0, 0.75]])
+    flat = to_model_input(np.full((3, 3), 9, dtype=np.uint16), InputSpec())
+    assert torch.all(flat == 0) and torch.isfinite(flat).all()
+
+
+def test_bool_image():
+    out = to_model_input(np.eye(3, dtype=bool), InputSpec())
+    assert torch.equal(out[1], torch.eye(3))
+
+
+def test_dict_round_trip():
+    spec = InputSpec(min_size=512, max_size=1024, percentiles=(0.5, 99.5))
+    d = spec.to_dict()
+    assert d["percentiles"] == [0.5, 99.5]
+    assert InputSpec.from_dict(d) == spec
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"normalize": "zscore"},
+        {"channels": "bgr"},
+        {"normalize": "fixed", "low": 5.0},
+        {"percentiles": (99.0, 1.0)},
+        {"min_size": 900, "max_size": 800},
+    ],
+)
+def test_invalid_specs_raise_typed_errors(kwargs):
+    with pytest.raises(InputSpecError) as info:
+        InputSpec(**kwargs)
+    assert isinstance(info.value, MaskLoopError)
+
+
+def test_unknown_key_and_bad_shape():
+    with pytest.raises(InputSpecError, match="colour_space"):
+        InputSpec.from_dict({"colour_space": "lab"})
+    with pytest.raises(InputSpecError, match="shape"):
+        to_model_input(np.zeros((2, 3, 3, 3), dtype=np.uint8), InputSpec())

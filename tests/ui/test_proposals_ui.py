@@ -1,0 +1,136 @@
+"""The main window with background proposals (fake predictor: no torch work)."""
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from PySide6.QtWidgets import QMessageBox
+
+from app.core.store import NewImage, ProjectStore
+from app.core.types import ImageStatus, Instance, Polygon, Source
+from app.ui.main_window import MainWindow
+from app.ui.panels.model_panel import ModelEntry
+from app.ui.workers import ModelChoice, ProposalController
+
+N = 4
+
+
+class Fake:
+    device_name = "cpu (fake)"
+
+    def __init__(self, gate=None, fail=False):
+        self.gate, self.fail = gate, fail
+
+    def predict(self, image, *, should_stop=None):
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.fail:
+            raise RuntimeError("model exploded")
+        x = float(image.flat[0])
+        square = Polygon([[x, x], [x + 8, x], [x + 8, x + 8], [x, x + 8]])
+        return [Instance(1, [square], score=0.8, source=Source.MODEL)]
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = tmp_path / "p"
+    (root / "img").mkdir(parents=True)
+    for i in range(N):
+        cv2.imwrite(str(root / "img" / f"{i}.png"), np.full((32, 32), i + 1, np.uint8))
+    with ProjectStore.open(root, create=True) as s:
+        s.add_images([NewImage(f"img/{i}.png", 32, 32) for i in range(N)])
+        s.add_category("cell")
+    return root
+
+
+@pytest.fixture
+def window(qtbot, project):
+    store = ProjectStore.open(project)
+    w = MainWindow(store)
+    qtbot.addWidget(w)
+    yield w
+    w.close()
+    store.close()
+
+
+def attach(window, factory, model="fake"):
+    controller = ProposalController(
+        window.store.root, predictor_factory=factory, choice=ModelChoice(model)
+    )
+    entries = [ModelEntry("fake", "Fake model"), ModelEntry("other", "Other model")]
+    window.attach_proposals(controller, entries)
+    return controller
+
+
+def test_proposals_appear_on_the_current_image_and_prefetch(qtbot, window):
+    attach(window, lambda c, r: Fake())
+    doc = window.editor.doc
+    qtbot.waitUntil(lambda: len(window.editor.doc.instances) == 1, timeout=5000)
+    assert window.editor.doc.image_id == doc.image_id
+    qtbot.waitUntil(lambda: window.store.count_images(ImageStatus.PROPOSED) == N, timeout=5000)
+    assert "fake" in window.model_status.text()
+    assert "cpu (fake)" in window.model_panel.info.text()
+
+
+def test_proposals_wait_while_a_polygon_is_being_drawn(qtbot, window):
+    gate = threading.Event()
+    attach(window, lambda c, r: Fake(gate))
+    window.canvas.set_tool("polygon")
+    window.canvas.tool.points.append(window.canvas.mapToScene(5, 5))  # a drawing under way
+    gate.set()
+    qtbot.waitUntil(lambda: window.store.count_instances(window.current_image_id()) == 1)
+    time.sleep(0.4)
+    qtbot.wait(50)
+    assert len(window.editor.doc.instances) == 0  # not refreshed under the drawing
+    assert window.canvas.tool.points  # the drawing was not disturbed
+    window.canvas.tool.points.clear()
+    qtbot.waitUntil(lambda: len(window.editor.doc.instances) == 1, timeout=3000)
+
+
+def test_worker_failure_goes_to_status_bar_and_log(qtbot, window):
+    attach(window, lambda c, r: Fake(fail=True))
+    qtbot.waitUntil(lambda: "model exploded" in window.log_view.toPlainText(), timeout=5000)
+    assert "Traceback" in window.log_view.toPlainText()
+    assert window.editor.doc is not None  # still working
+
+
+def test_broken_model_shows_a_dialog_and_annotation_goes_on(qtbot, window):
+    def broken(choice, root):
+        raise FileNotFoundError("cells-mobile.pt is missing")
+
+    attach(window, broken)
+    qtbot.waitUntil(
+        lambda: any(b.isVisible() for b in window.findChildren(QMessageBox)), timeout=5000
+    )
+    box = next(b for b in window.findChildren(QMessageBox) if b.isVisible())
+    assert "cells-mobile.pt is missing" in box.text() and not box.isModal()
+    window.next_image()  # the app keeps working without proposals
+    assert window.editor.doc is not None
+
+
+def test_propose_all_with_progress_and_model_switch(qtbot, window):
+    controller = attach(window, lambda c, r: Fake())
+    with qtbot.waitSignal(controller.batch_finished, timeout=10000):
+        window.model_panel.propose_all.click()
+    assert window.store.count_images(ImageStatus.PROPOSED) == N
+    assert "All images proposed" in window.model_panel.eta.text()
+    # switching the model re-proposes untouched images with it, and remembers the choice
+    window.model_panel.model.setCurrentIndex(1)
+    window.model_panel.model.activated.emit(1)
+    assert controller.choice.model_id == "other"
+    assert window.store.get_meta("active_model") == "other"
+
+
+def test_human_work_survives_a_model_switch(qtbot, window):
+    controller = attach(window, lambda c, r: Fake())
+    image = window.current_image_id()
+    qtbot.waitUntil(lambda: len(window.editor.doc.instances) == 1, timeout=5000)
+    window.store.apply_edit(image, add=[Instance(1, [Polygon([[1, 1], [5, 1], [5, 5]])])])
+    controller.set_model(ModelChoice("other"))
+    window._request_proposals(image)
+    time.sleep(0.3)
+    qtbot.wait(50)
+    sources = sorted(i.source.value for i in window.store.instances(image))
+    assert sources == ["human", "model"]
