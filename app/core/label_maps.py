@@ -20,7 +20,9 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from app.core.coco import (
+from app.core.geometry import GeometryError, label_map_to_instances, polygons_to_mask_crop
+from app.core.images import ImageReadError, read_image_size
+from app.core.interchange import (
     ImportReport,
     PendingImage,
     commit_import,
@@ -28,8 +30,6 @@ from app.core.coco import (
     relative_to_root,
     source_for,
 )
-from app.core.geometry import GeometryError, label_map_to_instances, polygons_to_mask_crop
-from app.core.images import ImageReadError, read_image_size
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance
 from app.errors import MaskLoopError

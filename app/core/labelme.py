@@ -20,7 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.core.coco import (
+from app.core.geometry import MAX_COORD, mask_to_polygons
+from app.core.interchange import (
     ImportReport,
     PendingImage,
     commit_import,
@@ -29,7 +30,6 @@ from app.core.coco import (
     safe_relative_name,
     source_for,
 )
-from app.core.geometry import MAX_COORD, mask_to_polygons
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus, Instance, Polygon
 from app.errors import MaskLoopError

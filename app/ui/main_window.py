@@ -15,6 +15,7 @@ and shows its state in :attr:`MainWindow.model_status`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
+    QScrollArea,
     QSlider,
     QUndoView,
     QWidget,
@@ -36,15 +38,19 @@ from PySide6.QtWidgets import (
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus
 from app.logs import log_file_path
+from app.ml.versions import active_model
 
 from .canvas.view import CanvasView
 from .display import pixel_text
 from .editor import Editor
+from .model_entries import model_entries
 from .panels.categories import CategoriesPanel
 from .panels.display_panel import DisplayPanel
 from .panels.image_list import ImageListPanel
 from .panels.instance_list import InstanceListPanel
 from .panels.model_panel import ModelEntry, ModelPanel
+from .panels.versions_panel import VersionsPanel
+from .train_dialog import TrainDialog
 from .workers import ModelChoice, ProposalController, ProposalResult, WorkerFailure
 
 log = logging.getLogger(__name__)
@@ -77,7 +83,15 @@ class MainWindow(QMainWindow):
         self._dock("Instances", self.instances, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Categories", self.categories, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Display", self.display, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._dock("History", self.history, Qt.DockWidgetArea.RightDockWidgetArea)
+        history = self._dock("History", self.history, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.versions = VersionsPanel(store)
+        scroll = QScrollArea()  # tall content: the dock may be smaller than the panel
+        scroll.setWidget(self.versions)
+        scroll.setWidgetResizable(True)
+        versions = self._dock("Model versions", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(history, versions)
+        history.raise_()
+        self._train_dialog: TrainDialog | None = None
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
@@ -211,6 +225,9 @@ class MainWindow(QMainWindow):
         self.threshold.setMaximumWidth(120)
         self.threshold.setToolTip("Hide proposals scoring below this (Shift+A accepts the rest)")
         tb.addWidget(self.threshold)
+        m = mb.addMenu("&Model")
+        self._action("Train\u2026", self.show_train_dialog, "Ctrl+T", "mdi.school", m, tb)
+        self._action("Propose all images", self.propose_all, None, "mdi.auto-fix", m)
         v = mb.addMenu("&View")
         self._action("Fit image", self.canvas.fit, "F", "mdi6.fit-to-screen", v, tb)
         self._action("Actual size", lambda: self.canvas.set_zoom(1.0), "Ctrl+1", "mdi.magnify", v)
@@ -247,6 +264,7 @@ class MainWindow(QMainWindow):
         self.display.settings_changed.connect(ed.set_display)
         self.threshold.valueChanged.connect(lambda v: ed.set_threshold(v / 100))
         self.opacity.valueChanged.connect(lambda v: c.set_fill_opacity(v / 100))
+        self.versions.activated.connect(self._use_model)
 
     # -- preferences --------------------------------------------------------------------------
 
@@ -313,6 +331,7 @@ class MainWindow(QMainWindow):
 
     def done_and_next(self) -> None:
         self.editor.set_status(ImageStatus.DONE)
+        self.versions.refresh()  # the analytics count what is done
         self._go_to_next_review()
 
     def skip_and_next(self) -> None:
@@ -383,6 +402,7 @@ class MainWindow(QMainWindow):
                 menu_action.menu().addAction(dock.toggleViewAction())
         p = self.model_panel
         p.choice_changed.connect(self.set_model)
+        p.choice_changed.connect(lambda _choice: self.versions.refresh())
         p.propose_all_requested.connect(self.propose_all)
         p.cancel_requested.connect(controller.cancel_batch)
         controller.status_changed.connect(self._worker_status)
@@ -409,6 +429,36 @@ class MainWindow(QMainWindow):
         current = self.current_image_id()
         if current is not None:
             self._request_proposals(current)
+        # Re-propose every image nobody has touched with the new model, in the background.
+        self.propose_all()
+
+    def show_train_dialog(self) -> None:
+        if self._train_dialog is None:
+            self._train_dialog = TrainDialog(self.store, self)
+            self._train_dialog.version_registered.connect(self._version_registered)
+        if not self._train_dialog.process.is_running():
+            self._train_dialog.refresh()  # done count and versions may have changed
+        self._train_dialog.show()
+        self._train_dialog.raise_()
+        self._train_dialog.activateWindow()
+
+    def _version_registered(self, number: int) -> None:
+        model_id = f"v{number}"
+        self.versions.refresh()
+        if active_model(self.store) == model_id:  # the run activated it (the default)
+            self._use_model(model_id)
+        elif self.proposals is not None and self.model_panel is not None:
+            self.model_panel.set_entries(model_entries(self.store), self.proposals.choice)
+        self.statusBar().showMessage(f"Model version {model_id} registered.", 8000)
+
+    def _use_model(self, model_id: str) -> None:
+        """A version became active: propose with it (untouched images are re-proposed)."""
+        if self.proposals is None or self.model_panel is None:
+            return
+        choice = dataclasses.replace(self.proposals.choice, model_id=model_id)
+        self.model_panel.set_entries(model_entries(self.store), choice)  # blocks its signals
+        self.set_model(choice)
+        self.versions.refresh()
 
     def propose_all(self) -> None:
         if self.proposals is not None:

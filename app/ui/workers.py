@@ -28,6 +28,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 from app.core.images import read_image
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus, Instance
+from app.ml.propose import PROPOSED_BY_PREFIX, proposed_by
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,10 @@ class _WorkerThread(QThread):
         seconds = time.perf_counter() - t0
         if instances is None or stale():
             return
-        stored = store.replace_proposals(job.image_id, instances, choice.version_number)
+        with store.transaction():
+            stored = store.replace_proposals(job.image_id, instances, choice.version_number)
+            if stored:
+                store.set_meta(f"{PROPOSED_BY_PREFIX}{job.image_id}", choice.model_id)
         c._last_seconds = seconds
         c.proposals_ready.emit(
             ProposalResult(
@@ -395,8 +399,7 @@ class ProposalController(QObject):
         self._emit_status()
 
     def _proposed_by_current(self, store: ProjectStore, image_id: int) -> bool:
-        versions = {inst.model_version for inst in store.instances(image_id)}
-        return versions <= {self.choice.version_number}
+        return proposed_by(store, image_id) == self.choice.model_id
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy

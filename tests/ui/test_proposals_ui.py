@@ -134,3 +134,20 @@ def test_human_work_survives_a_model_switch(qtbot, window):
     qtbot.wait(50)
     sources = sorted(i.source.value for i in window.store.instances(image))
     assert sources == ["human", "model"]
+
+
+def test_activating_a_version_reproposes_untouched_images_only(qtbot, window):
+    controller = attach(window, lambda c, r: Fake())
+    qtbot.waitUntil(lambda: window.store.count_images(ImageStatus.PROPOSED) == N, timeout=5000)
+    touched = window.current_image_id()
+    window.store.apply_edit(touched, add=[Instance(1, [Polygon([[1, 1], [5, 1], [5, 5]])])])
+    version = window.store.add_model_version("fake", "models/v1.pt")
+    window.versions.activated.emit(f"v{version.id}")
+    assert controller.choice.model_id == f"v{version.id}"
+    untouched = [r.id for r in window.store.images() if r.id != touched]
+    qtbot.waitUntil(
+        lambda: all(window.store.instances(i)[0].model_version == version.id for i in untouched),
+        timeout=10000,
+    )
+    assert {i.model_version for i in window.store.instances(touched)} == {None}
+    assert window.store.image(touched).status is ImageStatus.IN_PROGRESS

@@ -1,0 +1,230 @@
+"""What every importer shares (COCO, label maps, labelme): safe paths and one-transaction commits.
+
+File names from an imported file are resolved only inside the folder the user chose;
+images are found in the project or added to it; categories are matched by id and name;
+everything an import writes goes in one store transaction, so a failure leaves the project
+as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from app.core.images import ImageReadError, read_image_size
+from app.core.store import NewImage, ProjectStore, StoreError
+from app.core.types import Category, ImageRecord, ImageStatus, Instance, Source
+from app.errors import MaskLoopError
+
+log = logging.getLogger(__name__)
+
+
+class CocoImportError(MaskLoopError):
+    """A file that cannot be imported; the project is left unchanged."""
+
+
+@dataclass
+class ImportReport:
+    """What an import wrote; ``skipped`` holds (what, why) pairs, nothing there was written."""
+
+    images: int = 0
+    images_added: int = 0
+    instances: int = 0
+    categories_added: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+# -- paths ----------------------------------------------------------------------------------
+
+
+def store_path(store: ProjectStore, path: Path) -> str:
+    """``path`` relative to the project folder, POSIX style (``..`` allowed: the user chose it)."""
+    try:
+        rel = os.path.relpath(os.path.abspath(path), store.root)
+    except ValueError as exc:  # another drive on Windows
+        raise MaskLoopError(
+            f"{path} cannot be expressed relative to the project folder {store.root}; "
+            "keep images on the same drive as the project"
+        ) from exc
+    return PurePosixPath(Path(rel).as_posix()).as_posix()
+
+
+def safe_relative_name(name: str) -> str | None:
+    """A file name from a foreign file as a POSIX path inside its root, or None if it escapes.
+
+    Backslashes count as separators; absolute paths, drive letters and ``..`` are refused.
+    """
+    if not isinstance(name, str) or not name.strip() or "\0" in name:
+        return None
+    posix = name.replace("\\", "/")
+    pure = PurePosixPath(posix)
+    if pure.is_absolute() or (len(posix) > 1 and posix[1] == ":") or ".." in pure.parts:
+        return None
+    parts = [p for p in pure.parts if p not in ("", ".")]
+    return "/".join(parts) if parts else None
+
+
+def resolve_inside(root: Path, relative: str) -> Path | None:
+    """``root / relative`` if it stays inside ``root`` after following links, else None."""
+    candidate = (root / relative).resolve()
+    return candidate if candidate.is_relative_to(root) else None
+
+
+def images_root_for(store: ProjectStore, images: list[ImageRecord], root: Path | None) -> Path:
+    """The folder export names files relative to: ``root``, else the images' deepest common folder."""
+    if root is not None:
+        return Path(root).expanduser().resolve()
+    if not images:
+        return store.root
+    folders = [os.path.dirname(store.abspath(im)) for im in images]
+    return Path(os.path.commonpath(folders))
+
+
+def relative_to_root(store: ProjectStore, image: ImageRecord, root: Path) -> str | None:
+    path = store.abspath(image)
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else None
+
+
+# -- shared import plumbing ------------------------------------------------------------------
+
+
+@dataclass
+class PendingImage:
+    """Instances bound for one image: an image of the project, or a file to add first."""
+
+    where: str  # how the user finds it in their input (file name, JSON position)
+    path: str  # project-relative
+    record: ImageRecord | None
+    new_image: NewImage | None
+    instances: list[Instance] = field(default_factory=list)
+
+
+def find_or_new_image(
+    store: ProjectStore,
+    abs_path: Path,
+    where: str,
+    size: tuple[int, int] | None,
+    report: ImportReport,
+) -> PendingImage | None:
+    """The project image for a file, or a new one if the file is readable; None = reported.
+
+    ``size`` (width, height) from the input must agree with the image.
+    """
+    rel = store_path(store, abs_path)
+    record = store.image_by_path(rel)
+    if record is not None:
+        if size is not None and size != (record.width, record.height):
+            report.skipped.append(
+                (where, f"file says {size[0]}x{size[1]} px, the image is "
+                        f"{record.width}x{record.height} px")
+            )  # fmt: skip
+            return None
+        return PendingImage(where, rel, record, None)
+    if not abs_path.is_file():
+        report.skipped.append((where, f"image file {abs_path} not found"))
+        return None
+    try:
+        width, height = read_image_size(abs_path)
+        st = abs_path.stat()
+    except (ImageReadError, OSError) as exc:
+        report.skipped.append((where, f"image unreadable: {getattr(exc, 'reason', exc)}"))
+        return None
+    if size is not None and size != (width, height):
+        report.skipped.append(
+            (where, f"file says {size[0]}x{size[1]} px, the image is {width}x{height} px")
+        )
+        return None
+    new = NewImage(rel, width, height, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns)
+    return PendingImage(where, rel, None, new)
+
+
+def commit_import(
+    store: ProjectStore,
+    pending: Iterable[PendingImage],
+    *,
+    status: ImageStatus,
+    replace: bool,
+    report: ImportReport,
+) -> None:
+    """Write every pending image in one transaction (call inside ``store.transaction()``).
+
+    Images that already hold instances are skipped (reported) unless ``replace``.
+    """
+    for item in pending:
+        record = item.record
+        if record is None and item.new_image is not None:
+            store.add_images([item.new_image])
+            record = store.image_by_path(item.path)
+            report.images_added += 1
+        if record is None:
+            raise StoreError(f"could not add image {item.path} to the project")
+        existing = store.instances(record.id)
+        if existing:
+            if not replace:
+                report.skipped.append(
+                    (item.where, f"image already has {len(existing)} instances; "
+                                 "use --replace to replace them")
+                )  # fmt: skip
+                continue
+            store.apply_edit(record.id, delete=[i.id for i in existing if i.id is not None])
+        store.add_instances(record.id, item.instances)
+        store.set_image_status(record.id, status)
+        report.images += 1
+        report.instances += len(item.instances)
+
+
+def source_for(status: ImageStatus) -> Source:
+    """Imported work counts as human unless it is imported as proposals to review."""
+    return Source.MODEL if status == ImageStatus.PROPOSED else Source.HUMAN
+
+
+def category_in_use(store: ProjectStore, category_id: int) -> bool:
+    return any(
+        inst.category_id == category_id
+        for image in store.images(include_missing=True)
+        for inst in store.instances(image.id)
+    )
+
+
+def ensure_categories(
+    store: ProjectStore, wanted: list[Category], report: ImportReport
+) -> dict[int, int]:
+    """Make the project hold the file's categories; returns file id -> project id.
+
+    Ids are kept: a new category gets the file's id. A name the project already has under
+    another id maps to that category (reported). An unused project category whose id
+    clashes is replaced; a used one raises :class:`CocoImportError`. Call inside the
+    import's transaction.
+    """
+    mapping: dict[int, int] = {}
+    problems = []
+    for cat in wanted:
+        by_name = store.category_by_name(cat.name)
+        if by_name is not None:
+            mapping[cat.id] = by_name.id
+            if by_name.id != cat.id:
+                report.skipped.append(
+                    (f"category {cat.id} {cat.name!r}", f"mapped to the project's id {by_name.id}")
+                )
+            continue
+        by_id = next((c for c in store.categories() if c.id == cat.id), None)
+        if by_id is not None:
+            if category_in_use(store, by_id.id):
+                problems.append(
+                    f"category id {cat.id} is {cat.name!r} in the file but {by_id.name!r} "
+                    "(with instances) in the project"
+                )
+                continue
+            store.delete_category(by_id.id)
+        store.add_category(cat.name, color=cat.color or None, id=cat.id)
+        report.categories_added.append(f"{cat.id}:{cat.name}")
+        mapping[cat.id] = cat.id
+    if problems:
+        raise CocoImportError(
+            "cannot import: " + "; ".join(problems) + ". Rename the project's category or "
+            "import into a new project."
+        )
+    return mapping
