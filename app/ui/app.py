@@ -13,6 +13,7 @@ from app.core.store import ProjectStore, StoreError
 from app.errors import MaskLoopError
 
 from .main_window import APP, ORG, MainWindow, settings
+from .welcome import WelcomeDialog, remember_project
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,12 @@ def run_gui(project: Path | None) -> int:
     app = application()
     store = ProjectStore.open(project) if project is not None else _last_project()
     if store is None:
-        from .welcome import WelcomeDialog
-
-        dialog = WelcomeDialog()
+        dialog = WelcomeDialog(settings=settings())
         if not dialog.exec() or dialog.store is None:
             return 0
         store = dialog.store
     with store:
-        settings().setValue("project/last", str(store.root))
+        remember_project(settings(), store.root)
         window = MainWindow(store)
         attach_proposals(window, store)
         window.show()
