@@ -25,10 +25,10 @@ from typing import Protocol
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
-from app.core.images import read_image
 from app.core.store import ProjectStore
-from app.core.types import ImageStatus, Instance
-from app.ml.propose import PROPOSED_BY_PREFIX, proposed_by
+from app.core.types import ImageRecord, ImageStatus, Instance
+from app.ml.propose import ImageOutcome, detection_threshold, propose_images, proposed_by
+from app.ml.zoo import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class Predictor(Protocol):
     """What the worker needs from a model (app.ml.predictor.Predictor fits)."""
 
     device_name: str
+    card: ModelCard  # its categories are mapped onto the project's
 
     def predict(
         self, image: np.ndarray, *, should_stop: Callable[[], bool] | None = None
@@ -72,10 +73,12 @@ def zoo_predictor_factory(choice: ModelChoice, project_root: Path) -> Predictor:
     from app.ml.zoo import get_card
 
     card = get_card(choice.model_id, project_root=project_root)
+    # Detections down to the uncertainty floor are computed; only those scoring at least
+    # the user's threshold are stored as proposals.
     return MLPredictor(
         card,
         device=choice.device,
-        score_threshold=choice.score_threshold,
+        score_threshold=detection_threshold(choice.score_threshold),
         model_version=choice.version_number,
     )
 
@@ -88,9 +91,10 @@ class ProposalResult:
     request_seq: int
     generation: int
     model_id: str
-    instances: list[Instance]
+    instances: int
     stored: bool
     seconds: float
+    uncertainty: float | None = None
 
 
 @dataclass(frozen=True)
@@ -223,42 +227,57 @@ class _WorkerThread(QThread):
             return  # a person works on it: nothing to propose
         if image.status is ImageStatus.PROPOSED and c._proposed_by_current(store, job.image_id):
             return
-        predictor = self._ensure_predictor(job.generation, choice)
-        if predictor is None:
-            return
-        pixels = read_image(store.abspath(image))
-        t0 = time.perf_counter()
 
         def stale() -> bool:
             return job.generation != c.generation or c._stopping
 
-        instances = self._predict_with_fallback(predictor, pixels, stale, job.generation, choice)
-        seconds = time.perf_counter() - t0
-        if instances is None or stale():
+        outcome = self._propose_with_fallback(store, image, stale, job.generation, choice)
+        if outcome is None:
             return
-        with store.transaction():
-            stored = store.replace_proposals(job.image_id, instances, choice.version_number)
-            if stored:
-                store.set_meta(f"{PROPOSED_BY_PREFIX}{job.image_id}", choice.model_id)
-        c._last_seconds = seconds
+        if outcome.error:
+            c.failed.emit(WorkerFailure(job.image_id, outcome.error, ""))
+            return
+        c._last_seconds = outcome.seconds
         c.proposals_ready.emit(
             ProposalResult(
-                job.image_id, job.seq, job.generation, choice.model_id, instances, stored, seconds
+                job.image_id,
+                job.seq,
+                job.generation,
+                c.choice.model_id,
+                outcome.instances,
+                outcome.stored,
+                outcome.seconds,
+                outcome.uncertainty,
             )
         )
 
-    def _predict_with_fallback(
+    def _propose_with_fallback(
         self,
-        predictor: Predictor,
-        pixels: np.ndarray,
+        store: ProjectStore,
+        image: ImageRecord,
         stale: Callable[[], bool],
         generation: int,
         choice: ModelChoice,
-    ) -> list[Instance] | None:
-        """Predict; on GPU out-of-memory retry once, then move the model to the CPU."""
+    ) -> ImageOutcome | None:
+        """Propose one image the way ``maskloop propose`` does (same category mapping,
+        uncertainty and records); on GPU out-of-memory retry once, then use the CPU."""
         for attempt in range(3):
+            predictor = self._ensure_predictor(generation, choice)
+            if predictor is None:
+                return None
             try:
-                return predictor.predict(pixels, should_stop=stale)
+                return next(
+                    propose_images(
+                        store,
+                        predictor,
+                        predictor.card,
+                        [image],
+                        model_id=choice.model_id,
+                        model_version=choice.version_number,
+                        should_stop=stale,
+                        threshold=choice.score_threshold,
+                    )
+                )
             except Exception as exc:
                 if type(exc).__name__ == "PredictionCancelled":
                     return None  # the model or the annotator moved on: not a failure
@@ -268,15 +287,11 @@ class _WorkerThread(QThread):
                 if attempt == 0:
                     log.warning("GPU out of memory; retrying once")
                     continue
-                cpu_choice = ModelChoice(choice.model_id, "cpu", choice.score_threshold)
+                choice = ModelChoice(choice.model_id, "cpu", choice.score_threshold)
                 self._c.notice.emit(
                     "The GPU ran out of memory: proposals now run on the CPU (slower)."
                 )
-                self._c._switch_device_silently(cpu_choice)
-                predictor = self._ensure_predictor(generation, cpu_choice)
-                choice = cpu_choice
-                if predictor is None:
-                    return None
+                self._c._switch_device_silently(choice)
         return None
 
 

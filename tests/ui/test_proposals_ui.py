@@ -2,6 +2,7 @@
 
 import threading
 import time
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from PySide6.QtWidgets import QMessageBox
 
 from app.core.store import NewImage, ProjectStore
-from app.core.types import ImageStatus, Instance, Polygon, Source
+from app.core.types import Category, ImageStatus, Instance, Polygon, Source
 from app.ui.main_window import MainWindow
 from app.ui.panels.model_panel import ModelEntry
 from app.ui.workers import ModelChoice, ProposalController
@@ -18,6 +19,8 @@ N = 4
 
 
 class Fake:
+    card = SimpleNamespace(categories=[Category(1, "cell")])  # what propose_images maps
+
     device_name = "cpu (fake)"
 
     def __init__(self, gate=None, fail=False):

@@ -3,13 +3,14 @@
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
 from app.core.store import NewImage, ProjectStore
-from app.core.types import ImageStatus, Instance, Polygon, Source
+from app.core.types import Category, ImageStatus, Instance, Polygon, Source
 from app.ml.predictor import PredictionCancelled
 from app.ui.workers import ModelChoice, ProposalController
 
@@ -21,6 +22,8 @@ def square(x):
 
 
 class FakePredictor:
+    card = SimpleNamespace(categories=[Category(1, "cell")])  # what propose_images maps
+
     """Identifies each image by its constant pixel value (= image id) and records calls."""
 
     def __init__(self, choice, log, gate=None, fail_on=(), oom=0):
@@ -246,3 +249,22 @@ def test_gpu_out_of_memory_falls_back_to_cpu(qtbot, project, controllers):
     assert log == [(1, "cells-mobile", "cpu")]
     assert [ch.device for ch in calls] == ["cuda", "cpu"]
     assert notices and "CPU" in notices[0]
+
+
+def test_uncertainty_counts_every_detection_only_confident_ones_stored(qtbot, project, controllers):
+    class TwoScores(FakePredictor):
+        def predict(self, image, *, should_stop=None):
+            x = int(image.flat[0])
+            return [
+                Instance(1, [square(x)], score=0.9, source=Source.MODEL),
+                Instance(1, [square(x + 6)], score=0.3, source=Source.MODEL),
+            ]
+
+    c = ProposalController(project, predictor_factory=lambda choice, root: TwoScores(choice, []))
+    controllers.append(c)
+    c.set_current(1)
+    (result,) = wait_results(qtbot, c, 1)
+    assert result.instances == 1 and result.uncertainty == pytest.approx((0.2 + 0.6) / 2)
+    with ProjectStore.open(project) as store:
+        assert [i.score for i in store.instances(1)] == [pytest.approx(0.9)]
+        assert store.image(1).uncertainty == pytest.approx(0.4)
