@@ -48,3 +48,19 @@ bench: $(STAMP_TEST)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Packaging (packaging/README.md); slow, so not part of `make test`.
+# `make package`: PyInstaller one-folder build of the app in dist/maskloop/ plus its smoke test.
+# PyInstaller is a build tool only: installed into the venv here, never a runtime dependency.
+package: $(STAMP_RUN)
+	$(PY) -c "import PyInstaller" 2>/dev/null || $(PY) -m pip install -q "pyinstaller>=6.11"
+	$(PY) -m PyInstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller \
+		packaging/maskloop.spec
+	cp packaging/install_desktop.sh dist/maskloop/
+	bash packaging/smoke_test.sh dist/maskloop
+
+# `make install-desktop`: put this checkout's `maskloop` into the Linux desktop menu
+# (packaged builds: run dist/maskloop/install_desktop.sh instead).
+.PHONY: install-desktop
+install-desktop: $(STAMP_RUN)
+	bash packaging/install_desktop.sh --exec "$(CURDIR)/$(VENV)/bin/maskloop"

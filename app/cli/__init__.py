@@ -8,6 +8,7 @@ Library code raises typed exceptions; only this layer turns them into messages a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,3 +49,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("maskloop: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `maskloop models | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

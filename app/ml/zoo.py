@@ -27,14 +27,16 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from app import paths
 from app.core.types import Category
 from app.errors import MaskLoopError
 from app.ml.models import ARCHITECTURES, build_model
 from app.ml.preprocess import InputSpec, InputSpecError
+from app.paths import model_zoo_dir
 
 log = logging.getLogger(__name__)
 
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "model_zoo"
+BUNDLED_DIR = model_zoo_dir()  # source checkout, pip install and frozen build alike
 PROJECT_MODELS_DIR = "models"
 NO_NETWORK_ENV = "MASKLOOP_NO_NETWORK"
 USER_MODELS_ENV = "MASKLOOP_MODELS_DIR"
@@ -267,8 +269,7 @@ def user_models_dir() -> Path:
     """Where users add their own cards and weights ($MASKLOOP_MODELS_DIR or the data dir)."""
     if os.environ.get(USER_MODELS_ENV):
         return Path(os.environ[USER_MODELS_ENV]).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base).expanduser() / "maskloop" / "models"
+    return paths.user_models_dir()
 
 
 def card_dirs(extra_dirs: Iterable[Path | str] = ()) -> list[Path]:

@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.core.store import ProjectStore, StoreError
 from app.errors import MaskLoopError
+from app.paths import resources_dir
 
 from .main_window import APP, ORG, MainWindow, settings
 from .welcome import WelcomeDialog, remember_project
@@ -28,6 +30,10 @@ def application() -> QApplication:
         app = QApplication(sys.argv[:1])
         app.setOrganizationName(ORG)
         app.setApplicationName(APP)
+        app.setDesktopFileName("maskloop")  # matches resources/maskloop.desktop
+        icon = resources_dir() / "icons" / "maskloop.svg"
+        if icon.exists():
+            app.setWindowIcon(QIcon(str(icon)))
     return app
 
 

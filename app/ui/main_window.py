@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus
 from app.logs import log_file_path
+from app.ml.active import next_images
 from app.ml.versions import active_model
 
 from .canvas.view import CanvasView
@@ -69,7 +70,6 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.store = store
         self.setWindowTitle(f"MaskLoop - {store.root.name}")
-        self.setWindowIcon(qta.icon("mdi.vector-polygon", color="#42a5f5"))
         self.canvas = CanvasView()
         self.setCentralWidget(self.canvas)
         self.editor = Editor(store, self.canvas)
@@ -213,6 +213,9 @@ class MainWindow(QMainWindow):
         )  # fmt: skip
         self._action("Skip image", self.skip_and_next, "Ctrl+K", None, r)
         self._action(
+            "Next most uncertain image", self.most_uncertain_image, "U", "mdi.help-circle", r
+        )
+        self._action(
             "Next image", self.next_image, ["D", "Right", "PgDown"], "mdi.arrow-right", r, tb
         )
         self._action(
@@ -344,6 +347,15 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Every image is reviewed.", 8000)
         else:
             self.open_image(nxt)
+
+    def most_uncertain_image(self) -> None:
+        """Open the untouched image the model is least sure about (active learning)."""
+        current = self.current_image_id()
+        for record in next_images(self.store, 2):
+            if record.id != current:
+                self.open_image(record.id)
+                return
+        self.statusBar().showMessage("No image left that nobody has worked on.", 6000)
 
     def checkpoint(self) -> None:
         self.store.checkpoint()
@@ -525,7 +537,7 @@ HELP_TEXT = """Review
   A  accept the selected proposal       R  reject it
   Shift+A  accept every shown proposal  Tab  select the next proposal
   Ctrl+Enter  mark done, open the next image needing review
-  Ctrl+K  skip the image
+  Ctrl+K  skip the image               U  the most uncertain untouched image
   D / Right / PageDown  next image      Left / PageUp  previous image
 Edit
   1-9  category of the selection (and of new drawings)

@@ -169,7 +169,9 @@ class TrainProcess(QObject):
         env.insert("PYTHONUNBUFFERED", "1")
         proc.setProcessEnvironment(env)
         proc.setProgram(self.python)
-        proc.setArguments(["-m", "app.cli", *arguments])
+        # A frozen build's executable is maskloop itself; otherwise run the CLI module.
+        frozen = getattr(sys, "frozen", False) and self.python == sys.executable
+        proc.setArguments([*arguments] if frozen else ["-m", "app.cli", *arguments])
         proc.readyReadStandardOutput.connect(self._read_stdout)
         proc.readyReadStandardError.connect(self._read_stderr)
         proc.finished.connect(self._finished)

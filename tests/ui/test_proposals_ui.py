@@ -154,3 +154,13 @@ def test_activating_a_version_reproposes_untouched_images_only(qtbot, window):
     )
     assert {i.model_version for i in window.store.instances(touched)} == {None}
     assert window.store.image(touched).status is ImageStatus.IN_PROGRESS
+
+
+def test_next_most_uncertain_image(qtbot, window):
+    ids = [r.id for r in window.store.images()]
+    window.store.set_uncertainty(ids[2], 0.9)
+    window.store.set_uncertainty(ids[1], 0.4)
+    window.most_uncertain_image()
+    assert window.current_image_id() == ids[2]
+    window.most_uncertain_image()  # the current one is skipped: next in line
+    assert window.current_image_id() == ids[1]
