@@ -1,0 +1,488 @@
+"""The annotation loop with a simulated annotator: how much work does the model save?
+
+A synthetic project whose ground truth only the simulated annotator sees goes through
+rounds of the app's own loop: propose (:mod:`app.ml.propose`, which also stores each
+image's uncertainty) -> choose the next images (:func:`app.ml.active.next_images`, by
+uncertainty or at random) -> review them against the hidden truth -> mark them done ->
+fine-tune the previous round's model on every done image (:mod:`app.ml.train`) ->
+register it as a model version -> evaluate on a fixed held-out set. The loop benchmark
+(tests/benchmarks/bench_loop.py) and the tests drive it.
+
+Cost model of a review, in operations (clicks and drags an annotator makes):
+
+    accept a proposal matching a hidden instance at mask IoU >= 0.85     1 op
+    edit a proposal matching at 0.5 <= IoU < 0.85 (drag a few vertices)  3 ops
+    reject a proposal matching nothing (or a duplicate)                  1 op
+    draw a missed instance by hand                                        1 op + 1 per 4 vertices
+
+Matching is greedy by descending score to the unmatched same-category instance of highest
+IoU, as in :func:`app.ml.evaluate.reviewer_counts`. The baseline is drawing every instance
+by hand (``manual_ops``). Vertices are those of the truth outline simplified as the app
+stores polygons (:func:`app.core.geometry.label_map_to_instances`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from torch import nn
+
+from app.core.geometry import label_map_to_instances, polygons_to_mask
+from app.core.store import NewImage, ProjectStore
+from app.core.types import Category, ImageRecord, ImageStatus, Instance, Polygon, Source
+from app.errors import MaskLoopError
+from app.ml import zoo
+from app.ml.active import CANDIDATE_STATUSES, Strategy, next_images
+from app.ml.dataset import ProjectDataset, Sample, category_labels, make_sample
+from app.ml.evaluate import ACCEPT_IOU, EDIT_IOU, evaluate_model
+from app.ml.models import build_model
+from app.ml.predictor import Predictor
+from app.ml.preprocess import InputSpec, to_model_input
+from app.ml.propose import detection_threshold, propose_images
+from app.ml.synthetic import SyntheticSample, generate_sample, sample_seed
+from app.ml.train import FinishedEvent, TrainConfig, train
+from app.ml.versions import register_version
+
+log = logging.getLogger(__name__)
+
+ACCEPT_OPS = 1
+EDIT_OPS = 3
+REJECT_OPS = 1
+DRAW_OPS = 1
+VERTICES_PER_OP = 4
+CATEGORY = "nucleus"
+RANDOM_BASE = "random"
+"""Base model name meaning: the mobile architecture with random weights."""
+_TEST_SEED_OFFSET = 1_000_003
+
+
+class LoopSimError(MaskLoopError):
+    """The simulated loop cannot run as configured."""
+
+
+def draw_ops(polygons: Sequence[Polygon]) -> int:
+    """What drawing an instance by hand costs: 1 op + 1 per (started) 4 vertices."""
+    vertices = sum(len(p.exterior) + sum(len(h) for h in p.holes) for p in polygons)
+    return DRAW_OPS + math.ceil(vertices / VERTICES_PER_OP)
+
+
+@dataclass
+class ReviewCounts:
+    """What the simulated annotator did on some images, and what it cost."""
+
+    accepted: int = 0
+    edited: int = 0
+    rejected: int = 0
+    drawn: int = 0
+    draw_ops: int = 0  # ops spent drawing the ``drawn`` instances
+    instances: int = 0  # truth instances on the reviewed images
+    manual_ops: int = 0  # ops to draw all of them by hand (the no-model baseline)
+
+    @property
+    def ops(self) -> int:
+        return (
+            ACCEPT_OPS * self.accepted
+            + EDIT_OPS * self.edited
+            + REJECT_OPS * self.rejected
+            + self.draw_ops
+        )
+
+    @property
+    def ops_per_instance(self) -> float | None:
+        return self.ops / self.instances if self.instances else None
+
+    @property
+    def manual_ops_per_instance(self) -> float | None:
+        return self.manual_ops / self.instances if self.instances else None
+
+    def __add__(self, other: ReviewCounts) -> ReviewCounts:
+        return ReviewCounts(
+            *(
+                a + b
+                for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)
+            )
+        )
+
+
+@dataclass
+class Review:
+    """The edits that turn an image's proposals into its truth (for ``store.apply_edit``)."""
+
+    counts: ReviewCounts
+    kept: list[Instance] = field(default_factory=list)  # accepted as proposed
+    updated: list[Instance] = field(default_factory=list)  # edited: truth outline, same id
+    deleted: list[int] = field(default_factory=list)  # rejected proposal ids
+    added: list[Instance] = field(default_factory=list)  # drawn by hand
+
+
+def _rles(instances: Sequence[Instance], height: int, width: int) -> list[dict]:
+    if not instances:
+        return []
+    masks = np.stack([polygons_to_mask(i.polygons, height, width) for i in instances])
+    return mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+
+
+def review(
+    proposals: Sequence[Instance],
+    truth: Sequence[Instance],
+    height: int,
+    width: int,
+    *,
+    accept_iou: float = ACCEPT_IOU,
+    edit_iou: float = EDIT_IOU,
+) -> Review:
+    """How the simulated annotator treats ``proposals`` on an image whose truth it knows.
+
+    Proposals must carry their store ids (except in pure counting use); edited ones get the
+    truth outline and ``source=model_edited``, missed truth instances are drawn as
+    ``source=human``.
+    """
+    order = sorted(range(len(proposals)), key=lambda i: -(proposals[i].score or 0.0))
+    ranked = [proposals[i] for i in order]
+    ious = np.zeros((len(ranked), len(truth)))
+    if ranked and truth:
+        ious = np.asarray(
+            mask_utils.iou(
+                _rles(ranked, height, width), _rles(truth, height, width), [0] * len(truth)
+            )
+        ).reshape(len(ranked), len(truth))
+    matched = np.zeros(len(truth), dtype=bool)
+    out = Review(ReviewCounts(instances=len(truth)))
+    counts = out.counts
+    for row, proposal in enumerate(ranked):
+        same = np.array([t.category_id == proposal.category_id for t in truth], dtype=bool)
+        candidates = np.where(same & ~matched, ious[row], -1.0)
+        best = int(np.argmax(candidates)) if len(truth) else -1
+        best_iou = float(candidates[best]) if best >= 0 else -1.0
+        if best_iou >= accept_iou:
+            matched[best] = True
+            counts.accepted += 1
+            out.kept.append(proposal)
+        elif best_iou >= edit_iou:
+            matched[best] = True
+            counts.edited += 1
+            fixed = proposal.copy()
+            fixed.polygons = [p.copy() for p in truth[best].polygons]
+            fixed.source = Source.MODEL_EDITED
+            out.updated.append(fixed)
+        else:
+            counts.rejected += 1
+            if proposal.id is not None:
+                out.deleted.append(proposal.id)
+    for k, t in enumerate(truth):
+        cost = draw_ops(t.polygons)
+        counts.manual_ops += cost
+        if not matched[k]:
+            counts.drawn += 1
+            counts.draw_ops += cost
+            out.added.append(
+                Instance(t.category_id, [p.copy() for p in t.polygons], source=Source.HUMAN)
+            )
+    return out
+
+
+def apply_review(store: ProjectStore, image_id: int, result: Review) -> None:
+    """Store the annotator's edits and mark the image done, in one transaction."""
+    store.apply_edit(
+        image_id,
+        add=result.added,
+        update=result.updated,
+        delete=result.deleted,
+        status=ImageStatus.DONE,
+    )
+
+
+# -- the loop -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Sizes and training options of a simulated loop; the defaults fit a CPU in minutes."""
+
+    image_size: int = 160
+    pool_images: int = 24
+    test_images: int = 8
+    per_round: int = 4
+    iterations: int = 40  # training iterations per round
+    batch_size: int = 2
+    lr: float = 1e-4
+    warmup_iters: int = 5
+    threshold: float = 0.5  # proposals shown to the annotator score at least this
+    max_detections: int = 200
+    n_cells: tuple[int, int] = (8, 30)
+    cell_radius: tuple[float, float] = (5.0, 12.0)
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.per_round < 1 or self.pool_images < self.per_round:
+            raise LoopSimError(
+                f"per_round={self.per_round} must be >= 1 and <= pool_images={self.pool_images}."
+            )
+        if self.test_images < 1 or self.iterations < 1:
+            raise LoopSimError("test_images and iterations must be at least 1.")
+
+    @property
+    def spec(self) -> InputSpec:
+        """Native scale: the model resizes nothing (its own resize bounds are the image size)."""
+        return InputSpec(min_size=self.image_size, max_size=self.image_size)
+
+
+@dataclass
+class RoundResult:
+    """One round of one strategy; round 0 is the starting model, before any review."""
+
+    round: int
+    strategy: str
+    ap: float
+    ap50: float
+    review: ReviewCounts | None
+    labeled_images: int
+    model_version: int | None
+    propose_s: float = 0.0
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    iterations: int = 0
+
+
+def _sample(config: LoopConfig, seed: int) -> SyntheticSample:
+    size = (config.image_size, config.image_size)
+    return generate_sample(
+        seed, size=size, n_cells=config.n_cells, cell_radius=config.cell_radius, bit_depth=8
+    )
+
+
+def held_out_set(config: LoopConfig) -> list[Sample]:
+    """The fixed test images (their own seed stream) as evaluation samples (label 1)."""
+    out = []
+    for i in range(config.test_images):
+        s = _sample(config, sample_seed(config.seed + _TEST_SEED_OFFSET, i))
+        ids = torch.arange(1, s.n_instances + 1)
+        labels = torch.from_numpy(s.labels.astype(np.int64))
+        masks = (labels[None] == ids[:, None, None]).to(torch.uint8)
+        labels_t = torch.ones(len(ids), dtype=torch.int64)
+        out.append(make_sample(to_model_input(s.image, config.spec), masks, labels_t))
+    return out
+
+
+def create_pool_project(
+    folder: Path, config: LoopConfig
+) -> tuple[ProjectStore, dict[int, list[Instance]]]:
+    """A new project of synthetic images (status new) and its hidden truth per image id."""
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    truth_by_path: dict[str, list[list[Polygon]]] = {}
+    rows = []
+    for i in range(config.pool_images):
+        s = _sample(config, sample_seed(config.seed, i))
+        path = f"images/pool_{i:04d}.png"
+        if not cv2.imwrite(str(folder / path), s.image):
+            raise LoopSimError(f"cannot write {folder / path}; is the disk full?")
+        truth_by_path[path] = list(label_map_to_instances(s.labels).values())
+        rows.append(NewImage(path, config.image_size, config.image_size))
+    store = ProjectStore.create(folder)
+    category = store.add_category(CATEGORY)
+    store.add_images(rows)
+    truth = {
+        rec.id: [Instance(category.id, polys) for polys in truth_by_path[rec.path]]
+        for rec in store.images()
+    }
+    return store, truth
+
+
+def base_model(name: str, config: LoopConfig) -> tuple[zoo.ModelCard, nn.Module]:
+    """The starting model and its card, at the loop's native input size.
+
+    ``name`` is a zoo card id (e.g. cells-mobile) or :data:`RANDOM_BASE` for the mobile
+    architecture with random weights.
+    """
+    spec = config.spec
+    if name == RANDOM_BASE:
+        card = zoo.ModelCard(
+            id="mobile-random",
+            title="maskrcnn_mobilenet_v3_fpn, random weights",
+            architecture="maskrcnn_mobilenet_v3_fpn",
+            categories=[Category(1, CATEGORY)],
+            weights=zoo.WeightsSource(file="mobile-random.pt"),
+            input=spec,
+            detections_per_img=config.max_detections,
+        )
+        torch.manual_seed(config.seed)
+        model = build_model(
+            card.architecture,
+            num_classes=2,
+            min_size=spec.min_size,
+            max_size=spec.max_size,
+            detections_per_img=config.max_detections,
+        )
+        return card, model
+    card = zoo.get_card(name)
+    if card.num_classes != 2:
+        raise LoopSimError(f"the loop simulates one category; {name} has {card.num_classes - 1}.")
+    card = dataclasses.replace(
+        card,
+        input=dataclasses.replace(card.input, min_size=spec.min_size, max_size=spec.max_size),
+        detections_per_img=config.max_detections,
+    )
+    return card, zoo.load_model(card)
+
+
+class LoopSimulation:
+    """One strategy's project and model, advanced one round at a time by :meth:`run_round`."""
+
+    def __init__(
+        self,
+        folder: Path,
+        strategy: Strategy | str,
+        config: LoopConfig,
+        card: zoo.ModelCard,
+        model: nn.Module,
+        test_set: Sequence[Sample],
+    ) -> None:
+        self.strategy = Strategy(strategy)
+        self.config = config
+        self.card = card
+        self.model = model
+        self.test_set = list(test_set)
+        self.store, self.truth = create_pool_project(folder, config)
+        self.category = self.store.categories()[0]
+        self.version: int | None = None
+        self.round = 0
+
+    def close(self) -> None:
+        self.store.close()
+
+    def evaluate(self) -> tuple[float, float]:
+        """Segm (AP, AP50) of the current model on the held-out set."""
+        result = evaluate_model(self.model, self.test_set, device=self.config.device)
+        return result.segm.ap, result.segm.ap50
+
+    def start(self) -> RoundResult:
+        """Round 0: the starting model on the held-out set."""
+        t0 = time.perf_counter()
+        ap, ap50 = self.evaluate()
+        return RoundResult(
+            0, self.strategy.value, ap, ap50, None, 0, None, eval_s=time.perf_counter() - t0
+        )
+
+    def _propose(self, images: Sequence[ImageRecord]) -> None:
+        cfg = self.config
+        predictor = Predictor.from_model(
+            self.model,
+            self.card,
+            device=cfg.device,
+            score_threshold=detection_threshold(cfg.threshold),
+            max_detections=cfg.max_detections,
+            model_version=self.version,
+        )
+        model_id = self.card.id if self.version is None else f"v{self.version}"
+        for outcome in propose_images(
+            self.store,
+            predictor,
+            self.card,
+            images,
+            model_id=model_id,
+            model_version=self.version,
+            threshold=cfg.threshold,
+        ):
+            if outcome.error:
+                raise LoopSimError(f"cannot propose {outcome.image.path}: {outcome.error}")
+
+    def pick(self) -> list[ImageRecord]:
+        """Propose and choose this round's images (uncertainty needs every candidate scored)."""
+        n = self.config.per_round
+        if self.strategy is Strategy.UNCERTAINTY:
+            self._propose(self.store.images(status=CANDIDATE_STATUSES))
+            return next_images(self.store, n, Strategy.UNCERTAINTY)
+        picked = next_images(self.store, n, Strategy.RANDOM, seed=self.config.seed + self.round)
+        self._propose(picked)
+        return picked
+
+    def run_round(self) -> RoundResult:
+        """Pick, review, train and evaluate once; returns the round's figures."""
+        if not self.store.count_images(CANDIDATE_STATUSES):
+            raise LoopSimError("every pool image is annotated; add pool images or rounds.")
+        self.round += 1
+        t0 = time.perf_counter()
+        picked = self.pick()
+        propose_s = time.perf_counter() - t0
+        counts = ReviewCounts()
+        for image in picked:
+            result = review(
+                self.store.instances(image.id), self.truth[image.id], image.height, image.width
+            )
+            apply_review(self.store, image.id, result)
+            counts = counts + result.counts
+        done = [im.id for im in self.store.images(status=ImageStatus.DONE)]
+        t0 = time.perf_counter()
+        iterations = self._train(done)
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ap, ap50 = self.evaluate()
+        eval_s = time.perf_counter() - t0
+        version = register_version(
+            self.store,
+            self.model,
+            self.card,
+            parent_id=self.version,
+            categories=[self.category],
+            metrics={"segm_AP": ap, "segm_AP50": ap50},
+            images_used=len(done),
+            name=f"{self.strategy.value} round {self.round}",
+        )
+        self.version = version.id
+        log.info(
+            "%s round %d: %d images labelled, segm AP %.3f, %.2f ops/instance",
+            self.strategy.value,
+            self.round,
+            len(done),
+            ap,
+            counts.ops_per_instance or 0.0,
+        )
+        return RoundResult(
+            self.round,
+            self.strategy.value,
+            ap,
+            ap50,
+            counts,
+            len(done),
+            version.id,
+            propose_s=propose_s,
+            train_s=train_s,
+            eval_s=eval_s,
+            iterations=iterations,
+        )
+
+    def _train(self, image_ids: list[int]) -> int:
+        cfg = self.config
+        dataset = ProjectDataset(
+            self.store,
+            image_ids,
+            category_labels([self.category.id]),
+            self.card.input,
+            train=True,
+        )
+        config = TrainConfig(
+            epochs=cfg.iterations,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            warmup_iters=cfg.warmup_iters,
+            device=cfg.device,
+            seed=cfg.seed + self.round,
+            max_iters=cfg.iterations,
+        )
+        iterations = 0
+        for event in train(self.model, dataset, config):
+            if isinstance(event, FinishedEvent):
+                iterations = event.iterations
+        return iterations

@@ -1,0 +1,208 @@
+"""Uncertainty stored while proposing, and ``maskloop propose --score-only``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from app.cli import main
+from app.core.store import NewImage, ProjectStore
+from app.core.types import Category, ImageStatus, Instance, Polygon, Source
+from app.ml.active import DEFAULT_FLOOR, image_uncertainty
+from app.ml.models import build_model
+from app.ml.predictor import Predictor
+from app.ml.propose import (
+    detection_threshold,
+    propose_images,
+    proposed_by,
+    scored_by,
+    select_images,
+)
+from app.ml.zoo import ModelCard, WeightsSource
+
+ARCH = "maskrcnn_mobilenet_v3_fpn"
+SCORES = [0.9, 0.6, 0.45, 0.3, 0.1, 0.04]
+
+
+def _square(x: float) -> Polygon:
+    return Polygon(np.array([[x, 2], [x + 8, 2], [x + 8, 10], [x, 10]]))
+
+
+class ScriptedPredictor:
+    """Returns one detection per score in SCORES, whatever the image."""
+
+    def predict(self, image: object, *, should_stop: object = None) -> list[Instance]:
+        return [
+            Instance(1, [_square(4 + 10 * k)], score=s, source=Source.MODEL)
+            for k, s in enumerate(SCORES)
+        ]
+
+
+CARD = ModelCard(
+    id="scripted",
+    title="scripted",
+    architecture=ARCH,
+    categories=[Category(1, "nucleus")],
+    weights=WeightsSource(file="none.pt"),
+)
+
+
+def _make_project(root: Path) -> None:
+    """Four 64x80 images: cells_0 holds human work, the others are new; category 'object'."""
+    rng = np.random.default_rng(0)
+    (root / "imgs").mkdir(parents=True)
+    with ProjectStore.create(root) as store:
+        store.add_category("object")
+        rows = []
+        for k in range(4):
+            img = cv2.GaussianBlur(rng.integers(0, 255, (64, 80), dtype=np.uint8), (5, 5), 0)
+            cv2.imwrite(str(root / "imgs" / f"cells_{k}.png"), img)
+            rows.append(NewImage(f"imgs/cells_{k}.png", 80, 64))
+        ids = store.add_images(rows)
+        store.add_instances(ids[0], [Instance(1, [_square(1)])])
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    _make_project(root)
+    return root
+
+
+def test_detection_threshold_reaches_down_to_the_floor() -> None:
+    assert detection_threshold(0.5) == DEFAULT_FLOOR
+    assert detection_threshold(0.01) == 0.01
+
+
+def test_proposing_stores_uncertainty_of_all_detections_and_proposals_above_threshold(
+    project: Path,
+) -> None:
+    with ProjectStore.open(project) as store:
+        chosen = select_images(store, "scripted")
+        assert chosen.human_work == 1 and len(chosen.images) == 3
+        outcomes = list(
+            propose_images(
+                store,
+                ScriptedPredictor(),
+                CARD,
+                chosen.images,
+                model_id="scripted",
+                model_version=None,
+                threshold=0.5,
+            )
+        )
+        expected = image_uncertainty(SCORES)
+        # The sub-threshold detections count: the mean over only 0.9 and 0.6 would be 0.5.
+        assert expected == pytest.approx(np.mean([0.2, 0.8, 0.9, 0.6, 0.2]))
+        for outcome in outcomes:
+            assert outcome.stored and outcome.instances == 2
+            assert outcome.uncertainty == pytest.approx(expected)
+            image = store.image(outcome.image.id)
+            assert image.status is ImageStatus.PROPOSED
+            assert image.uncertainty == pytest.approx(expected)
+            assert sorted(i.score for i in store.instances(image.id)) == [0.6, 0.9]
+            assert proposed_by(store, image.id) == scored_by(store, image.id) == "scripted"
+        human = store.image_by_path("imgs/cells_0.png")
+        assert human.uncertainty is None and human.status is ImageStatus.NEW
+
+
+def test_score_only_writes_no_proposals_and_is_skipped_next_time(project: Path) -> None:
+    with ProjectStore.open(project) as store:
+        images = select_images(store, "scripted", score_only=True).images
+        outcomes = list(
+            propose_images(
+                store,
+                ScriptedPredictor(),
+                CARD,
+                images,
+                model_id="scripted",
+                model_version=None,
+                threshold=0.5,
+                score_only=True,
+            )
+        )
+        assert [o.instances for o in outcomes] == [0, 0, 0]
+        for image in images:
+            record = store.image(image.id)
+            assert record.status is ImageStatus.NEW
+            assert record.uncertainty == pytest.approx(image_uncertainty(SCORES))
+            assert store.instances(image.id) == []
+            assert proposed_by(store, image.id) is None
+        again = select_images(store, "scripted", score_only=True)
+        assert again.images == [] and again.already_proposed == 3
+        # Proposing is a different job: the scored images are still to be proposed.
+        assert len(select_images(store, "scripted").images) == 3
+        assert len(select_images(store, "scripted", score_only=True, force=True).images) == 3
+
+
+def _install_tiny_card(folder: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(ARCH, num_classes=2, min_size=64, max_size=96, detections_per_img=50)
+    with torch.no_grad():
+        model.roi_heads.mask_predictor.mask_fcn_logits.bias.fill_(8.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "tiny.pt")
+    card = {
+        "id": "tiny",
+        "title": "tiny test model",
+        "architecture": ARCH,
+        "categories": [{"id": 1, "name": "nucleus"}],
+        "input": {"min_size": 64, "max_size": 96},
+        "detections_per_img": 50,
+        "weights": {
+            "file": "tiny.pt",
+            "sha256": hashlib.sha256((folder / "tiny.pt").read_bytes()).hexdigest(),
+        },
+        "license": "MIT",
+    }
+    (folder / "tiny.json").write_text(json.dumps(card))
+
+
+def test_cli_score_only_fills_uncertainty(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _install_tiny_card(Path(os.environ["XDG_DATA_HOME"]) / "maskloop" / "models")
+    args = ["propose", str(project), "--model", "tiny", "--device", "cpu", "--score-only"]
+    assert main([*args, "--max-detections", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "3 images to score with tiny (1 with annotations by a person skipped)" in out
+    assert "stored the uncertainty of 3 images" in out
+    with ProjectStore.open(project) as store:
+        for image in store.images():
+            assert image.status is ImageStatus.NEW
+            if image.path == "imgs/cells_0.png":
+                assert image.uncertainty is None
+                assert [i.source for i in store.instances(image.id)] == [Source.HUMAN]
+            else:
+                assert image.uncertainty is not None and 0.0 <= image.uncertainty <= 1.0
+                assert store.instances(image.id) == []
+    assert main(args) == 0
+    assert "0 images to score with tiny (3 already scored by tiny" in capsys.readouterr().out
+
+
+def test_cli_runs_the_predictor_at_the_floor_and_keeps_proposals_above_threshold(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _install_tiny_card(Path(os.environ["XDG_DATA_HOME"]) / "maskloop" / "models")
+    thresholds = []
+
+    def scripted(self: Predictor, image: object, *, should_stop: object = None) -> list:
+        thresholds.append(self.model.roi_heads.score_thresh)
+        return ScriptedPredictor().predict(image)
+
+    monkeypatch.setattr(Predictor, "predict", scripted)
+    args = ["propose", str(project), "--model", "tiny", "--device", "cpu", "--threshold", "0.4"]
+    assert main(args) == 0
+    assert "proposed 9 instances on 3 images" in capsys.readouterr().out
+    assert thresholds == [DEFAULT_FLOOR] * 3
+    with ProjectStore.open(project) as store:
+        image = store.image_by_path("imgs/cells_1.png")
+        assert image.uncertainty == pytest.approx(image_uncertainty(SCORES))
+        assert sorted(i.score for i in store.instances(image.id)) == [0.45, 0.6, 0.9]

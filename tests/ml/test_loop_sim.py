@@ -1,0 +1,158 @@
+"""The simulated annotator on a scripted case, and one tiny loop round end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.core.store import NewImage, ProjectStore
+from app.core.types import ImageStatus, Instance, Polygon, Source
+from app.ml.active import Strategy
+from app.ml.loop_sim import (
+    RANDOM_BASE,
+    LoopConfig,
+    LoopSimError,
+    LoopSimulation,
+    ReviewCounts,
+    apply_review,
+    base_model,
+    draw_ops,
+    held_out_set,
+    review,
+)
+
+SIZE = 96
+
+
+def _box(x0: float, y0: float, x1: float, y1: float) -> list[Polygon]:
+    return [Polygon(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))]
+
+
+def _octagon(cx: float, cy: float, r: float) -> list[Polygon]:
+    angles = np.arange(8) * np.pi / 4
+    return [Polygon(np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], axis=1))]
+
+
+TRUTH = [
+    Instance(1, _box(5, 5, 25, 25)),  # found exactly: accept
+    Instance(1, _box(40, 5, 60, 25)),  # found shifted by 5 px (IoU ~0.6): edit
+    Instance(1, _box(5, 40, 25, 60)),  # missed: draw (4 vertices)
+    Instance(1, _octagon(60, 60, 10)),  # missed: draw (8 vertices)
+]
+
+
+def _proposals() -> list[Instance]:
+    return [
+        Instance(1, _box(45, 5, 65, 25), score=0.8, source=Source.MODEL),
+        Instance(1, _box(5, 5, 25, 25), score=0.9, source=Source.MODEL),
+        Instance(1, _box(70, 5, 90, 25), score=0.7, source=Source.MODEL),  # nothing there
+        Instance(1, _box(6, 5, 25, 25), score=0.6, source=Source.MODEL),  # duplicate
+    ]
+
+
+def test_draw_cost_is_one_op_plus_one_per_four_vertices() -> None:
+    assert draw_ops(_box(0, 0, 5, 5)) == 2
+    assert draw_ops(_octagon(20, 20, 5)) == 3
+    assert draw_ops(_box(0, 0, 5, 5) + _octagon(20, 20, 5)) == 4  # 12 vertices
+
+
+def test_scripted_review_counts_and_ops() -> None:
+    result = review(_proposals(), TRUTH, SIZE, SIZE)
+    c = result.counts
+    assert (c.accepted, c.edited, c.rejected, c.drawn) == (1, 1, 2, 2)
+    assert c.instances == 4
+    assert c.draw_ops == 2 + 3
+    assert c.ops == 1 + 3 + 2 * 1 + 5
+    assert c.manual_ops == 2 + 2 + 2 + 3
+    assert c.ops_per_instance == pytest.approx(11 / 4)
+    assert c.manual_ops_per_instance == pytest.approx(9 / 4)
+    # The better-scored of two proposals on one cell is kept; the other is the duplicate.
+    assert [p.score for p in result.kept] == [0.9]
+    assert result.updated[0].polygons == TRUTH[1].polygons
+    assert [a.polygons for a in result.added] == [TRUTH[2].polygons, TRUTH[3].polygons]
+
+
+def test_review_without_proposals_draws_everything() -> None:
+    c = review([], TRUTH, SIZE, SIZE).counts
+    assert (c.accepted, c.edited, c.rejected, c.drawn) == (0, 0, 0, 4)
+    assert c.ops == c.manual_ops == 9
+    total = c + review(_proposals(), TRUTH, SIZE, SIZE).counts
+    assert (total.drawn, total.instances, total.ops) == (6, 8, 20)
+    assert ReviewCounts().ops_per_instance is None
+
+
+def test_applied_review_leaves_the_truth_in_the_store(tmp_path: Path) -> None:
+    with ProjectStore.create(tmp_path / "p") as store:
+        category = store.add_category("nucleus")
+        (image_id,) = store.add_images([NewImage("a.png", SIZE, SIZE)])
+        assert store.replace_proposals(image_id, _proposals(), model_version=None)
+        result = review(store.instances(image_id), TRUTH, SIZE, SIZE)
+        assert len(result.deleted) == 2
+        apply_review(store, image_id, result)
+        assert store.image(image_id).status is ImageStatus.DONE
+        stored = store.instances(image_id)
+        assert sorted(i.source for i in stored) == sorted(
+            [Source.MODEL, Source.MODEL_EDITED, Source.HUMAN, Source.HUMAN]
+        )
+        assert all(i.category_id == category.id for i in stored)
+        (outcome,) = store.proposal_outcomes()
+        assert (outcome.accepted, outcome.edited, outcome.rejected, outcome.added_by_hand) == (
+            1,
+            1,
+            2,
+            2,
+        )
+
+
+def test_config_refuses_a_budget_larger_than_the_pool() -> None:
+    with pytest.raises(LoopSimError, match="per_round"):
+        LoopConfig(pool_images=2, per_round=3)
+
+
+@pytest.fixture
+def one_thread():
+    """One thread is faster for these tiny tensors on a shared machine; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_one_tiny_round_end_to_end(tmp_path: Path, one_thread: None) -> None:
+    config = LoopConfig(
+        image_size=SIZE,
+        pool_images=4,
+        test_images=1,
+        per_round=2,
+        iterations=2,
+        n_cells=(3, 6),
+        cell_radius=(5.0, 8.0),
+    )
+    card, model = base_model(RANDOM_BASE, config)
+    sim = LoopSimulation(
+        tmp_path / "sim", Strategy.UNCERTAINTY, config, card, model, held_out_set(config)
+    )
+    try:
+        start = sim.start()
+        assert (start.round, start.labeled_images, start.review) == (0, 0, None)
+        result = sim.run_round()
+        store = sim.store
+        done = store.images(status=ImageStatus.DONE)
+        assert result.round == 1 and result.labeled_images == len(done) == 2
+        assert result.iterations == 2 and result.model_version == 1
+        assert -1.0 <= result.ap <= 1.0 and -1.0 <= result.ap50 <= 1.0
+        # The done images now hold exactly their hidden truth's number of instances.
+        truth = sum(len(sim.truth[im.id]) for im in done)
+        assert result.review.instances == truth > 0
+        assert sum(store.count_instances(im.id) for im in done) == truth
+        assert result.review.ops >= truth
+        # Uncertainty ordering scored every candidate while proposing.
+        assert all(im.uncertainty is not None for im in store.images())
+        version = store.model_version(1)
+        assert version.images_used == 2 and version.parent_id is None
+        assert (sim.store.root / "models" / "v1.pt").is_file()
+    finally:
+        sim.close()
