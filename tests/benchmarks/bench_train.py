@@ -27,7 +27,7 @@ for p in (Path(__file__).resolve().parent, REPO, REPO / "model_zoo" / "recipes")
         sys.path.insert(0, str(p))
 
 from _bench import emit  # noqa: E402
-from train_cells_mobile import CARD_SPEC, SyntheticNuclei, sample_file  # noqa: E402
+from train_cells_mobile import SyntheticNuclei, sample_file  # noqa: E402
 
 from app.ml import zoo  # noqa: E402
 from app.ml.dataset import make_sample  # noqa: E402
@@ -106,7 +106,7 @@ def run_reference(model, data, iters: int, batch: int, device: str) -> list[floa
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            float(loss)
+            loss.detach().item()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             now = time.perf_counter()
@@ -156,7 +156,7 @@ def bench_bundled(args) -> None:
         ]
         result = evaluate_model(
             model,
-            SyntheticNuclei(files, CARD_SPEC, train=False),
+            SyntheticNuclei(files, card.input, train=False),
             device="cpu",
             max_dets=card.detections_per_img,
         )
