@@ -98,6 +98,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-iters", type=int, metavar="N", help="stop after N steps (quick trials)")
     p.add_argument(
+        "--update-bn-stats",
+        action="store_true",
+        help="let BatchNorm running statistics change (default: kept from the base model, "
+        "which suits fine-tuning on a few images with small batches; use this for large "
+        "batches of many images)",
+    )
+    p.add_argument(
         "--val-fraction",
         type=float,
         metavar="F",
@@ -367,6 +374,7 @@ def _run_train(args: argparse.Namespace) -> int:
             max_iters=args.max_iters,
             checkpoint_dir=ckpt_dir,
             resume=args.resume,
+            freeze_bn_stats=not args.update_bn_stats,
         )
 
         def evaluate_fn(m: Any) -> dict[str, float]:

@@ -101,6 +101,14 @@ def _number_list(values: np.ndarray) -> list:
     return flat.tolist()
 
 
+def _whole_or_floats(values: list[float]) -> list:
+    """Like :func:`_number_list` for a few numbers, without a numpy round trip per call."""
+    rounded = [round(v, COORD_DECIMALS) for v in values]
+    if all(v == int(v) for v in rounded):
+        return [int(v) for v in rounded]
+    return rounded
+
+
 def _polygon_annotations(
     instances: list[Instance | None],
 ) -> list[tuple[list, float, list] | None]:
@@ -146,7 +154,7 @@ def _polygon_annotations(
                         max(box[2], ring_box[2]), max(box[3], ring_box[3])]  # fmt: skip
     for k, seg in segs.items():
         x0, y0, x1, y1 = boxes[k]
-        bbox = _number_list(np.round(np.array([x0, y0, x1 - x0, y1 - y0]), COORD_DECIMALS))
+        bbox = _whole_or_floats([x0, y0, x1 - x0, y1 - y0])
         out[k] = (seg, round(area[k], COORD_DECIMALS), bbox)
     return out
 

@@ -480,6 +480,7 @@ class LoopSimulation:
             device=cfg.device,
             seed=cfg.seed + self.round,
             max_iters=cfg.iterations,
+            freeze_bn_stats=True,  # fine-tuning on a few images, as `maskloop train` does
         )
         iterations = 0
         for event in train(self.model, dataset, config):

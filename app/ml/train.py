@@ -72,6 +72,9 @@ class TrainConfig:
     max_iters: int | None = None
     checkpoint_dir: Path | None = None
     resume: bool = False
+    # Fine-tuning a trained model on a few images: batches of 2-4 would overwrite the
+    # BatchNorm running statistics it learned, so keep them (the affine weights still train).
+    freeze_bn_stats: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -499,6 +502,14 @@ def train(
             dist.destroy_process_group()
 
 
+def _train_mode(loop: _Loop) -> None:
+    loop.net.train()
+    if loop.config.freeze_bn_stats:
+        for module in loop.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def _run(
     loop: _Loop,
     evaluate_fn: Callable[[nn.Module], dict[str, float]] | None,
@@ -507,7 +518,7 @@ def _run(
     config = loop.config
     images_per_iter = config.batch_size * loop.dctx.world_size
     avg_iter_s: float | None = None
-    loop.net.train()
+    _train_mode(loop)
     while loop.iteration < loop.total and loop.epoch < config.epochs:
         for images, targets in loop.loader():
             _, stop = loop.agree(False, bool(should_stop and should_stop()))
@@ -520,9 +531,9 @@ def _run(
             lr = loop.optimizer.param_groups[0]["lr"]
             loss, losses, ok = loop.step(images, targets)
             if not ok:
-                parts = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+                parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
                 raise NonFiniteLossError(
-                    f"The training loss became {float(loss)} at iteration {loop.iteration + 1} "
+                    f"The training loss became {float(loss.detach())} at iteration {loop.iteration + 1} "
                     f"(epoch {loop.epoch + 1}; {parts}). Lower the learning rate (it was "
                     f"{lr:.3g}), keep gradient clipping on, or check the annotations for "
                     "broken masks. The last good checkpoint was kept."
@@ -553,7 +564,7 @@ def _run(
             loop.model.eval()
             with torch.no_grad():
                 metrics = dict(evaluate_fn(loop.model))
-            loop.model.train()
+            _train_mode(loop)
         loop.barrier()
         yield EpochEvent(epoch=finished_epoch, checkpoint=checkpoint, metrics=metrics)
     state_path = None

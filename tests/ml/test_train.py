@@ -203,3 +203,26 @@ def test_empty_dataset_and_devices(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(TrainingError, match="CUDA"):
             device_from_arg("cuda")
+
+
+def test_freeze_bn_stats_keeps_running_statistics_but_trains_affine():
+    from torch import nn
+
+    def run(freeze: bool):
+        model = tiny_model()
+        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        before = [(bn.running_mean.clone(), bn.weight.detach().clone()) for bn in bns]
+        config = TrainConfig(
+            epochs=1, batch_size=2, max_iters=2, warmup_iters=1, freeze_bn_stats=freeze
+        )
+        list(train(model, TinyDataset(4), config))
+        stats_same = all(
+            torch.equal(b[0], bn.running_mean) for b, bn in zip(before, bns, strict=True)
+        )
+        affine_moved = any(
+            not torch.equal(b[1], bn.weight.detach()) for b, bn in zip(before, bns, strict=True)
+        )
+        return stats_same, affine_moved
+
+    assert run(freeze=True) == (True, True)
+    assert run(freeze=False) == (False, True)  # the test can tell the difference
