@@ -56,6 +56,14 @@ class ImageRecord:
 
 
 def _as_ring(points: np.ndarray | list) -> np.ndarray:
+    if (
+        isinstance(points, np.ndarray)
+        and points.dtype == np.float32
+        and points.ndim == 2
+        and points.shape[1] == 2
+        and points.flags.c_contiguous
+    ):
+        return points  # already a ring (e.g. decoded from the store): no copy, no checks
     ring = np.asarray(points, dtype=np.float32).reshape(-1, 2)
     return np.ascontiguousarray(ring)
 
