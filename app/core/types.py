@@ -136,3 +136,29 @@ class ModelVersion:
     images_used: int = 0
     created: str = ""
     name: str = ""
+
+
+@dataclass
+class ProposalOutcomes:
+    """How reviewers treated one model version's proposals (None: a zoo model)."""
+
+    model_version: int | None
+    accepted: int = 0  # kept unchanged on images marked done
+    edited: int = 0  # changed by a person (source model_edited)
+    rejected: int = 0  # deleted by a person
+    pending: int = 0  # unchanged, on images not done yet
+    added_by_hand: int = 0  # human instances on the done images this version proposed for
+
+    @property
+    def reviewed(self) -> int:
+        return self.accepted + self.edited + self.rejected
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {
+            "model_version": self.model_version,
+            "accepted": self.accepted,
+            "edited": self.edited,
+            "rejected": self.rejected,
+            "pending": self.pending,
+            "added_by_hand": self.added_by_hand,
+        }

@@ -296,7 +296,7 @@ def test_proposal_outcomes_per_model_version(filled):
 
 
 def test_migration_from_schema_1_keeps_data(tmp_path):
-    from app.core.store import MIGRATIONS
+    from app.core.schema import MIGRATIONS
 
     folder = tmp_path / "old"
     folder.mkdir()

@@ -25,8 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.store import ProjectStore, ProposalOutcomes
-from app.core.types import ModelVersion
+from app.core.store import ProjectStore
+from app.core.types import ModelVersion, ProposalOutcomes
 from app.errors import MaskLoopError
 from app.ml.versions import active_model, set_active_model
 
