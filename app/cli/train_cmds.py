@@ -30,6 +30,7 @@ from app.ml.evaluate import (
 )
 from app.ml.models import replace_heads
 from app.ml.train import (
+    CHECKPOINT_DIR,
     CHECKPOINT_NAME,
     MODEL_STATE_NAME,
     OPTIMIZERS,
@@ -50,7 +51,6 @@ from app.ml.versions import (
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
 RUN_FILE = "run.json"
 
 

@@ -35,6 +35,8 @@ from app.errors import MaskLoopError
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.pt"
+# Where `maskloop train` keeps an interrupted run, under PROJECT/models/.
+CHECKPOINT_DIR = "checkpoints"
 MODEL_STATE_NAME = "model.pt"
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step")

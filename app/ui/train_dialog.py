@@ -45,7 +45,7 @@ import app
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus
 from app.errors import MaskLoopError
-from app.ml.train import CHECKPOINT_NAME
+from app.ml.train import CHECKPOINT_DIR, CHECKPOINT_NAME
 from app.ml.versions import MODELS_DIR, active_model
 from app.ml.zoo import list_cards
 
@@ -53,9 +53,6 @@ from .plot import LinePlot
 
 log = logging.getLogger(__name__)
 
-# Where `maskloop train` keeps an interrupted run (app.cli.train_cmds.CHECKPOINT_DIR; the
-# UI layer may not import the CLI).
-CHECKPOINT_SUBDIR = "checkpoints"
 DEVICES = ("auto", "cpu", "cuda")
 STDERR_KEEP_CHARS = 200_000
 STDERR_TAIL_LINES = 15
@@ -67,7 +64,7 @@ class TrainProcessError(MaskLoopError):
 
 
 def checkpoint_path(project: Path) -> Path:
-    return project / MODELS_DIR / CHECKPOINT_SUBDIR / CHECKPOINT_NAME
+    return project / MODELS_DIR / CHECKPOINT_DIR / CHECKPOINT_NAME
 
 
 @dataclass
