@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from app.core.store import DB_NAME
 from app.core.types import ImageStatus
 from app.ml.demo import create_demo_project
 
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+from ._args import parse_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,10 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _parse_size(text: str) -> tuple[int, int]:
     """'WxH' -> (height, width), the order the library takes."""
-    match = _SIZE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 512x512, not {text!r}")
-    width, height = int(match.group(1)), int(match.group(2))
+    width, height = parse_size(text)
     return height, width
 
 

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+from ._args import parse_size
 
 
 def _size(text: str) -> tuple[int, int]:
-    m = _SIZE.match(text)
-    if not m or int(m[1]) < 200 or int(m[2]) < 150:
-        raise argparse.ArgumentTypeError(
-            f"size must look like 1600x1000 (at least 200x150), not {text!r}"
-        )
-    return int(m[1]), int(m[2])
+    return parse_size(text, minimum=(200, 150))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
