@@ -30,7 +30,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from app.core.geometry import DEFAULT_MIN_AREA, DEFAULT_TOLERANCE, mask_to_polygons
 from app.core.types import Instance, Source
 from app.errors import MaskLoopError
-from app.ml.preprocess import InputSpec, to_model_input
+from app.ml.preprocess import InputSpec, normalization_range, to_model_input
 from app.ml.tiling import MaskCrop, Tile, merge_tile_crops, tile_grid
 from app.ml.train import device_from_arg
 from app.ml.zoo import ModelCard, load_model
@@ -271,29 +271,15 @@ def masks_in_boxes(
 def global_spec(image: np.ndarray, spec: InputSpec) -> InputSpec:
     """``spec`` with the image-wide intensity range fixed, so every tile maps alike.
 
-    Pixel-wise conversions (uint8 in "auto", bool, "fixed") need nothing; percentile and
-    min-max stretches are measured on the whole image, with the same rules as
-    :func:`app.ml.preprocess.to_model_input`.
+    The range is :func:`app.ml.preprocess.normalization_range` measured on an evenly
+    strided sample of the whole image (large slides are not converted to float in full).
     """
     arr = np.asarray(image)
-    mode = spec.normalize
-    if mode == "fixed" or arr.dtype == np.bool_ or (mode == "auto" and arr.dtype == np.uint8):
-        return spec
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[:, :, :3]
     step = max(1, int(np.ceil(np.sqrt(arr.shape[0] * arr.shape[1] / _RANGE_SAMPLES))))
-    sample = arr[::step, ::step].astype(np.float32)
-    if spec.channels == "gray" and sample.ndim == 3 and sample.shape[2] == 3:
-        sample = sample.mean(axis=2)
-    values = sample[np.isfinite(sample)]
-    if not values.size:
-        low, high = 0.0, 1.0
-    elif mode == "minmax":
-        low, high = float(values.min()), float(values.max())
-    else:
-        low, high = (float(v) for v in np.percentile(values, spec.percentiles))
-    if high <= low:
-        high = low + 1.0
+    found = normalization_range(arr[::step, ::step], spec)
+    if found is None:
+        return spec
+    low, high = found
     return dataclasses.replace(spec, normalize="fixed", low=low, high=high)
 
 

@@ -91,13 +91,27 @@ def to_model_input(image: np.ndarray, spec: InputSpec) -> torch.Tensor:
     Accepts (H, W), (H, W, 1), (H, W, 3) and (H, W, 4) arrays of any integer, bool or float
     dtype. Resizing is left to the model (``min_size``/``max_size``).
     """
-    arr = _to_hwc(np.asarray(image))
-    if spec.channels == "gray" and arr.shape[2] == 3:
-        arr = arr.astype(np.float32).mean(axis=2, keepdims=True)
+    arr = _channels(image, spec)
     scaled = _normalize(arr, spec)
     if scaled.shape[2] == 1:
         scaled = np.repeat(scaled, 3, axis=2)
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+
+
+def normalization_range(image: np.ndarray, spec: InputSpec) -> tuple[float, float] | None:
+    """The (low, high) that :func:`to_model_input` stretches ``image`` between, or None when
+    its conversion is pixel-wise (bool, uint8 under "auto"). Measuring it once on a whole
+    image lets its tiles share one intensity mapping."""
+    arr = _channels(image, spec)
+    data = arr.astype(np.float32, copy=False)
+    return _range(arr, data, np.isfinite(data), spec)
+
+
+def _channels(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    arr = _to_hwc(np.asarray(image))
+    if spec.channels == "gray" and arr.shape[2] == 3:
+        arr = arr.astype(np.float32).mean(axis=2, keepdims=True)
+    return arr
 
 
 def _to_hwc(arr: np.ndarray) -> np.ndarray:
@@ -113,16 +127,16 @@ def _to_hwc(arr: np.ndarray) -> np.ndarray:
     )
 
 
-def _normalize(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
+def _range(
+    arr: np.ndarray, data: np.ndarray, finite: np.ndarray, spec: InputSpec
+) -> tuple[float, float] | None:
     if arr.dtype == np.bool_:
-        return arr.astype(np.float32)
+        return None
     mode = spec.normalize
     if mode == "auto":
         if arr.dtype == np.uint8:
-            return arr.astype(np.float32) / np.float32(255.0)
+            return None
         mode = "percentile"
-    data = arr.astype(np.float32, copy=False)
-    finite = np.isfinite(data)
     if mode == "fixed":
         low, high = float(spec.low), float(spec.high)  # type: ignore[arg-type]
     elif not finite.any():
@@ -135,6 +149,17 @@ def _normalize(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
     if high <= low:
         # A flat image: everything maps to 0 rather than dividing by zero.
         high = low + 1.0
+    return low, high
+
+
+def _normalize(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if spec.normalize == "auto" and arr.dtype == np.uint8:
+        return arr.astype(np.float32) / np.float32(255.0)
+    data = arr.astype(np.float32, copy=False)
+    finite = np.isfinite(data)
+    low, high = _range(arr, data, finite, spec)  # type: ignore[misc]
     out = (data - np.float32(low)) / np.float32(high - low)
     out = np.where(finite, out, 0.0)
     return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)

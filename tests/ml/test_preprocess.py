@@ -82,3 +82,21 @@ def test_unknown_key_and_bad_shape():
         InputSpec.from_dict({"colour_space": "lab"})
     with pytest.raises(InputSpecError, match="shape"):
         to_model_input(np.zeros((2, 3, 3, 3), dtype=np.uint8), InputSpec())
+
+
+def test_normalization_range_is_the_stretch_to_model_input_applies():
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from app.ml.preprocess import InputSpec, normalization_range, to_model_input
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(100, 4000, (40, 50), dtype=np.uint16)
+    for spec in (InputSpec(), InputSpec(normalize="minmax"), InputSpec(channels="gray")):
+        low, high = normalization_range(image, spec)
+        fixed = dataclasses.replace(spec, normalize="fixed", low=low, high=high)
+        assert torch.equal(to_model_input(image, spec), to_model_input(image, fixed))
+    assert normalization_range(image.astype(np.uint8), InputSpec()) is None  # pixel-wise
+    assert normalization_range(image > 2000, InputSpec()) is None
