@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from app.cli import main
 from app.core.store import NewImage, ProjectStore
 from app.core.types import Category, ImageStatus, Instance, Polygon, Source
 from app.ml.active import DEFAULT_FLOOR, image_uncertainty
-from app.ml.models import build_model
 from app.ml.predictor import Predictor
 from app.ml.propose import (
     detection_threshold,
@@ -142,33 +137,10 @@ def test_score_only_writes_no_proposals_and_is_skipped_next_time(project: Path) 
         assert len(select_images(store, "scripted", score_only=True, force=True).images) == 3
 
 
-def _install_tiny_card(folder: Path) -> None:
-    torch.manual_seed(0)
-    model = build_model(ARCH, num_classes=2, min_size=64, max_size=96, detections_per_img=50)
-    with torch.no_grad():
-        model.roi_heads.mask_predictor.mask_fcn_logits.bias.fill_(8.0)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "tiny.pt")
-    card = {
-        "id": "tiny",
-        "title": "tiny test model",
-        "architecture": ARCH,
-        "categories": [{"id": 1, "name": "nucleus"}],
-        "input": {"min_size": 64, "max_size": 96},
-        "detections_per_img": 50,
-        "weights": {
-            "file": "tiny.pt",
-            "sha256": hashlib.sha256((folder / "tiny.pt").read_bytes()).hexdigest(),
-        },
-        "license": "MIT",
-    }
-    (folder / "tiny.json").write_text(json.dumps(card))
-
-
 def test_cli_score_only_fills_uncertainty(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    project: Path, capsys: pytest.CaptureFixture[str], install_tiny_card
 ) -> None:
-    _install_tiny_card(Path(os.environ["XDG_DATA_HOME"]) / "maskloop" / "models")
+    install_tiny_card(mask_bias=8.0)
     args = ["propose", str(project), "--model", "tiny", "--device", "cpu", "--score-only"]
     assert main([*args, "--max-detections", "20"]) == 0
     out = capsys.readouterr().out
@@ -188,9 +160,12 @@ def test_cli_score_only_fills_uncertainty(
 
 
 def test_cli_runs_the_predictor_at_the_floor_and_keeps_proposals_above_threshold(
-    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    install_tiny_card,
 ) -> None:
-    _install_tiny_card(Path(os.environ["XDG_DATA_HOME"]) / "maskloop" / "models")
+    install_tiny_card(mask_bias=8.0)
     thresholds = []
 
     def scripted(self: Predictor, image: object, *, should_stop: object = None) -> list:

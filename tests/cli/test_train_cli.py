@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -17,7 +15,6 @@ from app.cli import main
 from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus, Instance, Polygon
 from app.ml import zoo
-from app.ml.models import build_model
 from app.ml.predictor import Predictor
 from app.ml.versions import active_model
 
@@ -37,31 +34,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def tiny_card() -> str:
-    """A random-weight light model at 64 px, installed as a user card (nothing downloads)."""
-    torch.manual_seed(0)
-    model = build_model(ARCH, num_classes=2, min_size=64, max_size=96, detections_per_img=50)
-    folder = Path(os.environ["XDG_DATA_HOME"]) / "maskloop" / "models"
-    folder.mkdir(parents=True)
-    torch.save(model.state_dict(), folder / "tiny.pt")
-    sha = hashlib.sha256((folder / "tiny.pt").read_bytes()).hexdigest()
-    card = {
-        "id": "tiny",
-        "title": "tiny test model",
-        "architecture": ARCH,
-        "categories": [{"id": 1, "name": "nucleus"}],
-        "input": {"min_size": 64, "max_size": 96},
-        "detections_per_img": 50,
-        "weights": {"file": "tiny.pt", "sha256": sha},
-        "metrics": {},
-        "license": "MIT",
-        "recipe": {},
-    }
-    (folder / "tiny.json").write_text(json.dumps(card))
-    return "tiny"
 
 
 def make_project(root: Path, n: int = 4, *, done: bool = True) -> Path:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from test_train_cli import TRAIN, make_project
 from test_train_cli import _one_torch_thread as _one_torch_thread  # noqa: F401 (autouse)
-from test_train_cli import tiny_card as tiny_card  # noqa: F401 (fixture)
 
 from app.cli import main
 from app.core.store import ProjectStore

@@ -12,7 +12,6 @@ from PySide6.QtCore import Qt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from test_train_cli import make_project  # noqa: E402
-from test_train_cli import tiny_card as tiny_card  # noqa: E402, F401 (fixture)
 
 from app.core.store import ProjectStore  # noqa: E402
 from app.ml.versions import active_model  # noqa: E402
