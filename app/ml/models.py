@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
 from torch import nn
 from torchvision.models.detection import (
     MaskRCNN,
     maskrcnn_resnet50_fpn,
     maskrcnn_resnet50_fpn_v2,
 )
+from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -39,6 +41,32 @@ MOBILE_BOX_REPRESENTATION = 256
 
 class ModelBuildError(MaskLoopError):
     """The requested model cannot be built (unknown architecture or bad option)."""
+
+
+class OverlapMatcher(Matcher):
+    """The RPN's anchor matcher, minus low-quality matches at IoU 0.
+
+    torchvision gives each ground-truth box every anchor tied at its best IoU. A box that no
+    anchor overlaps (a nucleus a crop cut to a 1-4 px sliver along the bottom or right
+    border, where anchors do not reach) ties at 0 with *every* anchor, so the whole image's
+    anchors are trained to regress onto that sliver: the RPN losses of such a batch jump
+    ~50x and drown the real gradient. Here such a box simply gets no anchor.
+    """
+
+    def set_low_quality_matches_(
+        self, matches: torch.Tensor, all_matches: torch.Tensor, match_quality_matrix: torch.Tensor
+    ) -> None:
+        highest = match_quality_matrix.max(dim=1).values[:, None]
+        _, anchors = torch.where((match_quality_matrix == highest) & (highest > 0))
+        matches[anchors] = all_matches[anchors]
+
+
+def _use_overlap_matcher(model: MaskRCNN) -> MaskRCNN:
+    old = model.rpn.proposal_matcher
+    model.rpn.proposal_matcher = OverlapMatcher(
+        old.high_threshold, old.low_threshold, allow_low_quality_matches=True
+    )
+    return model
 
 
 def build_model(
@@ -76,20 +104,22 @@ def build_model(
                 "maskrcnn_mobilenet_v3_fpn has no torchvision detection weights; "
                 "use a weights file (model card) or weights=None."
             )
-        return _build_mobile(num_classes, weights_backbone, common)
+        return _use_overlap_matcher(_build_mobile(num_classes, weights_backbone, common))
     builder = (
         maskrcnn_resnet50_fpn
         if architecture == "maskrcnn_resnet50_fpn"
         else maskrcnn_resnet50_fpn_v2
     )
     if weights is None:
-        return builder(
-            weights=None, weights_backbone=weights_backbone, num_classes=num_classes, **common
+        return _use_overlap_matcher(
+            builder(
+                weights=None, weights_backbone=weights_backbone, num_classes=num_classes, **common
+            )
         )
     model = builder(weights=weights, weights_backbone=None, **common)
     if model.roi_heads.box_predictor.cls_score.out_features != num_classes:
         replace_heads(model, num_classes)
-    return model
+    return _use_overlap_matcher(model)
 
 
 def _build_mobile(

@@ -77,3 +77,34 @@ def test_fp16_weights_file_loads_back_as_float32(tmp_path):
         if v.is_floating_point():
             assert v.dtype == torch.float32
             assert torch.allclose(v, model.state_dict()[k], rtol=1e-3, atol=1e-4), k
+
+
+def _anchor_labels(model, box: list[float]) -> torch.Tensor:
+    """RPN anchor labels (1 positive, 0 negative, -1 ignored) for one 256x256 image."""
+    from torchvision.models.detection.image_list import ImageList
+
+    images = ImageList(torch.zeros(1, 3, 256, 256), [(256, 256)])
+    features = [torch.zeros(1, 1, 256 // s, 256 // s) for s in (8, 16, 32, 64)]
+    anchors = model.rpn.anchor_generator(images, features)
+    target = {"boxes": torch.tensor([box]), "labels": torch.ones(1, dtype=torch.int64)}
+    labels, _ = model.rpn.assign_targets_to_anchors(anchors, [target])
+    return labels[0]
+
+
+def test_rpn_gives_no_anchor_to_a_box_no_anchor_overlaps():
+    model = build_model("maskrcnn_mobilenet_v3_fpn", num_classes=2, min_size=256, max_size=256)
+    # A 6x1 sliver on the bottom row, below every anchor: torchvision's own matcher would
+    # make every anchor of the image a positive for it.
+    sliver = _anchor_labels(model, [138.0, 255.0, 144.0, 256.0])
+    assert int((sliver == 1).sum()) == 0
+    # An ordinary nucleus still gets its anchors, low-quality best matches included.
+    nucleus = _anchor_labels(model, [100.0, 100.0, 118.0, 116.0])
+    assert 1 <= int((nucleus == 1).sum()) < 20
+
+
+@pytest.mark.parametrize("arch", ["maskrcnn_resnet50_fpn"])
+def test_every_architecture_uses_the_overlap_matcher(arch):
+    from app.ml.models import OverlapMatcher
+
+    model = build_model(arch, num_classes=2)
+    assert isinstance(model.rpn.proposal_matcher, OverlapMatcher)
