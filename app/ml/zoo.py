@@ -51,7 +51,7 @@ _TORCHVISION_ARCH = {
 }
 _CARD_KEYS = {
     "id", "title", "architecture", "categories", "input", "detections_per_img", "weights",
-    "metrics", "license", "recipe", "description",
+    "metrics", "license", "recipe", "description", "rpn_proposals",
 }  # fmt: skip
 
 
@@ -119,6 +119,9 @@ class ModelCard:
     weights: WeightsSource
     input: InputSpec = field(default_factory=InputSpec)
     detections_per_img: int = 300
+    # Region proposals kept per image at inference (torchvision's default 1000 when None):
+    # an image of hundreds of touching nuclei needs more candidates than detections.
+    rpn_proposals: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = ""
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -158,6 +161,8 @@ class ModelCard:
             )
             spec = InputSpec.from_dict(data.get("input") or {})
             detections = int(data.get("detections_per_img", 300))
+            proposals = data.get("rpn_proposals")
+            proposals = None if proposals is None else int(proposals)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CardError(
                 f"{where} is incomplete or malformed ({type(exc).__name__}: {exc}); it needs "
@@ -181,6 +186,8 @@ class ModelCard:
             )
         if detections < 1:
             raise CardError(f"{where}: detections_per_img must be at least 1.")
+        if proposals is not None and proposals < 1:
+            raise CardError(f"{where}: rpn_proposals must be at least 1 (or left out).")
         return cls(
             id=card_id,
             title=str(data.get("title", card_id)),
@@ -189,6 +196,7 @@ class ModelCard:
             weights=source,
             input=spec,
             detections_per_img=detections,
+            rpn_proposals=proposals,
             metrics=dict(data.get("metrics") or {}),
             license=str(data.get("license", "")),
             recipe=dict(data.get("recipe") or {}),
@@ -210,6 +218,8 @@ class ModelCard:
             "license": self.license,
             "recipe": self.recipe,
         }
+        if self.rpn_proposals is not None:
+            out["rpn_proposals"] = self.rpn_proposals
         if self.description:
             out["description"] = self.description
         out.update(self.extra)
@@ -459,6 +469,11 @@ def load_model(card: ModelCard, *, device: str | torch.device = "cpu") -> nn.Mod
     else:
         state = _file_state_dict(card)
     _check_fits(card, state)
+    proposals: dict[str, int] = {}
+    if card.rpn_proposals is not None:
+        proposals = dict(
+            rpn_pre_nms_top_n_test=card.rpn_proposals, rpn_post_nms_top_n_test=card.rpn_proposals
+        )
     model = build_model(
         card.architecture,
         num_classes=card.num_classes,
@@ -466,6 +481,7 @@ def load_model(card: ModelCard, *, device: str | torch.device = "cpu") -> nn.Mod
         max_size=card.input.max_size,
         detections_per_img=card.detections_per_img,
         weights=None,
+        **proposals,
     )
     try:
         model.load_state_dict(state, strict=True)

@@ -91,6 +91,8 @@ def test_card_json_round_trip_keeps_unknown_keys(tmp_path: Path) -> None:
         (lambda d: d["weights"].update(torchvision="X.Y"), "either"),
         (lambda d: d.update(input={"normalize": "magic"}), "input"),
         (lambda d: d.update(id="../evil"), "id"),
+        (lambda d: d.update(rpn_proposals=0), "rpn_proposals"),
+        (lambda d: d.update(rpn_proposals="many"), "malformed"),
     ],
 )
 def test_invalid_cards_raise_card_error(change, message: str) -> None:
@@ -140,6 +142,20 @@ def test_load_model_from_a_weights_file(tiny_state) -> None:
     assert model.transform.min_size == (64,)
     for key, value in model.state_dict().items():
         assert torch.equal(value, tiny_state[key]), key
+    # Without rpn_proposals the card keeps torchvision's inference proposal counts.
+    assert model.rpn._post_nms_top_n["testing"] == 1000
+
+
+def test_card_rpn_proposals_reach_the_model_and_round_trip(tiny_state) -> None:
+    path = _install(_user_dir(), "dense", tiny_state)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "rpn_proposals": 2500}))
+    card = zoo.ModelCard.load(path)
+    assert card.rpn_proposals == 2500
+    assert zoo.ModelCard.from_dict(card.to_dict()).rpn_proposals == 2500
+    model = zoo.load_model(card)
+    assert model.rpn._pre_nms_top_n["testing"] == 2500
+    assert model.rpn._post_nms_top_n["testing"] == 2500
 
 
 def test_hash_mismatch(tiny_state) -> None:
