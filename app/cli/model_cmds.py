@@ -70,8 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--nms-iou",
         type=float,
-        default=0.5,
-        help="overlap above which the weaker of two same-class detections is dropped",
+        default=None,
+        help="box overlap above which the weaker of two same-class detections is dropped "
+        "(default: the model card's, else 0.5)",
     )
     p.add_argument(
         "--max-detections",
@@ -197,7 +198,7 @@ def _propose(args: argparse.Namespace) -> int:
             device=args.device,
             score_threshold=detection_threshold(args.threshold),
             nms_iou=args.nms_iou,
-            max_detections=args.max_detections or card.detections_per_img,
+            max_detections=args.max_detections,
             tile_size=args.tile_size,
             model_version=version_id(model_id),
         )

@@ -37,6 +37,8 @@ from app.ml.zoo import ModelCard, load_model
 
 log = logging.getLogger(__name__)
 
+# torchvision's box NMS threshold, used when a card does not set its own.
+DEFAULT_NMS_IOU = 0.5
 DEFAULT_TILE_OVERLAP = 128
 # Percentiles of huge images are estimated on at most this many samples (as in preprocess).
 _RANGE_SAMPLES = 1 << 22
@@ -70,7 +72,8 @@ class Predictor:
 
     ``device``: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps". On CUDA
     the model runs under autocast (bf16 where supported, else fp16). ``score_threshold``,
-    ``nms_iou`` and ``max_detections`` configure the detector; images whose longer side
+    ``nms_iou`` and ``max_detections`` configure the detector (the last two default to the
+    card's ``nms_iou``, else 0.5, and ``detections_per_img``); images whose longer side
     exceeds ``tile_size`` (default: the card's ``max_size``) are tiled with ``tile_overlap``.
     ``model`` is an already-built model (tests, right after training); by default the
     card's weights are loaded.
@@ -82,8 +85,8 @@ class Predictor:
         *,
         device: str = "auto",
         score_threshold: float = 0.5,
-        nms_iou: float = 0.5,
-        max_detections: int = 300,
+        nms_iou: float | None = None,
+        max_detections: int | None = None,
         tile_size: int | None = None,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         polygon_tolerance: float = DEFAULT_TOLERANCE,
@@ -94,6 +97,12 @@ class Predictor:
     ) -> None:
         if not 0.0 <= score_threshold <= 1.0:
             raise MaskLoopError(f"score threshold {score_threshold} must be between 0 and 1.")
+        if nms_iou is None:
+            nms_iou = card.nms_iou if card.nms_iou is not None else DEFAULT_NMS_IOU
+        if not 0.0 < nms_iou <= 1.0:
+            raise MaskLoopError(f"NMS IoU {nms_iou} must be above 0 and at most 1.")
+        if max_detections is None:
+            max_detections = card.detections_per_img
         if max_detections < 1:
             raise MaskLoopError(f"max detections {max_detections} must be at least 1.")
         self.card = card

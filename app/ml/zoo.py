@@ -52,6 +52,7 @@ _TORCHVISION_ARCH = {
 _CARD_KEYS = {
     "id", "title", "architecture", "categories", "input", "detections_per_img", "weights",
     "metrics", "license", "recipe", "description", "rpn_proposals",
+    "nms_iou",
 }  # fmt: skip
 
 
@@ -122,6 +123,9 @@ class ModelCard:
     # Region proposals kept per image at inference (torchvision's default 1000 when None):
     # an image of hundreds of touching nuclei needs more candidates than detections.
     rpn_proposals: int | None = None
+    # Box IoU above which the weaker of two detections is dropped (torchvision's 0.5 when
+    # None); touching nuclei rarely overlap that much, duplicate detections do.
+    nms_iou: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = ""
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -163,6 +167,8 @@ class ModelCard:
             detections = int(data.get("detections_per_img", 300))
             proposals = data.get("rpn_proposals")
             proposals = None if proposals is None else int(proposals)
+            nms_iou = data.get("nms_iou")
+            nms_iou = None if nms_iou is None else float(nms_iou)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CardError(
                 f"{where} is incomplete or malformed ({type(exc).__name__}: {exc}); it needs "
@@ -188,6 +194,8 @@ class ModelCard:
             raise CardError(f"{where}: detections_per_img must be at least 1.")
         if proposals is not None and proposals < 1:
             raise CardError(f"{where}: rpn_proposals must be at least 1 (or left out).")
+        if nms_iou is not None and not 0.0 < nms_iou <= 1.0:
+            raise CardError(f"{where}: nms_iou must be in (0, 1] (or left out).")
         return cls(
             id=card_id,
             title=str(data.get("title", card_id)),
@@ -197,6 +205,7 @@ class ModelCard:
             input=spec,
             detections_per_img=detections,
             rpn_proposals=proposals,
+            nms_iou=nms_iou,
             metrics=dict(data.get("metrics") or {}),
             license=str(data.get("license", "")),
             recipe=dict(data.get("recipe") or {}),
@@ -220,6 +229,8 @@ class ModelCard:
         }
         if self.rpn_proposals is not None:
             out["rpn_proposals"] = self.rpn_proposals
+        if self.nms_iou is not None:
+            out["nms_iou"] = self.nms_iou
         if self.description:
             out["description"] = self.description
         out.update(self.extra)
@@ -469,11 +480,12 @@ def load_model(card: ModelCard, *, device: str | torch.device = "cpu") -> nn.Mod
     else:
         state = _file_state_dict(card)
     _check_fits(card, state)
-    proposals: dict[str, int] = {}
+    detector: dict[str, float] = {}
     if card.rpn_proposals is not None:
-        proposals = dict(
-            rpn_pre_nms_top_n_test=card.rpn_proposals, rpn_post_nms_top_n_test=card.rpn_proposals
-        )
+        detector["rpn_pre_nms_top_n_test"] = card.rpn_proposals
+        detector["rpn_post_nms_top_n_test"] = card.rpn_proposals
+    if card.nms_iou is not None:
+        detector["box_nms_thresh"] = card.nms_iou
     model = build_model(
         card.architecture,
         num_classes=card.num_classes,
@@ -481,7 +493,7 @@ def load_model(card: ModelCard, *, device: str | torch.device = "cpu") -> nn.Mod
         max_size=card.input.max_size,
         detections_per_img=card.detections_per_img,
         weights=None,
-        **proposals,
+        **detector,
     )
     try:
         model.load_state_dict(state, strict=True)

@@ -15,6 +15,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from app.core.geometry import polygons_to_mask
 from app.core.types import Source
+from app.errors import MaskLoopError
 from app.ml.models import build_model
 from app.ml.predictor import (
     PredictionCancelled,
@@ -165,6 +166,21 @@ def test_threshold_and_max_detections(card, model, image) -> None:
     assert len(many.predict(image)) <= 5
     none = Predictor.from_model(model, card, device="cpu", score_threshold=1.0)
     assert none.predict(image) == []
+
+
+def test_detector_settings_default_to_the_card(model) -> None:
+    plain = Predictor.from_model(model, ModelCard.from_dict(CARD), device="cpu")
+    assert plain.model.roi_heads.nms_thresh == 0.5
+    assert plain.model.roi_heads.detections_per_img == 50
+    dense = ModelCard.from_dict({**CARD, "nms_iou": 0.35, "detections_per_img": 700})
+    tuned = Predictor.from_model(model, dense, device="cpu")
+    assert tuned.model.roi_heads.nms_thresh == 0.35
+    assert tuned.model.roi_heads.detections_per_img == 700
+    chosen = Predictor.from_model(model, dense, device="cpu", nms_iou=0.6, max_detections=9)
+    assert chosen.model.roi_heads.nms_thresh == 0.6
+    assert chosen.model.roi_heads.detections_per_img == 9
+    with pytest.raises(MaskLoopError, match="NMS IoU"):
+        Predictor.from_model(model, dense, device="cpu", nms_iou=0.0)
 
 
 @pytest.mark.parametrize("kind", ["gray", "gray3", "rgba", "uint16"])

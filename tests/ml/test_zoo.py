@@ -93,6 +93,7 @@ def test_card_json_round_trip_keeps_unknown_keys(tmp_path: Path) -> None:
         (lambda d: d.update(id="../evil"), "id"),
         (lambda d: d.update(rpn_proposals=0), "rpn_proposals"),
         (lambda d: d.update(rpn_proposals="many"), "malformed"),
+        (lambda d: d.update(nms_iou=1.5), "nms_iou"),
     ],
 )
 def test_invalid_cards_raise_card_error(change, message: str) -> None:
@@ -146,14 +147,16 @@ def test_load_model_from_a_weights_file(tiny_state) -> None:
     assert model.rpn._post_nms_top_n["testing"] == 1000
 
 
-def test_card_rpn_proposals_reach_the_model_and_round_trip(tiny_state) -> None:
+def test_card_detector_settings_reach_the_model_and_round_trip(tiny_state) -> None:
     path = _install(_user_dir(), "dense", tiny_state)
     data = json.loads(path.read_text())
-    path.write_text(json.dumps({**data, "rpn_proposals": 2500}))
+    path.write_text(json.dumps({**data, "rpn_proposals": 2500, "nms_iou": 0.4}))
     card = zoo.ModelCard.load(path)
-    assert card.rpn_proposals == 2500
-    assert zoo.ModelCard.from_dict(card.to_dict()).rpn_proposals == 2500
+    assert (card.rpn_proposals, card.nms_iou) == (2500, 0.4)
+    again = zoo.ModelCard.from_dict(card.to_dict())
+    assert (again.rpn_proposals, again.nms_iou) == (2500, 0.4)
     model = zoo.load_model(card)
+    assert model.roi_heads.nms_thresh == 0.4
     assert model.rpn._pre_nms_top_n["testing"] == 2500
     assert model.rpn._post_nms_top_n["testing"] == 2500
 
