@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 APP_NAME = "maskloop"
+USER_MODELS_ENV = "MASKLOOP_MODELS_DIR"
 
 
 def bundle_root() -> Path:
@@ -50,7 +51,11 @@ def user_data_dir() -> Path:
 
 
 def user_models_dir() -> Path:
-    """Users drop their own model cards (JSON) and weights here."""
+    """Users drop their own model cards (JSON) and weights here: ``$MASKLOOP_MODELS_DIR``,
+    else ``models`` in the user data folder. Kept free of torch so the CLI can name it in
+    ``--help`` without loading the model code."""
+    if os.environ.get(USER_MODELS_ENV):
+        return Path(os.environ[USER_MODELS_ENV]).expanduser()
     return user_data_dir() / "models"
 
 

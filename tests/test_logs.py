@@ -26,4 +26,5 @@ def test_unwritable_log_folder_is_not_fatal(tmp_path, monkeypatch):
 def test_bundled_folders_found_from_a_source_checkout(tmp_path, monkeypatch):
     assert model_zoo_dir().name == "model_zoo" and resources_dir().name == "resources"
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    monkeypatch.delenv("MASKLOOP_MODELS_DIR", raising=False)
     assert user_models_dir() == tmp_path / "maskloop" / "models"

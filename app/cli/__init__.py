@@ -3,6 +3,11 @@
 Each subcommand group lives in its own module with a ``register(subparsers)`` function that
 adds its parsers and sets ``func`` (called with the parsed args, returns an exit code).
 Library code raises typed exceptions; only this layer turns them into messages and exit codes.
+
+Building the parser must stay cheap (``--version``, ``--help``, and the GUI's train process
+start with it): the modules registering parsers import no torch, torchvision, cv2,
+pycocotools or PySide6 at module level; a command imports what it needs when it runs.
+tests/cli/test_startup.py checks this.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from app import __version__
 from app.errors import MaskLoopError
 from app.logs import setup_logging
 
-from . import active_cmds, coco_cmds, demo_cmds, gui_cmds, model_cmds, project_cmds, train_cmds
+from . import active_cmds, coco_cmds, demo_cmds, gui_cmds, model_cmds, project_cmds, train_parsers
 
-GROUPS = [project_cmds, coco_cmds, model_cmds, train_cmds, active_cmds, demo_cmds, gui_cmds]
+GROUPS = [project_cmds, coco_cmds, model_cmds, train_parsers, active_cmds, demo_cmds, gui_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.core.coco import Crowd, ImportReport, Segmentation, export_coco, import_coco
-from app.core.label_maps import export_label_maps, import_label_maps
-from app.core.labelme import import_labelme
+from app.core.coco_options import Crowd, Segmentation
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus
 from app.errors import MaskLoopError
+
+if TYPE_CHECKING:
+    from app.core.coco import ImportReport
 
 SHOW_SKIPPED = 15
 
@@ -59,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", type=Path, help="COCO JSON file to write")
     p.add_argument(
         "--segmentation",
-        choices=[s.value for s in Segmentation],
+        choices=[m.value for m in Segmentation],
         default=Segmentation.AUTO.value,
         help="auto: polygons, RLE for instances with holes (default); polygon: same, with a "
         "warning per holed instance; rle: compressed RLE for every instance",
@@ -99,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_import_options(p)
     p.add_argument(
         "--crowd",
-        choices=[c.value for c in Crowd],
+        choices=[m.value for m in Crowd],
         default=Crowd.SKIP.value,
         help="iscrowd=1 regions: skip them (default) or import them as ordinary instances",
     )
@@ -193,11 +195,13 @@ def _print_import(report: ImportReport) -> None:
 
 
 def _export_coco(args: argparse.Namespace) -> int:
+    from app.core.coco import export_coco
+
     with ProjectStore.open(args.project) as store:
         report = export_coco(
             store,
             args.out,
-            segmentation=args.segmentation,
+            segmentation=Segmentation(args.segmentation),
             statuses=args.status,
             images_root=args.images_root,
         )
@@ -214,6 +218,8 @@ def _export_coco(args: argparse.Namespace) -> int:
 
 
 def _import_coco(args: argparse.Namespace) -> int:
+    from app.core.coco import import_coco
+
     with ProjectStore.open(args.project, create=True) as store:
         report = import_coco(
             store,
@@ -221,7 +227,7 @@ def _import_coco(args: argparse.Namespace) -> int:
             images_root=args.images_root,
             status=args.status,
             replace=args.replace,
-            crowd=args.crowd,
+            crowd=Crowd(args.crowd),
             simplify=args.simplify,
         )
     _print_import(report)
@@ -229,6 +235,8 @@ def _import_coco(args: argparse.Namespace) -> int:
 
 
 def _export_labels(args: argparse.Namespace) -> int:
+    from app.core.label_maps import export_label_maps
+
     with ProjectStore.open(args.project) as store:
         report = export_label_maps(
             store, args.outdir, statuses=args.status, images_root=args.images_root
@@ -241,6 +249,8 @@ def _export_labels(args: argparse.Namespace) -> int:
 
 
 def _import_labels(args: argparse.Namespace) -> int:
+    from app.core.label_maps import import_label_maps
+
     with ProjectStore.open(args.project) as store:
         category_id = None
         if args.category:
@@ -265,6 +275,8 @@ def _import_labels(args: argparse.Namespace) -> int:
 
 
 def _import_labelme(args: argparse.Namespace) -> int:
+    from app.core.labelme import import_labelme
+
     with ProjectStore.open(args.project, create=True) as store:
         report = import_labelme(store, args.dir, status=args.status, replace=args.replace)
     _print_import(report)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from app.core.store import DB_NAME
 from app.core.types import ImageStatus
-from app.ml.demo import create_demo_project
 
 from ._args import parse_size
 
@@ -56,6 +55,8 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from app.ml.demo import create_demo_project
+
     existed = (args.dir / DB_NAME).exists()
     n_done = min(4, args.images) if args.done is None else args.done
     with create_demo_project(

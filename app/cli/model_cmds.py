@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
+from app import paths
 from app.core.store import ProjectStore
-from app.ml import zoo
-from app.ml.propose import Shard, detection_threshold, propose_images, select_images
-from app.ml.versions import active_model, version_id
+
+if TYPE_CHECKING:
+    from app.ml.zoo import ModelCard
 
 SHOW_FAILED = 10
 
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list the models that can propose (zoo, user and project models)",
         description=(
             "List the model cards MaskLoop knows: the bundled zoo (model_zoo/), your own "
-            f"cards in {zoo.user_models_dir()} (or $MASKLOOP_MODELS_DIR), and with "
+            f"cards in {paths.user_models_dir()} (or ${paths.USER_MODELS_ENV}), and with "
             "--project the project's trained versions (v1, v2, ...). A card is a JSON file "
             "naming the architecture, categories, input conversion and weights (a file "
             "beside the card with its sha256, or torchvision weights downloaded on first use)."
@@ -113,7 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_propose)
 
 
-def _card_row(card: zoo.ModelCard) -> dict:
+def _card_row(card: ModelCard) -> dict:
+    from app.ml import zoo
+
     row = card.to_dict()
     if card.weights.torchvision:
         url = zoo.torchvision_weights(card.weights.torchvision).url
@@ -126,6 +128,9 @@ def _card_row(card: zoo.ModelCard) -> dict:
 
 
 def _models(args: argparse.Namespace) -> int:
+    from app.ml import zoo
+    from app.ml.versions import version_id
+
     cards = zoo.list_cards()
     if args.project is not None:
         cards += sorted(
@@ -158,12 +163,17 @@ def _models(args: argparse.Namespace) -> int:
             f"input {card.input.min_size}-{card.input.max_size} px, {source} [{state}]"
             + (f"\n    {metrics}" if metrics else "")
         )
-    print(f"\nAdd your own cards to {zoo.user_models_dir()}")
+    print(f"\nAdd your own cards to {paths.user_models_dir()}")
     return 0
 
 
 def _propose(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from app.ml import zoo
     from app.ml.predictor import Predictor
+    from app.ml.propose import Shard, detection_threshold, propose_images, select_images
+    from app.ml.versions import active_model, version_id
 
     with ProjectStore.open(args.project) as store:
         model_id = args.model or active_model(store)

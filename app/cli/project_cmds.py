@@ -6,9 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from tqdm import tqdm
-
-from app.core.scan import scan_folder
 from app.core.store import ProjectStore
 from app.errors import MaskLoopError
 
@@ -47,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from app.core.scan import scan_folder
+
     if not args.images.is_dir():
         raise MaskLoopError(f"image folder {args.images} does not exist or is not a folder")
     with ProjectStore.open(args.project, create=True) as store:

@@ -21,12 +21,12 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
 from app import __version__
+from app.core.coco_options import Crowd, Segmentation
 from app.core.geometry import (
     MAX_COORD,
     GeometryError,
@@ -59,21 +59,6 @@ COORD_DECIMALS = 2
 
 class CocoExportError(MaskLoopError):
     """An export that cannot be written (nothing to export, unwritable file, bad root)."""
-
-
-class Segmentation(StrEnum):
-    """How export writes masks: ``auto`` = polygons, or RLE for instances with holes."""
-
-    AUTO = "auto"
-    POLYGON = "polygon"  # instances with holes are still written as RLE (with a warning)
-    RLE = "rle"
-
-
-class Crowd(StrEnum):
-    """What import does with ``iscrowd: 1`` regions (the store has no crowd flag)."""
-
-    SKIP = "skip"
-    IMPORT = "import"  # as ordinary instances
 
 
 @dataclass

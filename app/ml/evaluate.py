@@ -23,17 +23,15 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from app.errors import MaskLoopError
+from app.ml.defaults import DEFAULT_MAX_DETS, DEFAULT_PROPOSAL_SCORE
 
 log = logging.getLogger(__name__)
 
 IOU_TYPES = ("segm", "bbox")
-DEFAULT_MAX_DETS = 1000
 # A proposal this close to the truth needs no edit; between EDIT_IOU and this it is fixed
 # by hand; below EDIT_IOU it does not describe the object and gets deleted.
 ACCEPT_IOU = 0.85
 EDIT_IOU = 0.5
-# Proposals below this score are not shown to reviewers (the predictor's default cut).
-DEFAULT_PROPOSAL_SCORE = 0.5
 MASK_THRESHOLD = 0.5
 _RLE_CHUNK = 64
 

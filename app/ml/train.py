@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from app.errors import MaskLoopError
+from app.ml.defaults import OPTIMIZERS, SCHEDULES
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ CHECKPOINT_NAME = "last.pt"
 # Where `maskloop train` keeps an interrupted run, under PROJECT/models/.
 CHECKPOINT_DIR = "checkpoints"
 MODEL_STATE_NAME = "model.pt"
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "step")
 # "step" divides the learning rate by 10 at these fractions of the run (torchvision's
 # detection recipe uses epochs 16 and 22 of 26).
 STEP_MILESTONES = (0.7, 0.9)

@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 BUNDLED_DIR = model_zoo_dir()  # source checkout, pip install and frozen build alike
 PROJECT_MODELS_DIR = "models"
 NO_NETWORK_ENV = "MASKLOOP_NO_NETWORK"
-USER_MODELS_ENV = "MASKLOOP_MODELS_DIR"
 _VERSION_ID = re.compile(r"^v(\d+)$")
 _CARD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # torch hub names cached files "<name>-<first hex digits of sha256>.<ext>".
@@ -288,8 +287,6 @@ class ModelCard:
 
 def user_models_dir() -> Path:
     """Where users add their own cards and weights ($MASKLOOP_MODELS_DIR or the data dir)."""
-    if os.environ.get(USER_MODELS_ENV):
-        return Path(os.environ[USER_MODELS_ENV]).expanduser()
     return paths.user_models_dir()
 
 
