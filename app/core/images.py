@@ -393,15 +393,34 @@ def select_channels(image: np.ndarray, channels: Sequence[int]) -> np.ndarray:
 def display_range(
     image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8)
 ) -> tuple[float, float]:
-    """Low and high percentiles of the finite pixel values, from a subsample of large images."""
+    """Low and high percentiles of the finite pixel values, from a subsample of large images
+    (every k-th row and column, about 512 x 512 values; they are computed on every image
+    switch, and a contrast range needs no more)."""
     step = max(1, math.ceil(math.sqrt(image.shape[0] * image.shape[1] / (512 * 512))))
     values = image[::step, ::step].ravel()
     if values.dtype.kind == "f":
         values = values[np.isfinite(values)]
     if values.size == 0:
         return 0.0, 1.0
-    low, high = np.percentile(values, percentiles)
+    if values.dtype in (np.uint8, np.uint16):
+        low, high = _integer_percentiles(values, percentiles)
+    else:
+        low, high = np.percentile(values, percentiles)
     return float(low), float(high)
+
+
+def _integer_percentiles(values: np.ndarray, percentiles: Sequence[float]) -> list[float]:
+    """``np.percentile`` (linear interpolation) of 8/16-bit values, read from their
+    histogram: ~6x faster than partitioning 262,144 values."""
+    cumulative = np.cumsum(np.bincount(values))
+    last = values.size - 1
+    out = []
+    for p in percentiles:
+        rank = p / 100.0 * last
+        below = math.floor(rank)
+        a, b = np.searchsorted(cumulative, [below, min(below + 1, last)], side="right")
+        out.append(float(a) + (rank - below) * float(b - a))
+    return out
 
 
 def to_display_rgb8(
@@ -413,28 +432,42 @@ def to_display_rgb8(
     gamma: float = 1.0,
     channels: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """An HxWx3 uint8 copy of ``image`` for the screen.
+    """An HxWx3 uint8 copy of ``image`` for the screen: :func:`to_display8`, gray repeated in
+    three channels."""
+    out = to_display8(
+        image, low=low, high=high, percentiles=percentiles, gamma=gamma, channels=channels
+    )
+    return cv2.cvtColor(out, cv2.COLOR_GRAY2RGB) if out.ndim == 2 else out
+
+
+def to_display8(
+    image: np.ndarray,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    percentiles: tuple[float, float] = (1.0, 99.8),
+    gamma: float = 1.0,
+    channels: Sequence[int] | None = None,
+) -> np.ndarray:
+    """An HxW (gray) or HxWx3 (RGB) C-contiguous uint8 array of ``image`` for the screen.
 
     8-bit images pass through unchanged unless ``low``/``high``/``gamma`` are given; other
     dtypes are stretched from ``low``..``high`` (default: the ``percentiles`` of the image)
-    to 0..255, then ``x ** gamma`` (gamma < 1 brightens dark regions). Gray becomes three
-    equal channels, RGBA loses its alpha, 2 channels show as red and green, more than 3
-    show their first 3 unless ``channels`` picks others.
+    to 0..255, then ``x ** gamma`` (gamma < 1 brightens dark regions). Gray stays one
+    channel, so the caller expands it straight into its own pixel format. RGBA loses its
+    alpha, 2 channels show as red and green, more than 3 show their first 3 unless
+    ``channels`` picks others.
     """
     if channels is not None:
         image = select_channels(image, channels)
     image = _three_or_one_channel(image)
     if image.dtype == np.uint8 and low is None and high is None and gamma == 1.0:
-        out = image
-    else:
-        if low is None or high is None:
-            auto = (0.0, 255.0) if image.dtype == np.uint8 else display_range(image, percentiles)
-            low = auto[0] if low is None else low
-            high = auto[1] if high is None else high
-        out = _stretch(image, float(low), float(high), float(gamma))
-    if out.ndim == 2:
-        out = cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
-    return np.ascontiguousarray(out)
+        return np.ascontiguousarray(image)
+    if low is None or high is None:
+        auto = (0.0, 255.0) if image.dtype == np.uint8 else display_range(image, percentiles)
+        low = auto[0] if low is None else low
+        high = auto[1] if high is None else high
+    return np.ascontiguousarray(_stretch(image, float(low), float(high), float(gamma)))
 
 
 def _three_or_one_channel(image: np.ndarray) -> np.ndarray:
@@ -452,6 +485,12 @@ def _three_or_one_channel(image: np.ndarray) -> np.ndarray:
 
 def _stretch(image: np.ndarray, low: float, high: float, gamma: float) -> np.ndarray:
     scale = 1.0 / (high - low) if high > low else 0.0
+    if image.dtype == np.uint16 and gamma == 1.0 and 0.0 <= low < high:
+        # A plain linear stretch: a saturating subtract and a rounding scale in OpenCV's
+        # vector loops, ~6x faster than the table below on a 2048x2048 image and within one
+        # grey level of it (``low`` is rounded to a whole input level first).
+        shifted = cv2.subtract(image, (low, low, low, low))
+        return cv2.convertScaleAbs(shifted, alpha=255.0 * scale)
     if image.dtype in (np.uint8, np.uint16):
         # A lookup table over every possible value: exact, and ~10x faster than float maths.
         levels = np.arange(np.iinfo(image.dtype).max + 1, dtype=np.float32)

@@ -3,17 +3,23 @@
 Layout (little-endian): uint32 header length H, then H uint32 counts — the number of
 polygons, then per polygon its ring count followed by each ring's point count (outer ring
 first, then holes) — then every ring's points as float32 x, y pairs. A 40-vertex cell takes
-~340 bytes, and decoding is two ``np.frombuffer`` calls and slicing.
+~340 bytes, and decoding is two ``np.frombuffer`` calls and slicing. :func:`decode_many`
+decodes one image's instances together, because an image with thousands of cells is decoded
+every time it is opened.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 import numpy as np
 
 from app.core.types import Polygon
 from app.errors import MaskLoopError
+
+# The header of one polygon without holes (header length 3, 1 polygon, 1 ring, n points).
+_SIMPLE_HEAD = struct.Struct("<4I")
 
 
 class GeometryDecodeError(MaskLoopError):
@@ -58,3 +64,26 @@ def decode_polygons(blob: bytes) -> list[Polygon]:
     if point != len(coords):
         raise GeometryDecodeError("a stored instance geometry is damaged: trailing points")
     return polygons
+
+
+def decode_many(blobs: Sequence[bytes]) -> list[list[Polygon]]:
+    """The polygons of many blobs, as :func:`decode_polygons` would give them, ~2x faster.
+
+    Every float of every blob is converted in one numpy call; a cell without holes or parts
+    (nearly every instance) then costs one slice. Its ring is a writable view of its own
+    region of that array; other blobs go through :func:`decode_polygons`.
+    """
+    if any(len(blob) % 4 for blob in blobs):
+        return [decode_polygons(blob) for blob in blobs]  # a damaged blob: report it
+    floats = np.frombuffer(b"".join(blobs), dtype="<f4").astype(np.float32)
+    out: list[list[Polygon]] = []
+    start = 0
+    for blob in blobs:
+        words = len(blob) // 4
+        head = _SIMPLE_HEAD.unpack_from(blob) if words >= 4 else None
+        if head is not None and head[:3] == (3, 1, 1) and words == 4 + 2 * head[3]:
+            out.append([Polygon(floats[start + 4 : start + words].reshape(-1, 2))])
+        else:
+            out.append(decode_polygons(blob))
+        start += words
+    return out

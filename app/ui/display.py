@@ -5,12 +5,22 @@ Decoding and normalisation are done once per image / per settings change, never 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 from PySide6.QtGui import QImage
 
-from app.core.images import display_range, to_display_rgb8
+from app.core.images import display_range, to_display8
+
+# RGB32 (0xffRRGGBB words: bytes B, G, R, 255 on little-endian machines) is QPixmap's own
+# format, so QPixmap.fromImage shares the buffer; RGBX8888 is in R, G, B, 255 order everywhere.
+_FORMAT, _FROM_GRAY, _FROM_RGB = (
+    (QImage.Format.Format_RGB32, cv2.COLOR_GRAY2BGRA, cv2.COLOR_RGB2BGRA)
+    if sys.byteorder == "little"
+    else (QImage.Format.Format_RGBX8888, cv2.COLOR_GRAY2RGBA, cv2.COLOR_RGB2RGBA)
+)
 
 
 @dataclass(frozen=True)
@@ -44,17 +54,27 @@ def effective_range(image: np.ndarray, settings: DisplaySettings) -> tuple[float
 
 
 def render_qimage(image: np.ndarray, settings: DisplaySettings) -> QImage:
-    """An RGB888 QImage (owning its pixels) of ``image`` under ``settings``."""
+    """A QImage (owning its pixels) of ``image`` under ``settings``.
+
+    The mapped pixels are expanded straight into the QImage's own buffer, in the format
+    QPixmap uses, so ``QPixmap.fromImage`` shares the buffer instead of converting it: no
+    other copy of the image is made on the way to the screen.
+    """
     channels = settings.channels
     if channels is not None and (image.ndim == 2 or max(channels) >= image.shape[2]):
         channels = None
     low, high = effective_range(image, settings)
     if image.dtype == np.uint8 and settings.auto and settings.gamma == 1.0:
-        rgb = to_display_rgb8(image, channels=channels)
+        pixels = to_display8(image, channels=channels)
     else:
-        rgb = to_display_rgb8(image, low=low, high=high, gamma=settings.gamma, channels=channels)
-    h, w = rgb.shape[:2]
-    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+        pixels = to_display8(image, low=low, high=high, gamma=settings.gamma, channels=channels)
+    h, w = pixels.shape[:2]
+    qimage = QImage(w, h, _FORMAT)
+    buffer = np.ndarray(
+        (h, w, 4), np.uint8, buffer=qimage.bits(), strides=(qimage.bytesPerLine(), 4, 1)
+    )
+    cv2.cvtColor(pixels, _FROM_GRAY if pixels.ndim == 2 else _FROM_RGB, dst=buffer)
+    return qimage
 
 
 def pixel_text(image: np.ndarray | None, x: float, y: float) -> str:

@@ -1,21 +1,28 @@
 """Graphics items of the canvas.
 
-Thousands of instances are painted by one :class:`InstanceLayer` from cached QPainterPaths
-(device-coordinate cached, so a repaint at an unchanged zoom is a blit). Only the selected
-instances get real items (:class:`InstanceEditor`), and only a single selection gets vertex
-handles (:class:`VertexHandle`).
+Thousands of instances are painted by one :class:`InstanceLayer` from outlines made in one
+batch per load (:mod:`.outlines`), device-coordinate cached, so a repaint at an unchanged zoom
+is a blit. Only the selected instances get real items (:class:`InstanceEditor`), and only a
+single selection gets vertex handles (:class:`VertexHandle`).
 """
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import shiboken6
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPolygonF
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QFont,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QPolygonF,
+    QTransform,
+)
 from PySide6.QtWidgets import (
     QGraphicsItem,
     QGraphicsObject,
@@ -26,44 +33,38 @@ from PySide6.QtWidgets import (
 
 from app.core.types import Polygon
 
+from .outlines import polygons_path
+
 HANDLE_SIZE = 7.0  # device pixels
 OUTLINE_WIDTH = 1.5  # device pixels (cosmetic pens)
 LABEL_MIN_SCALE = 0.7  # score labels are drawn from this zoom on
 
 
-def ring_polygon(ring: np.ndarray) -> QPolygonF:
-    """A QPolygonF filled by one memcpy: QPolygonF stores its points as contiguous pairs of
-    qreal (double on every desktop platform), ~4x faster than a list of QPointF."""
-    n = len(ring)
-    poly = QPolygonF()
-    poly.resize(n)
-    if n:
-        coords = np.ascontiguousarray(ring, dtype=np.float64)
-        ctypes.memmove(shiboken6.getCppPointer(poly.data())[0], coords.ctypes.data, coords.nbytes)
-    return poly
-
-
-def polygons_path(polygons: Sequence[Polygon]) -> QPainterPath:
-    """One path for all parts and holes; odd-even fill cuts the holes out."""
-    path = QPainterPath()
-    path.setFillRule(Qt.FillRule.OddEvenFill)
-    for poly in polygons:
-        for ring in (poly.exterior, *poly.holes):
-            if len(ring) >= 2:
-                path.addPolygon(ring_polygon(ring))
-                path.closeSubpath()
-    return path
-
-
-@dataclass
+@dataclass(slots=True)
 class Shape:
-    """What the layer needs to paint and hit-test one instance."""
+    """What the layer needs to paint and hit-test one instance (slots: thousands are made
+    per image, and a per-object dict would double what the garbage collector tracks)."""
 
-    path: QPainterPath
+    outline: QPolygonF | QPainterPath  # see outlines.instance_outlines
     color: QColor
     pending: bool  # an unreviewed proposal: dashed, with its score
     score: float | None
     bbox: QRectF
+
+    def contains(self, pos: QPointF) -> bool:
+        if isinstance(self.outline, QPolygonF):
+            return self.outline.containsPoint(pos, Qt.FillRule.OddEvenFill)
+        return self.outline.contains(pos)
+
+
+def _draw_outlines(painter: QPainter, shapes: Iterable[Shape], exposed: QRectF) -> None:
+    draw_polygon, draw_path = painter.drawPolygon, painter.drawPath
+    for shape in shapes:
+        if exposed.intersects(shape.bbox):
+            if isinstance(shape.outline, QPolygonF):
+                draw_polygon(shape.outline)
+            else:
+                draw_path(shape.outline)
 
 
 class InstanceLayer(QGraphicsItem):
@@ -138,9 +139,9 @@ class InstanceLayer(QGraphicsItem):
 
     def _build_groups(self) -> list[tuple[QColor, bool, list[Shape]]]:
         # One big merged path is far slower to fill than many small ones: keep them apart.
-        groups: dict[tuple[str, bool], tuple[QColor, bool, list[Shape]]] = {}
+        groups: dict[tuple[int, bool], tuple[QColor, bool, list[Shape]]] = {}
         for _, s in self._visible():
-            key = (s.color.name(), s.pending)
+            key = (s.color.rgba(), s.pending)
             if key not in groups:
                 groups[key] = (s.color, s.pending, [])
             groups[key][2].append(s)
@@ -155,7 +156,7 @@ class InstanceLayer(QGraphicsItem):
             if not self.is_shown(i) or not s.bbox.contains(pos):
                 continue
             area = s.bbox.width() * s.bbox.height()
-            if area < best_area and s.path.contains(pos):
+            if area < best_area and s.contains(pos):
                 best, best_area = i, area
         return best
 
@@ -174,20 +175,28 @@ class InstanceLayer(QGraphicsItem):
             self._groups = self._build_groups()
         scale = option.levelOfDetailFromTransform(painter.worldTransform())
         # Antialiasing costs ~3x and shows only when zoomed in.
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing, scale >= 1.0)
-        exposed = option.exposedRect
+        antialias = scale >= 1.0
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, antialias)
+        # Without antialiasing, Qt strokes a 1.5 px pen as a polygon per outline (~2/3 of
+        # the first frame after opening 2,000 cells), but draws 1 px hairlines directly: two
+        # hairlines half a device pixel apart cover nearly the same pixels at half the cost.
+        width = OUTLINE_WIDTH if antialias else 1.0
         for color, pending, shapes in self._groups:
             fill = QColor(color)
             fill.setAlphaF(self.opacity_fill * (0.6 if pending else 1.0))
-            pen = QPen(color, OUTLINE_WIDTH)
+            pen = QPen(color, width)
             pen.setCosmetic(True)
             if pending:
                 pen.setStyle(Qt.PenStyle.DashLine)
             painter.setPen(pen)
             painter.setBrush(QBrush(fill))
-            for shape in shapes:
-                if exposed.intersects(shape.bbox):
-                    painter.drawPath(shape.path)
+            _draw_outlines(painter, shapes, option.exposedRect)
+            if not antialias:
+                world = painter.worldTransform()
+                painter.setWorldTransform(world * QTransform.fromTranslate(0.5, 0.5))
+                painter.setBrush(Qt.BrushStyle.NoBrush)
+                _draw_outlines(painter, shapes, option.exposedRect)
+                painter.setWorldTransform(world)
         if self.show_labels and scale >= LABEL_MIN_SCALE:
             self._paint_labels(painter, option.exposedRect, scale)
 

@@ -11,7 +11,8 @@ from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene
 from app.core.document import ImageDocument
 from app.core.types import Instance
 
-from .items import InstanceEditor, InstanceLayer, Shape, polygons_path
+from .items import InstanceEditor, InstanceLayer, Shape
+from .outlines import instance_outlines
 
 FALLBACK_COLOR = "#cccccc"
 
@@ -51,33 +52,44 @@ class AnnotationScene(QGraphicsScene):
         self._clear_editors()
         self.selection = []
         self.layer.set_hidden(())
-        self.layer.set_shapes({i: self._shape(inst) for i, inst in doc.instances.items()})
+        self.layer.set_shapes(self._shapes(doc.instances.values()))
 
     def _color(self, inst: Instance) -> QColor:
         return self.colors.get(inst.category_id, QColor(FALLBACK_COLOR))
 
-    def _shape(self, inst: Instance) -> Shape:
-        path = polygons_path(inst.polygons)
-        return Shape(
-            path=path,
-            color=self._color(inst),
-            pending=self.doc is not None and self.doc.is_pending(inst.id),
-            score=inst.score,
-            bbox=path.boundingRect(),
-        )
+    def _shapes(self, instances: Iterable[Instance]) -> dict[int, Shape]:
+        """Shapes of many instances at once (their rings go to Qt in one batch)."""
+        assert self.doc is not None
+        instances = list(instances)
+        outlines = instance_outlines([inst.polygons for inst in instances])
+        is_pending = self.doc.is_pending
+        fallback = QColor(FALLBACK_COLOR)
+        return {
+            inst.id: Shape(
+                outline=outline,
+                color=self.colors.get(inst.category_id, fallback),
+                pending=is_pending(inst.id),
+                score=inst.score,
+                bbox=outline.boundingRect(),
+            )
+            for inst, outline in zip(instances, outlines, strict=True)
+        }
 
     def refresh(self, ids: Iterable[int]) -> None:
         """Bring the given instances in line with the document (added, changed or gone)."""
         assert self.doc is not None
-        for i in set(ids):
-            inst = self.doc.instances.get(i)
-            self.layer.put(i, None if inst is None else self._shape(inst))
+        ids = set(ids)
+        present = [self.doc.instances[i] for i in ids if i in self.doc.instances]
+        for i in ids - {inst.id for inst in present}:
+            self.layer.put(i, None)
+        for i, shape in self._shapes(present).items():
+            self.layer.put(i, shape)
         self.set_selection([i for i in self.selection if i in self.doc.instances], force=True)
 
     def restyle(self) -> None:
         """Colours changed (categories edited): rebuild the shapes' styles."""
         if self.doc is not None:
-            self.layer.set_shapes({i: self._shape(x) for i, x in self.doc.instances.items()})
+            self.layer.set_shapes(self._shapes(self.doc.instances.values()))
             self.set_selection(self.selection, force=True)
 
     # -- selection ----------------------------------------------------------------------------
