@@ -8,8 +8,8 @@ QUndoCommands; nothing here knows about Qt.
 Review rules:
 
 - A proposal (``source=model``) stays ``model`` when it is *accepted* unchanged; acceptance
-  is recorded per image in the project meta table (key ``accepted:<image_id>``), written in
-  the same transaction as the edit, so it survives reopening and undo restores it.
+  is the instance's ``accepted`` flag in the store, written in the same transaction as the
+  edit, so it survives reopening and undo restores it.
 - Any change to a proposal's geometry or category makes it ``model_edited`` (it is then
   reviewed by definition and leaves the accepted set).
 - Rejecting a proposal deletes it.
@@ -19,7 +19,6 @@ Review rules:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,10 +35,6 @@ BRUSH_TOLERANCE = 0.5  # px: brush results are simplified this much when re-trac
 
 class DocumentError(MaskLoopError):
     """An edit refers to something that is not on the image (reload the image and retry)."""
-
-
-def accepted_meta_key(image_id: int) -> str:
-    return f"accepted:{image_id}"
 
 
 @dataclass
@@ -87,9 +82,7 @@ class ImageDocument:
         self.instances: dict[int, Instance] = {
             inst.id: inst for inst in self.store.instances(self.image_id)
         }
-        raw = self.store.get_meta(accepted_meta_key(self.image_id))
-        ids = set(json.loads(raw)) if raw else set()
-        self.accepted: set[int] = {i for i in ids if i in self.instances}
+        self.accepted: set[int] = self.store.accepted_ids(self.image_id)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -134,8 +127,8 @@ class ImageDocument:
             accepted = {
                 i for i in accepted if i in instances and instances[i].source == Source.MODEL
             }
-            if accepted != accepted_before:
-                self.store.set_meta(accepted_meta_key(self.image_id), json.dumps(sorted(accepted)))
+            self.store.set_accepted(accepted - accepted_before, True)
+            self.store.set_accepted((accepted_before - accepted) & instances.keys(), False)
             status = self.store.image(self.image_id).status
         self.instances, self.accepted, self.status = instances, accepted, status
         return Edit(

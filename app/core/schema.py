@@ -9,6 +9,11 @@ from app.core.types import ImageStatus, Source
 _STATUSES = ", ".join(f"'{s.value}'" for s in ImageStatus)
 _SOURCES = ", ".join(f"'{s.value}'" for s in Source)
 
+# Meta-table key prefixes of schema 2, moved into columns by the schema-3 migration.
+_PROPOSED_BY = "proposed_by/"
+_SCORED_BY = "scored_by/"
+_ACCEPTED = "accepted:"
+
 # Forward migrations: MIGRATIONS[k] brings a store from user_version k to k + 1.
 MIGRATIONS: list[list[str]] = [
     [
@@ -65,6 +70,30 @@ MIGRATIONS: list[list[str]] = [
             model_version INTEGER,
             at TEXT NOT NULL
         )""",
+    ],
+    [
+        # Per-image and per-instance review facts move out of the key/value meta table into
+        # columns, so they go with their row and cannot outlive it.
+        "ALTER TABLE images ADD COLUMN proposed_by TEXT",
+        "ALTER TABLE images ADD COLUMN scored_by TEXT",
+        "ALTER TABLE instances ADD COLUMN accepted INTEGER NOT NULL DEFAULT 0 "
+        "CHECK (accepted IN (0, 1))",
+        f"""UPDATE images SET
+            proposed_by = (SELECT value FROM meta WHERE key = '{_PROPOSED_BY}' || images.id),
+            scored_by = (SELECT value FROM meta WHERE key = '{_SCORED_BY}' || images.id)""",
+        # ``accepted:<image_id>`` held a JSON list of instance ids; only unchanged proposals
+        # on that image count (unreadable lists count as empty, as nothing could use them).
+        f"""UPDATE instances SET accepted = 1
+        WHERE source = '{Source.MODEL.value}' AND (image_id, id) IN (
+            SELECT CAST(substr(m.key, {len(_ACCEPTED) + 1}) AS INTEGER), j.value
+            FROM meta AS m, json_each(
+                CASE WHEN json_valid(m.value) AND json_type(m.value) = 'array'
+                THEN m.value ELSE '[]' END
+            ) AS j
+            WHERE m.key GLOB '{_ACCEPTED}*'
+        )""",
+        f"""DELETE FROM meta WHERE key GLOB '{_PROPOSED_BY}*' OR key GLOB '{_SCORED_BY}*'
+            OR key GLOB '{_ACCEPTED}*'""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

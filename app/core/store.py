@@ -99,6 +99,8 @@ def _image_from_row(row: sqlite3.Row) -> ImageRecord:
         uncertainty=row["uncertainty"],
         split=row["split"],
         missing=bool(row["missing"]),
+        proposed_by=row["proposed_by"],
+        scored_by=row["scored_by"],
     )
 
 
@@ -347,6 +349,14 @@ class ProjectStore:
             raise ValueError(f"split must be 'train', 'val' or None, not {split!r}")
         self._update_image(image_id, "split", split)
 
+    def set_proposed_by(self, image_id: int, model_id: str) -> None:
+        """Record the model whose proposals the image now holds (write it with them)."""
+        self._update_image(image_id, "proposed_by", model_id)
+
+    def set_scored_by(self, image_id: int, model_id: str) -> None:
+        """Record the model that computed the image's stored uncertainty."""
+        self._update_image(image_id, "scored_by", model_id)
+
     def set_missing(self, image_ids: Iterable[int], missing: bool) -> None:
         with self.transaction():
             self._conn.executemany(
@@ -538,16 +548,20 @@ class ProjectStore:
             for inst in update:
                 if inst.id is None:
                     raise StoreError("cannot update an instance that was never saved")
+                source = Source(inst.source).value
+                # Only an unchanged proposal can be accepted: an edit made by a person ends it.
                 cur = self._conn.execute(
                     "UPDATE instances SET category_id = ?, geometry = ?, score = ?, source = ?, "
-                    "model_version = ?, modified = ? WHERE id = ? AND image_id = ?",
+                    "model_version = ?, modified = ?, accepted = accepted AND ? "
+                    "WHERE id = ? AND image_id = ?",
                     (
                         inst.category_id,
                         encode_polygons(inst.polygons),
                         inst.score,
-                        Source(inst.source).value,
+                        source,
                         inst.model_version,
                         now,
+                        source == Source.MODEL.value,
                         inst.id,
                         image_id,
                     ),
@@ -571,6 +585,39 @@ class ProjectStore:
                     "UPDATE images SET status = ? WHERE id = ?", (new_status.value, image_id)
                 )
         return added
+
+    def accepted_ids(self, image_id: int) -> set[int]:
+        """The image's proposals a reviewer accepted unchanged."""
+        rows = self._conn.execute(
+            "SELECT id FROM instances WHERE image_id = ? AND accepted = 1", (image_id,)
+        )
+        return {row[0] for row in rows}
+
+    def set_accepted(self, instance_ids: Iterable[int], accepted: bool) -> None:
+        """Mark proposals accepted unchanged (or not); only ``source=model`` ones can be."""
+        ids = list(dict.fromkeys(instance_ids))
+        sql = "UPDATE instances SET accepted = ? WHERE id = ?"
+        if accepted:
+            sql += f" AND source = '{Source.MODEL.value}'"
+        with self.transaction():
+            cur = self._conn.executemany(sql, [(int(accepted), i) for i in ids])
+            if cur.rowcount != len(ids):
+                self._raise_not_acceptable(ids)
+
+    def _raise_not_acceptable(self, ids: list[int]) -> None:
+        found = {
+            row[0]: row[1]
+            for row in self._conn.execute(
+                f"SELECT id, source FROM instances WHERE id IN ({', '.join('?' * len(ids))})", ids
+            )
+        }
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFoundError(f"instances {missing} are not in the project")
+        edited = [i for i in ids if found[i] != Source.MODEL.value]
+        raise StoreError(
+            f"instances {edited} are not unchanged model proposals; only those can be accepted"
+        )
 
     def _log_if_rejected(self, image_id: int, instance_id: int, now: str) -> None:
         row = self._conn.execute(

@@ -53,6 +53,8 @@ class ImageRecord:
     uncertainty: float | None = None
     split: str | None = None
     missing: bool = False
+    proposed_by: str | None = None  # model id that made the current proposals
+    scored_by: str | None = None  # model id that computed ``uncertainty``
 
 
 def _as_ring(points: np.ndarray | list) -> np.ndarray:

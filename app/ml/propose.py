@@ -2,7 +2,7 @@
 
 Each image is stored in its own transaction as soon as it is done, so an interrupted run
 loses at most the image in flight; the next run skips images this model already proposed
-(recorded per image in the project's meta table) and continues. Images a person has
+(recorded per image in the store, written with the proposals) and continues. Images a person has
 touched are never written (:meth:`ProjectStore.replace_proposals` refuses them).
 
 Each image's active-learning uncertainty (:func:`app.ml.active.image_uncertainty`) is
@@ -30,9 +30,6 @@ from app.ml.active import DEFAULT_FLOOR, image_uncertainty
 from app.ml.zoo import ModelCard
 
 log = logging.getLogger(__name__)
-
-PROPOSED_BY_PREFIX = "proposed_by/"
-SCORED_BY_PREFIX = "scored_by/"
 
 
 class ProposeError(MaskLoopError):
@@ -88,16 +85,6 @@ class ImageOutcome:
     uncertainty: float | None = None
 
 
-def proposed_by(store: ProjectStore, image_id: int) -> str | None:
-    """The model id that made an image's current proposals (None if unknown)."""
-    return store.get_meta(f"{PROPOSED_BY_PREFIX}{image_id}")
-
-
-def scored_by(store: ProjectStore, image_id: int) -> str | None:
-    """The model id that computed an image's stored uncertainty (None if unknown)."""
-    return store.get_meta(f"{SCORED_BY_PREFIX}{image_id}")
-
-
 def detection_threshold(threshold: float) -> float:
     """The score threshold to run the predictor at so that uncertainty sees enough."""
     return min(threshold, DEFAULT_FLOOR)
@@ -126,9 +113,9 @@ def select_images(
         elif shard is not None and not shard.holds(image.path):
             chosen.other_shards += 1
         elif not force and (
-            scored_by(store, image.id) == model_id
+            image.scored_by == model_id
             if score_only
-            else image.status is ImageStatus.PROPOSED and proposed_by(store, image.id) == model_id
+            else image.status is ImageStatus.PROPOSED and image.proposed_by == model_id
         ):
             chosen.already_proposed += 1
         elif any(inst.source is not Source.MODEL for inst in store.instances(image.id)):
@@ -215,9 +202,9 @@ def propose_images(
             stored = score_only or store.replace_proposals(image.id, instances, model_version)
             if stored:
                 store.set_uncertainty(image.id, uncertainty)
-                store.set_meta(f"{SCORED_BY_PREFIX}{image.id}", model_id)
+                store.set_scored_by(image.id, model_id)
                 if not score_only:
-                    store.set_meta(f"{PROPOSED_BY_PREFIX}{image.id}", model_id)
+                    store.set_proposed_by(image.id, model_id)
         yield ImageOutcome(
             image,
             len(instances) if stored else 0,

@@ -27,7 +27,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance
-from app.ml.propose import ImageOutcome, detection_threshold, propose_images, proposed_by
+from app.ml.propose import ImageOutcome, detection_threshold, propose_images
 from app.ml.zoo import ModelCard
 
 log = logging.getLogger(__name__)
@@ -225,8 +225,8 @@ class _WorkerThread(QThread):
         image = store.image(job.image_id)
         if image.status not in (ImageStatus.NEW, ImageStatus.PROPOSED):
             return  # a person works on it: nothing to propose
-        if image.status is ImageStatus.PROPOSED and c._proposed_by_current(store, job.image_id):
-            return
+        if image.status is ImageStatus.PROPOSED and image.proposed_by == choice.model_id:
+            return  # this model's proposals are already stored
 
         def stale() -> bool:
             return job.generation != c.generation or c._stopping
@@ -412,9 +412,6 @@ class ProposalController(QObject):
             job = _Job(priority, self._seq, image_id, self.generation, batch)
         self._queue.put(job)
         self._emit_status()
-
-    def _proposed_by_current(self, store: ProjectStore, image_id: int) -> bool:
-        return proposed_by(store, image_id) == self.choice.model_id
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy

@@ -21,7 +21,7 @@ from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus, Instance, Polygon, Source
 from app.ml.models import build_model
 from app.ml.predictor import Predictor
-from app.ml.propose import Shard, proposed_by
+from app.ml.propose import Shard
 
 ARCH = "maskrcnn_mobilenet_v3_fpn"
 FAST = ["--threshold", "0", "--max-detections", "3", "--device", "cpu"]
@@ -95,7 +95,7 @@ def test_propose_end_to_end_then_resume_and_force(
         assert set(sources) == {Source.MODEL}
     with ProjectStore.open(project) as store:
         image = store.image_by_path("imgs/cells_1.png")
-        assert proposed_by(store, image.id) == "tiny"
+        assert store.image(image.id).proposed_by == "tiny"
         inst = store.instances(image.id)[0]
         assert inst.score is not None and inst.model_version is None
         # The card's 'nucleus' maps onto the project's single category.

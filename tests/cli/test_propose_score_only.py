@@ -16,8 +16,6 @@ from app.ml.predictor import Predictor
 from app.ml.propose import (
     detection_threshold,
     propose_images,
-    proposed_by,
-    scored_by,
     select_images,
 )
 from app.ml.zoo import ModelCard, WeightsSource
@@ -103,7 +101,8 @@ def test_proposing_stores_uncertainty_of_all_detections_and_proposals_above_thre
             assert image.status is ImageStatus.PROPOSED
             assert image.uncertainty == pytest.approx(expected)
             assert sorted(i.score for i in store.instances(image.id)) == [0.6, 0.9]
-            assert proposed_by(store, image.id) == scored_by(store, image.id) == "scripted"
+            record = store.image(image.id)
+            assert record.proposed_by == record.scored_by == "scripted"
         human = store.image_by_path("imgs/cells_0.png")
         assert human.uncertainty is None and human.status is ImageStatus.NEW
 
@@ -129,7 +128,7 @@ def test_score_only_writes_no_proposals_and_is_skipped_next_time(project: Path) 
             assert record.status is ImageStatus.NEW
             assert record.uncertainty == pytest.approx(image_uncertainty(SCORES))
             assert store.instances(image.id) == []
-            assert proposed_by(store, image.id) is None
+            assert store.image(image.id).proposed_by is None
         again = select_images(store, "scripted", score_only=True)
         assert again.images == [] and again.already_proposed == 3
         # Proposing is a different job: the scored images are still to be proposed.

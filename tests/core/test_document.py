@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from app.core.document import DocumentError, Edit, ImageDocument, accepted_meta_key
+from app.core.document import DocumentError, Edit, ImageDocument
 from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus, Instance, Polygon, Source
 
@@ -29,8 +27,7 @@ def snapshot(store: ProjectStore, image_id: int = 1) -> tuple:
         )
         for i in store.instances(image_id)
     ]
-    raw = store.get_meta(accepted_meta_key(image_id))
-    return store.image(image_id).status, insts, sorted(json.loads(raw)) if raw else []
+    return store.image(image_id).status, insts, sorted(store.accepted_ids(image_id))
 
 
 def proposal_ids(doc: ImageDocument) -> list[int]:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
-from app.core.document import accepted_meta_key
 from app.core.store import ProjectStore
 from app.core.types import Polygon
 
@@ -22,7 +19,6 @@ def snapshot(store: ProjectStore) -> list:
     """Every image's status, instances and accepted set (timestamps excluded)."""
     out = []
     for im in store.images():
-        raw = store.get_meta(accepted_meta_key(im.id))
         insts = [
             (
                 i.id,
@@ -33,7 +29,7 @@ def snapshot(store: ProjectStore) -> list:
             )
             for i in store.instances(im.id)
         ]
-        out.append((im.path, im.status.value, insts, sorted(json.loads(raw)) if raw else []))
+        out.append((im.path, im.status.value, insts, sorted(store.accepted_ids(im.id))))
     return out
 
 
