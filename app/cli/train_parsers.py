@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.ml.defaults import DEFAULT_MAX_DETS, DEFAULT_PROPOSAL_SCORE, OPTIMIZERS
+from app.ml.defaults import DEFAULT_MAX_DETS, DEFAULT_PROPOSAL_SCORE, FINE_TUNE_LR, OPTIMIZERS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +61,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch-size", type=int, metavar="B", default=2, help="images per step, per GPU (2)"
     )
-    p.add_argument("--lr", type=float, metavar="LR", default=1e-3, help="peak learning rate (1e-3)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        metavar="LR",
+        default=FINE_TUNE_LR,
+        help="peak learning rate (%(default)s; fine-tuning on a few images drifts at 1e-3)",
+    )
     p.add_argument(
         "--optimizer",
         choices=OPTIMIZERS,

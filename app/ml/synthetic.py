@@ -9,10 +9,15 @@ uneven illumination, unlabelled haze, shot and read noise, 8-bit or 16-bit camer
 and dim exposures.
 
 Only numpy and OpenCV: it is cheap enough to generate training data on the fly.
+
+A :class:`Regime` moves images away from those defaults (another microscope, stain or
+magnification): the loop benchmark uses :data:`OTHER_MICROSCOPE` so that the bundled model,
+trained on the defaults, meets the domain shift a real user's images bring.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,6 +87,63 @@ class _Cell:
     radius: float
 
 
+Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Regime:
+    """Per-image ranges that replace the generator's defaults (None keeps the default).
+
+    Each is a (low, high) range a value is drawn from uniformly for every image:
+    ``elongation`` the longest nucleus' axis ratio (default 1.1-1.9), ``texture`` the
+    chromatin contrast (0.03-0.35), ``rim`` the share of nuclei with a bright envelope
+    (0, 0.3 or 0.8), ``edge_sigma`` the edge softness in px (0.4-1.2), ``background`` the
+    background level relative to a nucleus (0.01-0.12).
+    """
+
+    name: str
+    elongation: Range | None = None
+    texture: Range | None = None
+    rim: Range | None = None
+    edge_sigma: Range | None = None
+    background: Range | None = None
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self)[1:]:
+            value = getattr(self, f.name)
+            if value is not None and not 0.0 <= value[0] <= value[1]:
+                raise SyntheticDataError(
+                    f"Regime {self.name!r}: {f.name}={value} must be a 0 <= low <= high range."
+                )
+        if self.elongation is not None and self.elongation[0] < 1.0:
+            raise SyntheticDataError(
+                f"Regime {self.name!r}: elongation={self.elongation} must be >= 1."
+            )
+
+    def restyle(self, rng: np.random.Generator, style: _ImageStyle) -> _ImageStyle:
+        """``style`` with this regime's ranges drawn from ``rng`` in place of the defaults."""
+        draws = {
+            "elongation_max": self.elongation,
+            "texture_amplitude": self.texture,
+            "rim_fraction": self.rim,
+            "edge_sigma": self.edge_sigma,
+        }
+        changes = {k: float(rng.uniform(*r)) for k, r in draws.items() if r is not None}
+        return dataclasses.replace(style, **changes)
+
+
+OTHER_MICROSCOPE = Regime(
+    "other-microscope",
+    elongation=(2.0, 2.8),
+    texture=(0.45, 0.6),
+    rim=(0.9, 1.0),
+    edge_sigma=(1.2, 1.6),
+    background=(0.15, 0.25),
+)
+"""Outside the defaults: long, coarsely textured, envelope-stained nuclei with soft edges on
+a bright background (e.g. a widefield scope with another stain)."""
+
+
 def generate_sample(
     seed: int,
     *,
@@ -89,6 +151,7 @@ def generate_sample(
     bit_depth: int = 8,
     n_cells: int | tuple[int, int] | None = None,
     cell_radius: tuple[float, float] | None = None,
+    regime: Regime | None = None,
 ) -> SyntheticSample:
     """Generate one image of fluorescent nuclei and its label map, deterministic in ``seed``.
 
@@ -97,17 +160,21 @@ def generate_sample(
     may hold fewer when no room is left. ``cell_radius`` is the (low, high) range the image's
     mean nucleus radius in pixels is drawn from (default 4-28; each image then varies around
     its own mean). ``bit_depth`` 8 gives a uint8 image, 16 a uint16 camera-like image.
+    ``regime`` replaces some of the default per-image ranges (see :class:`Regime`); without
+    one the output for a seed never changes (the bundled model's recipe depends on it).
     """
     height, width = _check_args(size, bit_depth, n_cells, cell_radius)
     rng = np.random.default_rng(seed)
     style = _draw_style(rng, height, width, cell_radius)
+    if regime is not None:
+        style = regime.restyle(rng, style)
     target = _draw_cell_count(rng, n_cells, style, height, width)
     labels = np.zeros((height, width), dtype=np.uint16)
     cells = _place_cells(rng, labels, style, target)
     illumination = _illumination(rng, height, width)
     canvas = _render_cells(rng, cells, style, height, width)
     canvas += _haze(rng, height, width, style)
-    image = _acquire(rng, canvas, illumination, bit_depth)
+    image = _acquire(rng, canvas, illumination, bit_depth, regime)
     return SyntheticSample(image=image, labels=labels)
 
 
@@ -427,10 +494,16 @@ def _illumination(rng: np.random.Generator, height: int, width: int) -> np.ndarr
 
 
 def _acquire(
-    rng: np.random.Generator, canvas: np.ndarray, illumination: np.ndarray, bit_depth: int
+    rng: np.random.Generator,
+    canvas: np.ndarray,
+    illumination: np.ndarray,
+    bit_depth: int,
+    regime: Regime | None,
 ) -> np.ndarray:
     """Optics and camera: PSF blur, background, shot noise, read noise, offset, quantisation."""
     background = rng.uniform(0.01, 0.12)
+    if regime is not None and regime.background is not None:
+        background = rng.uniform(*regime.background)
     signal = (canvas + background) * illumination
     signal = cv2.GaussianBlur(signal, (0, 0), rng.uniform(0.4, 1.0))
     dim = rng.random() < 0.2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus, Instance, Polygon, Source
 from app.ml.active import Strategy
 from app.ml.loop_sim import (
+    _TEST_SEED_OFFSET,
     RANDOM_BASE,
     LoopConfig,
     LoopSimError,
@@ -23,6 +25,7 @@ from app.ml.loop_sim import (
     held_out_set,
     review,
 )
+from app.ml.synthetic import OTHER_MICROSCOPE, generate_sample, sample_seed
 
 SIZE = 96
 
@@ -156,3 +159,20 @@ def test_one_tiny_round_end_to_end(tmp_path: Path, one_thread: None) -> None:
         assert (sim.store.root / "models" / "v1.pt").is_file()
     finally:
         sim.close()
+
+
+def test_the_simulated_project_comes_from_another_microscope() -> None:
+    config = LoopConfig(image_size=SIZE, pool_images=2, test_images=1, per_round=1)
+    assert config.regime is OTHER_MICROSCOPE
+    (sample,) = held_out_set(config)
+    seed = sample_seed(config.seed + _TEST_SEED_OFFSET, 0)
+    shifted = generate_sample(
+        seed,
+        size=(SIZE, SIZE),
+        n_cells=config.n_cells,
+        cell_radius=config.cell_radius,
+        regime=OTHER_MICROSCOPE,
+    )
+    assert len(sample[1]["masks"]) == shifted.n_instances
+    unshifted = held_out_set(dataclasses.replace(config, regime=None))[0][0]
+    assert not torch.equal(sample[0], unshifted)
