@@ -51,7 +51,7 @@ DETECTIONS = 1000
 # Inference detector settings written to the card. A crowded image holds up to 400 nuclei:
 # torchvision's 1000 region proposals miss some, and touching nuclei overlap far less than
 # the duplicate detections its 0.5 box NMS lets through (0.3 is the usual choice for nuclei).
-RPN_PROPOSALS = 3000
+RPN_PROPOSALS = 2000
 NMS_IOU = 0.3
 # Zoom in (crop, up to ~1.8x) and out (pad, down to ~0.6x) around the native scale.
 AUGMENTATION = Augmentation(
