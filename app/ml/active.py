@@ -1,16 +1,29 @@
 """Active learning: which images should a person annotate next?
 
-The score of an image is how unsure the model was about it, from its proposals:
+The score of an image is the number of corrections its review is expected to need, read
+from the model's detection scores (each score taken as the probability that the detection
+is a real instance):
 
-    u(s)  = 1 - |2 s - 1|                 per detection with score s (1 at s = 0.5, 0 at 0 or 1)
-    u_i   = (u(s_i) + b_i) / 2            when a boundary uncertainty b_i in [0, 1] is known
-                                          (share of the instance's mask probabilities between
-                                          0.25 and 0.75), else u_i = u(s_i)
-    U     = mean of u_i over detections with s_i >= floor (default 0.05)
+    e(s)  = min(s, 1 - s)       per detection with score s >= floor (default 0.05): a shown
+                                proposal (s >= 0.5) is false with probability 1 - s and must
+                                be rejected; a hidden one (s < 0.5) is a real instance with
+                                probability s and must be drawn by hand
+    U     = sum of e(s_i)       over the image's detections
 
-Detections below the display threshold count: a cell the model half-sees is exactly what a
-person should look at. An image with no detection above the floor scores 0 (the model is
-sure there is nothing; a person finds out at random-order cost).
+U is 0 when the model is sure of everything it sees and grows with every instance it is
+unsure of, so an image with many doubtful instances (much to correct, much to learn from)
+outranks one with a single doubtful instance; it is stored with the proposals and the image
+list sorts by it. Detections below the display threshold count: a cell the model half-sees
+is exactly what a person should look at. An image with no detection above the floor scores
+0 (the model is sure there is nothing; a person finds out at random-order cost).
+
+Averaging e(s) instead (the first formula) ranked by noise: on a shifted project every image
+holds dozens of low-score fragments and the mean barely moved (0.14 to 0.22) while U tracked
+the review's actual corrections. Measured against random order on the loop benchmark
+(tests/benchmarks/bench_loop.py, three seeds, mean segm AP after rounds 1-3), the sum beat
+the mean and matched random within the seeds' spread; drawing images with probability
+proportional to U instead of taking the top did worse in later rounds (figures in the
+benchmark's docstring).
 """
 
 from __future__ import annotations
@@ -34,38 +47,18 @@ class Strategy(StrEnum):
     RANDOM = "random"
 
 
-def detection_uncertainty(scores: np.ndarray) -> np.ndarray:
-    """Per-detection margin uncertainty u(s) = 1 - |2s - 1|."""
+def expected_corrections(scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Per-detection chance e(s) = min(s, 1 - s) that the reviewer must correct it."""
     s = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
-    return 1.0 - np.abs(2.0 * s - 1.0)
-
-
-def boundary_uncertainty(mask_probabilities: np.ndarray) -> float:
-    """Share of an instance's mask probabilities that are undecided (0.25 < p < 0.75)."""
-    p = np.asarray(mask_probabilities, dtype=np.float32)
-    if p.size == 0:
-        return 0.0
-    return float(np.count_nonzero((p > 0.25) & (p < 0.75)) / p.size)
+    return np.minimum(s, 1.0 - s)
 
 
 def image_uncertainty(
-    scores: Sequence[float] | np.ndarray,
-    boundary: Sequence[float] | np.ndarray | None = None,
-    *,
-    floor: float = DEFAULT_FLOOR,
+    scores: Sequence[float] | np.ndarray, *, floor: float = DEFAULT_FLOOR
 ) -> float:
-    """The image's uncertainty U in [0, 1] (formula in the module docstring)."""
+    """The image's uncertainty U >= 0: its expected corrections (module docstring)."""
     s = np.asarray(scores, dtype=np.float64)
-    keep = s >= floor
-    if not keep.any():
-        return 0.0
-    u = detection_uncertainty(s[keep])
-    if boundary is not None:
-        b = np.asarray(boundary, dtype=np.float64)
-        if b.shape != s.shape:
-            raise ValueError("boundary needs one value per score")
-        u = (u + np.clip(b[keep], 0.0, 1.0)) / 2.0
-    return float(u.mean())
+    return float(expected_corrections(s[s >= floor]).sum())
 
 
 def next_images(

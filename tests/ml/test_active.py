@@ -4,32 +4,45 @@ import pytest
 from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus
 from app.ml.active import (
-    boundary_uncertainty,
-    detection_uncertainty,
+    DEFAULT_FLOOR,
+    expected_corrections,
     image_uncertainty,
     next_images,
 )
 
+# Crafted proposal sets (detection scores per image), named by what a reviewer would face.
+CROWDED_AND_DOUBTFUL = [0.95, 0.6, 0.55, 0.45, 0.4, 0.3, 0.7]
+ONE_BORDERLINE = [0.5]
+CONFIDENT = [0.99, 0.98, 0.97, 0.99, 0.02]
+NOTHING_SEEN = [0.04, 0.01]
 
-def test_detection_uncertainty_peaks_at_half():
-    u = detection_uncertainty(np.array([0.0, 0.25, 0.5, 0.9, 1.0]))
-    np.testing.assert_allclose(u, [0.0, 0.5, 1.0, 0.2, 0.0])
+
+def test_expected_corrections_is_the_chance_of_a_wrong_call():
+    e = expected_corrections(np.array([0.0, 0.2, 0.5, 0.9, 1.0, 1.3, -0.1]))
+    np.testing.assert_allclose(e, [0.0, 0.2, 0.5, 0.1, 0.0, 0.0, 0.0])
+    s = np.linspace(0, 1, 11)
+    np.testing.assert_allclose(expected_corrections(s), expected_corrections(1 - s))
 
 
-def test_image_uncertainty_formula():
-    assert image_uncertainty([0.99, 0.98, 0.97]) == pytest.approx(np.mean([0.02, 0.04, 0.06]))
-    assert image_uncertainty([0.5, 0.55, 0.6]) > image_uncertainty([0.9, 0.95, 0.99])
-    assert image_uncertainty([0.01, 0.02]) == 0.0  # below the floor: nothing seen
+def test_image_uncertainty_sums_detections_above_the_floor():
+    assert image_uncertainty([0.9, 0.3]) == pytest.approx(0.1 + 0.3)
+    assert image_uncertainty([0.9, 0.3, DEFAULT_FLOOR / 2]) == image_uncertainty([0.9, 0.3])
+    assert image_uncertainty([0.2], floor=0.25) == 0.0
+    assert image_uncertainty(NOTHING_SEEN) == 0.0
     assert image_uncertainty([]) == 0.0
-    assert image_uncertainty([0.9], boundary=[0.6]) == pytest.approx((0.2 + 0.6) / 2)
-    with pytest.raises(ValueError):
-        image_uncertainty([0.9, 0.8], boundary=[0.1])
 
 
-def test_boundary_uncertainty():
-    p = np.array([[0.0, 0.3], [0.6, 1.0]])
-    assert boundary_uncertainty(p) == 0.5
-    assert boundary_uncertainty(np.zeros((0, 0))) == 0.0
+def test_each_doubtful_instance_adds_and_confident_ones_do_not_dilute():
+    one = image_uncertainty([0.5])
+    assert image_uncertainty([0.5, 0.5]) == pytest.approx(2 * one)
+    # A mean would halve the score here; the expected corrections hardly move.
+    assert image_uncertainty([0.5, 0.999]) == pytest.approx(one + 0.001)
+
+
+def test_more_to_correct_ranks_first():
+    scores = [image_uncertainty(s) for s in (CROWDED_AND_DOUBTFUL, ONE_BORDERLINE, CONFIDENT)]
+    assert scores == sorted(scores, reverse=True)
+    assert scores[0] > 2 * scores[1]
 
 
 @pytest.fixture
@@ -40,8 +53,19 @@ def store(tmp_path):
     s.close()
 
 
+def test_next_images_orders_crafted_proposal_sets(store):
+    for image_id, scores in [
+        (1, CONFIDENT),
+        (2, ONE_BORDERLINE),
+        (3, NOTHING_SEEN),
+        (4, CROWDED_AND_DOUBTFUL),
+    ]:
+        store.set_uncertainty(image_id, image_uncertainty(scores))
+    assert [r.id for r in next_images(store, 6)] == [4, 2, 1, 3, 5, 6]  # 5, 6 unscored
+
+
 def test_next_images_uncertainty_order_skips_worked_on_images(store):
-    for image_id, u in [(1, 0.2), (2, 0.9), (3, 0.5), (4, 0.95)]:
+    for image_id, u in [(1, 0.2), (2, 3.5), (3, 0.5), (4, 4.0)]:
         store.set_uncertainty(image_id, u)
     store.set_image_status(4, ImageStatus.DONE)
     store.set_image_status(3, ImageStatus.PROPOSED)
