@@ -94,13 +94,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=int, metavar="N", default=0, help="data loading processes (0)")
     p.add_argument("--seed", type=int, metavar="N", default=0, help="random seed of the run (0)")
-    p.add_argument(
-        "--max-dets",
-        type=int,
-        metavar="N",
-        default=DEFAULT_MAX_DETS,
-        help="detections per image for AP (%(default)s)",
-    )
+    _add_max_dets(p)
     p.add_argument("--name", default="", help="a name for the new version")
     p.add_argument("--no-activate", action="store_true", help="keep the current active model")
     p.add_argument(
@@ -151,13 +145,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="folder the COCO file's image names are relative to (default: the file's folder)",
     )
-    p.add_argument(
-        "--max-dets",
-        type=int,
-        metavar="N",
-        default=DEFAULT_MAX_DETS,
-        help="detections per image for AP (%(default)s)",
-    )
+    _add_max_dets(p)
     p.add_argument(
         "--score",
         type=float,
@@ -168,3 +156,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_run_evaluate)
+
+
+def _add_max_dets(p: argparse.ArgumentParser) -> None:
+    """``--max-dets``, shared by train (per-epoch validation) and evaluate."""
+    p.add_argument(
+        "--max-dets",
+        type=int,
+        metavar="N",
+        default=DEFAULT_MAX_DETS,
+        help="detections per image for AP (%(default)s)",
+    )
