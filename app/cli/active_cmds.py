@@ -15,9 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "next",
         help="print the images to annotate next",
         description=(
-            "Print the images nobody has worked on yet, most uncertain first (uncertainty is "
-            "stored while proposing; fill it for a folder with 'maskloop propose "
-            "--score-only'), or in a seeded random order."
+            "Print the images nobody has worked on yet, most uncertain first, or in a seeded "
+            "random order. An image's uncertainty is the number of corrections its review is "
+            "expected to need: the sum of min(s, 1 - s) over the model's detections scoring "
+            "at least 0.05. It is stored while proposing; fill it for a folder with "
+            "'maskloop propose --score-only'."
         ),
     )
     p.add_argument("project", type=Path, help="project folder")

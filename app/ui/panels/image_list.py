@@ -40,7 +40,10 @@ class ImageListPanel(QWidget):
         self.filter.setToolTip("Show only images with this status")
         self.sort = QComboBox()
         self.sort.addItems(list(SORTS))
-        self.sort.setToolTip("Order of the list (and of 'next image')")
+        self.sort.setToolTip(
+            "Order of the list (and of 'next image'). Uncertainty, shown after each name, is "
+            "the number of corrections the model expects the review to need: most first."
+        )
         self.counts = QLabel()
         self.counts.setWordWrap(True)
         self.list = QListWidget()
