@@ -19,8 +19,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.core.polygon_codec import decode_many, encode_polygons
+from app.core.polygon_codec import encode_polygons
 from app.core.schema import MIGRATIONS, SCHEMA_VERSION
+from app.core.store_rows import (
+    INSTANCE_COLUMNS,
+    ORDERS,
+    image_from_row,
+    instances_from_tuples,
+    status_filter,
+    version_from_row,
+)
 from app.core.types import (
     Category,
     ImageRecord,
@@ -74,83 +82,8 @@ class NewImage:
     mtime_ns: int = 0
 
 
-_ORDERS = {
-    "path": "path",
-    "name": "path",
-    "status": "status, path",
-    # Most uncertain first; images without a score last.
-    "uncertainty": "uncertainty IS NULL, uncertainty DESC, path",
-}
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _image_from_row(row: sqlite3.Row) -> ImageRecord:
-    return ImageRecord(
-        id=row["id"],
-        path=row["path"],
-        width=row["width"],
-        height=row["height"],
-        status=ImageStatus(row["status"]),
-        size_bytes=row["size_bytes"],
-        mtime_ns=row["mtime_ns"],
-        uncertainty=row["uncertainty"],
-        split=row["split"],
-        missing=bool(row["missing"]),
-        proposed_by=row["proposed_by"],
-        scored_by=row["scored_by"],
-    )
-
-
-# Instances are read as plain tuples of these columns (no sqlite3.Row, no enum call per row,
-# geometry decoded in one batch): opening an image reads thousands of them.
-_INSTANCE_COLUMNS = "id, image_id, category_id, geometry, score, source, model_version"
-_SOURCES = {s.value: s for s in Source}
-
-
-def _instances_from_tuples(rows: Sequence[tuple]) -> list[Instance]:
-    geometries = decode_many([row[3] for row in rows])
-    return [
-        Instance(
-            id=id_,
-            image_id=image_id,
-            category_id=category_id,
-            polygons=polygons,
-            score=score,
-            source=_SOURCES.get(source) or Source(source),
-            model_version=model_version,
-        )
-        for (id_, image_id, category_id, _, score, source, model_version), polygons in zip(
-            rows, geometries, strict=True
-        )
-    ]
-
-
-def _version_from_row(row: sqlite3.Row) -> ModelVersion:
-    return ModelVersion(
-        id=row["id"],
-        card_id=row["card_id"],
-        path=row["path"],
-        parent_id=row["parent_id"],
-        categories=[Category(**c) for c in json.loads(row["categories"])],
-        metrics=json.loads(row["metrics"]),
-        images_used=row["images_used"],
-        name=row["name"],
-        created=row["created"],
-    )
-
-
-def _status_filter(status: ImageStatus | Iterable[ImageStatus] | None) -> tuple[str, list]:
-    if status is None:
-        return "", []
-    values = (
-        [ImageStatus(status).value]
-        if isinstance(status, str)
-        else [ImageStatus(s).value for s in status]
-    )
-    return f"status IN ({', '.join('?' * len(values))})", values
 
 
 class ProjectStore:
@@ -287,11 +220,11 @@ class ProjectStore:
         row = self._conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"image {image_id} is not in the project")
-        return _image_from_row(row)
+        return image_from_row(row)
 
     def image_by_path(self, path: str) -> ImageRecord | None:
         row = self._conn.execute("SELECT * FROM images WHERE path = ?", (path,)).fetchone()
-        return _image_from_row(row) if row else None
+        return image_from_row(row) if row else None
 
     def images(
         self,
@@ -303,19 +236,19 @@ class ProjectStore:
         include_missing: bool = False,
     ) -> list[ImageRecord]:
         """Images filtered by status, in a stable order, one page at a time."""
-        if order not in _ORDERS:
-            raise ValueError(f"unknown order {order!r}; use one of {sorted(_ORDERS)}")
-        where, params = _status_filter(status)
+        if order not in ORDERS:
+            raise ValueError(f"unknown order {order!r}; use one of {sorted(ORDERS)}")
+        where, params = status_filter(status)
         clauses = [c for c in (where, "" if include_missing else "missing = 0") if c]
         sql = "SELECT * FROM images"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += f" ORDER BY {_ORDERS[order]} LIMIT ? OFFSET ?"
+        sql += f" ORDER BY {ORDERS[order]} LIMIT ? OFFSET ?"
         params += [-1 if limit is None else limit, offset]
-        return [_image_from_row(r) for r in self._conn.execute(sql, params)]
+        return [image_from_row(r) for r in self._conn.execute(sql, params)]
 
     def count_images(self, status: ImageStatus | Iterable[ImageStatus] | None = None) -> int:
-        where, params = _status_filter(status)
+        where, params = status_filter(status)
         sql = "SELECT COUNT(*) FROM images WHERE missing = 0" + (f" AND {where}" if where else "")
         return self._conn.execute(sql, params).fetchone()[0]
 
@@ -457,8 +390,8 @@ class ProjectStore:
     def _instances_where(self, where: str, value: int) -> list[Instance]:
         cur = self._conn.cursor()
         cur.row_factory = None
-        query = f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE {where}"
-        return _instances_from_tuples(cur.execute(query, (value,)).fetchall())
+        query = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE {where}"
+        return instances_from_tuples(cur.execute(query, (value,)).fetchall())
 
     def instances(self, image_id: int) -> list[Instance]:
         return self._instances_where("image_id = ? ORDER BY id", image_id)
@@ -735,7 +668,7 @@ class ProjectStore:
 
     def model_versions(self) -> list[ModelVersion]:
         return [
-            _version_from_row(r)
+            version_from_row(r)
             for r in self._conn.execute("SELECT * FROM model_versions ORDER BY id")
         ]
 
@@ -745,7 +678,7 @@ class ProjectStore:
         ).fetchone()
         if row is None:
             raise NotFoundError(f"model version {version_id} is not in the project")
-        return _version_from_row(row)
+        return version_from_row(row)
 
     def next_model_version_id(self) -> int:
         """The id the next registered version will get (names its files before the row exists)."""
