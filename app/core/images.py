@@ -423,23 +423,6 @@ def _integer_percentiles(values: np.ndarray, percentiles: Sequence[float]) -> li
     return out
 
 
-def to_display_rgb8(
-    image: np.ndarray,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    percentiles: tuple[float, float] = (1.0, 99.8),
-    gamma: float = 1.0,
-    channels: Sequence[int] | None = None,
-) -> np.ndarray:
-    """An HxWx3 uint8 copy of ``image`` for the screen: :func:`to_display8`, gray repeated in
-    three channels."""
-    out = to_display8(
-        image, low=low, high=high, percentiles=percentiles, gamma=gamma, channels=channels
-    )
-    return cv2.cvtColor(out, cv2.COLOR_GRAY2RGB) if out.ndim == 2 else out
-
-
 def to_display8(
     image: np.ndarray,
     *,

@@ -22,7 +22,7 @@ from app.core.images import (
     read_image,
     read_image_size,
     select_channels,
-    to_display_rgb8,
+    to_display8,
 )
 from app.errors import MaskLoopError
 
@@ -372,38 +372,37 @@ def test_pixel_limit_from_environment(tmp_path, monkeypatch):
 # -- display ---------------------------------------------------------------------------------
 
 
-def test_uint8_passes_through_gray_to_rgb_and_rgba_loses_alpha():
+def test_uint8_gray_passes_through_and_rgba_loses_alpha():
     gray = _u8(6, 7)
-    out = to_display_rgb8(gray)
-    assert out.shape == (6, 7, 3) and out.dtype == np.uint8
-    for c in range(3):
-        np.testing.assert_array_equal(out[:, :, c], gray)
+    out = to_display8(gray)
+    assert out.shape == (6, 7) and out.dtype == np.uint8 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, gray)
     rgba = _u8(6, 7, 4)
-    np.testing.assert_array_equal(to_display_rgb8(rgba), rgba[:, :, :3])
+    np.testing.assert_array_equal(to_display8(rgba), rgba[:, :, :3])
 
 
 def test_uint16_is_stretched_by_percentiles():
     ramp = np.linspace(1000, 3000, 200 * 300).astype(np.uint16).reshape(200, 300)
-    out = to_display_rgb8(ramp, percentiles=(0.0, 100.0))
-    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
-    mid = to_display_rgb8(np.full((2, 2), 2000, np.uint16), low=1000, high=3000)
-    assert abs(int(mid[0, 0, 0]) - 128) <= 1
+    out = to_display8(ramp, percentiles=(0.0, 100.0))
+    assert out[0, 0] == 0 and out[-1, -1] == 255
+    mid = to_display8(np.full((2, 2), 2000, np.uint16), low=1000, high=3000)
+    assert abs(int(mid[0, 0]) - 128) <= 1
 
 
 def test_explicit_range_clips_and_gamma_brightens():
     img = np.array([[0, 100, 200, 300, 400]], np.uint16)
-    out = to_display_rgb8(img, low=100, high=300)[0, :, 0]
+    out = to_display8(img, low=100, high=300)[0]
     assert out.tolist() == [0, 0, 128, 255, 255]
-    bright = to_display_rgb8(img, low=100, high=300, gamma=0.5)[0, :, 0]
+    bright = to_display8(img, low=100, high=300, gamma=0.5)[0]
     assert bright[2] > 170
-    stretched = to_display_rgb8(np.array([[50, 100, 150]], np.uint8), low=50, high=150)[0, :, 0]
+    stretched = to_display8(np.array([[50, 100, 150]], np.uint8), low=50, high=150)[0]
     assert stretched.tolist() == [0, 128, 255]
 
 
 def test_lookup_table_path_matches_float_maths():
     img = _u16(50, 60)
-    a = to_display_rgb8(img, low=5000, high=60000, gamma=0.7)
-    b = to_display_rgb8(img.astype(np.float32), low=5000, high=60000, gamma=0.7)
+    a = to_display8(img, low=5000, high=60000, gamma=0.7)
+    b = to_display8(img.astype(np.float32), low=5000, high=60000, gamma=0.7)
     assert np.abs(a.astype(int) - b).max() <= 1
 
 
@@ -411,22 +410,22 @@ def test_float_with_nan_and_constant_images_do_not_break():
     img = RNG.normal(size=(40, 40)).astype(np.float32)
     img[0, 0] = np.nan
     img[1, 1] = np.inf
-    out = to_display_rgb8(img)
-    assert out.dtype == np.uint8 and out[0, 0, 0] == 0 and out[1, 1, 0] == 255
+    out = to_display8(img)
+    assert out.dtype == np.uint8 and out[0, 0] == 0 and out[1, 1] == 255
     low, high = display_range(img)
     assert np.isfinite(low) and np.isfinite(high) and low < high
-    assert to_display_rgb8(np.full((3, 3), 7.0, np.float32)).max() == 0
+    assert to_display8(np.full((3, 3), 7.0, np.float32)).max() == 0
     assert display_range(np.full((3, 3), np.nan, np.float32)) == (0.0, 1.0)
 
 
 def test_two_and_many_channels_show_as_rgb():
     two = _u16(10, 10, 2)
-    out = to_display_rgb8(two, low=0, high=65535)
+    out = to_display8(two, low=0, high=65535)
     assert out[:, :, 2].max() == 0 and out[:, :, 0].max() > 0
     many = _u16(10, 10, 6)
     np.testing.assert_array_equal(
-        to_display_rgb8(many, low=0, high=65535, channels=[5, 1, 0]),
-        to_display_rgb8(many[:, :, [5, 1, 0]], low=0, high=65535),
+        to_display8(many, low=0, high=65535, channels=[5, 1, 0]),
+        to_display8(many[:, :, [5, 1, 0]], low=0, high=65535),
     )
 
 
