@@ -76,11 +76,16 @@ def build_model(
     min_size: int = 800,
     max_size: int = 1333,
     detections_per_img: int = 300,
+    rpn_proposals: int | None = None,
+    nms_iou: float | None = None,
     weights: str | None = None,
     weights_backbone: str | None = None,
     **kwargs: Any,
 ) -> MaskRCNN:
     """Build a Mask R-CNN; ``num_classes`` counts the background.
+
+    ``rpn_proposals`` (region proposals kept per image at inference, before and after the
+    RPN's NMS) and ``nms_iou`` (box NMS) default to torchvision's 1000 and 0.5 when None.
 
     ``weights``/``weights_backbone`` are torchvision enum names (e.g.
     ``"MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1"``); None means random initialisation. When
@@ -95,6 +100,10 @@ def build_model(
         raise ModelBuildError(
             f"num_classes={num_classes}: it counts the background, so it must be at least 2."
         )
+    if rpn_proposals is not None:
+        kwargs.update(rpn_pre_nms_top_n_test=rpn_proposals, rpn_post_nms_top_n_test=rpn_proposals)
+    if nms_iou is not None:
+        kwargs["box_nms_thresh"] = nms_iou
     common = dict(
         min_size=min_size, max_size=max_size, box_detections_per_img=detections_per_img, **kwargs
     )

@@ -477,20 +477,15 @@ def load_model(card: ModelCard, *, device: str | torch.device = "cpu") -> nn.Mod
     else:
         state = _file_state_dict(card)
     _check_fits(card, state)
-    detector: dict[str, float] = {}
-    if card.rpn_proposals is not None:
-        detector["rpn_pre_nms_top_n_test"] = card.rpn_proposals
-        detector["rpn_post_nms_top_n_test"] = card.rpn_proposals
-    if card.nms_iou is not None:
-        detector["box_nms_thresh"] = card.nms_iou
     model = build_model(
         card.architecture,
         num_classes=card.num_classes,
         min_size=card.input.min_size,
         max_size=card.input.max_size,
         detections_per_img=card.detections_per_img,
+        rpn_proposals=card.rpn_proposals,
+        nms_iou=card.nms_iou,
         weights=None,
-        **detector,
     )
     try:
         model.load_state_dict(state, strict=True)

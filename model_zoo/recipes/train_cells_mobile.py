@@ -114,9 +114,8 @@ def evaluate(state: dict[str, torch.Tensor], val: SyntheticNuclei) -> dict[str, 
         min_size=CARD_SPEC.min_size,
         max_size=CARD_SPEC.max_size,
         detections_per_img=DETECTIONS,
-        rpn_pre_nms_top_n_test=RPN_PROPOSALS,
-        rpn_post_nms_top_n_test=RPN_PROPOSALS,
-        box_nms_thresh=NMS_IOU,
+        rpn_proposals=RPN_PROPOSALS,
+        nms_iou=NMS_IOU,
     )
     model.load_state_dict(state)
     result = evaluate_model(model, val, device="cpu", max_dets=DETECTIONS)
