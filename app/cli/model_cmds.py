@@ -87,6 +87,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps",
     )
     p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="precision of the model's convolutions (box regression stays fp32): auto is "
+        "bf16 on CUDA and fp32 on the CPU; bf16 on a CPU with native bf16 (AVX512-BF16/AMX) "
+        "is about 1.3x faster, same AP, single masks may differ by a few pixels",
+    )
+    p.add_argument(
         "--tile-size",
         type=int,
         default=None,
@@ -206,6 +214,7 @@ def _propose(args: argparse.Namespace) -> int:
         predictor = Predictor(
             card,
             device=args.device,
+            precision=args.precision,
             score_threshold=detection_threshold(args.threshold),
             nms_iou=args.nms_iou,
             max_detections=args.max_detections,

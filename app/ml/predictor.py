@@ -11,7 +11,6 @@ cut into overlapping tiles (:mod:`app.ml.tiling`) and objects cut by tile border
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
@@ -30,7 +29,9 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from app.core.geometry import DEFAULT_MIN_AREA, DEFAULT_TOLERANCE, mask_to_polygons
 from app.core.types import Instance, Source
 from app.errors import MaskLoopError
+from app.ml.precision import Precision, precision_name, reduce_precision, resolve_dtype
 from app.ml.preprocess import InputSpec, normalization_range, to_model_input
+from app.ml.roi_pool import use_row_roi_align
 from app.ml.tiling import MaskCrop, Tile, merge_tile_crops, tile_grid
 from app.ml.train import device_from_arg
 from app.ml.zoo import ModelCard, load_model
@@ -70,8 +71,10 @@ class _Job:
 class Predictor:
     """Runs a model card's Mask R-CNN on images and returns ``source=model`` instances.
 
-    ``device``: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps". On CUDA
-    the model runs under autocast (bf16 where supported, else fp16). ``score_threshold``,
+    ``device``: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
+    ``precision``: "auto" runs the convolutional parts in bf16 on CUDA (fp16 on GPUs without
+    bf16) and float32 elsewhere; "fp32", "bf16" or "fp16" force it (:mod:`app.ml.precision`:
+    box regression always stays float32). ``score_threshold``,
     ``nms_iou`` and ``max_detections`` configure the detector (the last two default to the
     card's ``nms_iou``, else 0.5, and ``detections_per_img``); images whose longer side
     exceeds ``tile_size`` (default: the card's ``max_size``) are tiled with ``tile_overlap``.
@@ -84,6 +87,7 @@ class Predictor:
         card: ModelCard,
         *,
         device: str = "auto",
+        precision: Precision | str = Precision.AUTO,
         score_threshold: float = 0.5,
         nms_iou: float | None = None,
         max_detections: int | None = None,
@@ -108,6 +112,7 @@ class Predictor:
         self.card = card
         self.spec: InputSpec = card.input
         self.device = device_from_arg(device)
+        self.dtype = resolve_dtype(precision, self.device)
         self.model_version = model_version
         self.tile_size = tile_size or card.input.max_size
         self.tile_overlap = min(tile_overlap, self.tile_size // 2 - 1)
@@ -117,12 +122,12 @@ class Predictor:
         # A given model is copied: the thresholds and inference-only folding below must not
         # change a model its owner goes on training.
         model = load_model(card, device="cpu") if model is None else copy.deepcopy(model)
-        self.model = _prepare_model(model, self.device)
+        self.model = _prepare_model(model, self.device, self.dtype)
         heads = self.model.roi_heads
         heads.score_thresh = score_threshold
         heads.nms_thresh = nms_iou
         heads.detections_per_img = max_detections
-        self.device_name = _describe(self.device)
+        self.device_name = _describe(self.device, self.dtype)
         log.info("predictor for %s on %s", card.id, self.device_name)
 
     @classmethod
@@ -188,7 +193,7 @@ class Predictor:
         """
         model = self.model
         sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             batch = [t.to(self.device, non_blocking=True) for t in tensors]
             images, _ = model.transform(batch)
             x = images.tensors
@@ -211,12 +216,6 @@ class Predictor:
         return out
 
     # -- helpers -----------------------------------------------------------------------------
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type != "cuda":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
 
     def _instances(self, crops: list[MaskCrop]) -> list[Instance]:
         out = []
@@ -297,14 +296,18 @@ def _chunks(items: list[_Job], size: int) -> Iterator[list[_Job]]:
         yield items[start : start + size]
 
 
-def _prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+def _prepare_model(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
     model.eval()
+    # Inference-only, same weights: batch norms folded into the preceding convolutions
+    # (before any cast to a low precision, which then rounds each weight once).
+    fold_batchnorm(model)
     if device.type == "cpu":
-        # Inference-only speed-ups with the same weights: batch norms folded into the
-        # preceding convolutions, and channels-last memory for oneDNN's fast convolutions.
-        fold_batchnorm(model)
+        # Channels-last memory for oneDNN's fast convolutions, and RoIAlign that gathers
+        # the channels-last feature rows instead of torchvision's scalar loop.
         model.to(memory_format=torch.channels_last)
+        use_row_roi_align(model)
         _limit_threads()
+    reduce_precision(model, dtype)
     return model.to(device)
 
 
@@ -360,9 +363,10 @@ def _fold(conv: nn.Conv2d, bn: nn.Module) -> None:
         conv.bias.mul_(scale).add_(bias)
 
 
-def _describe(device: torch.device) -> str:
+def _describe(device: torch.device, dtype: torch.dtype) -> str:
+    precision = precision_name(dtype)
     if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
+        return f"cuda ({torch.cuda.get_device_name(device)}, {precision})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
-    return device.type
+        return f"cpu ({torch.get_num_threads()} threads, {precision})"
+    return f"{device.type} ({precision})"

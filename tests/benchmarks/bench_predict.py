@@ -1,23 +1,33 @@
 """Prediction benchmarks (issue 4): our Predictor vs torchvision's stock path, same weights.
 
 Cases (one JSON line each, see DESIGN.md):
-  predict_cpu      800x1066 image, >= 100 forced detections (score threshold 0), image in,
-                   polygons out; baseline: model(x), full-image mask paste, cv2.findContours
-                   on each full-size mask. ``iou_min``: worst per-instance mask IoU between
-                   the two outputs (instances matched by label and score).
+  predict_cpu      the bundled cells-mobile model (trained weights) on an 800x1066 16-bit
+                   image of ~300 nuclei (>= 100 detections at score 0.5), image in, polygons
+                   out, at the input's own scale (no resize, no tiling, for both); baseline:
+                   model(x), full-image mask paste, cv2.findContours on each full-size mask.
+                   ``iou_min``: worst per-instance mask IoU between the two outputs
+                   (instances matched by label and score). The ``bf16_*`` fields time the same
+                   predictor with ``precision="bf16"`` (only the convolutions in bf16) and
+                   match its instances to the stock ones by best mask IoU.
+  predict_cpu_resnet50  the same comparison for a ResNet-50 FPN with random weights and 100
+                   forced detections (score threshold 0): a heavier forward pass, so a
+                   smaller share of the work is the postprocessing we avoid. Random-weight
+                   scores are near-ties, so this case cannot judge reduced precision.
   predict_tiled    a 6000x6000 image (2000x2000 with --quick), light model: tiled predict
                    vs the untiled stock attempt, each in a subprocess under the same
                    address-space cap; peak RSS and time, and whether the attempt failed.
   predict_cuda_b1/_b8  only with CUDA: images/s of stock fp32 batch-1 vs ours (autocast).
 
-Random weights (nothing downloads); run ``.venv/bin/python tests/benchmarks/bench_predict.py``.
+Nothing downloads; run ``.venv/bin/python tests/benchmarks/bench_predict.py [--threads 1]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -33,14 +43,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _bench import emit, timeit  # noqa: E402
 
 from app.core.geometry import polygons_to_mask  # noqa: E402
+from app.ml import zoo  # noqa: E402
 from app.ml.models import build_model  # noqa: E402
 from app.ml.predictor import Predictor  # noqa: E402
 from app.ml.preprocess import to_model_input  # noqa: E402
-from app.ml.zoo import ModelCard  # noqa: E402
+from app.ml.synthetic import generate_sample  # noqa: E402
+from app.ml.zoo import ModelCard, load_model  # noqa: E402
 
 MEMORY_CAP = 8 << 30  # address space for each tiled/untiled child process
 MASK_BIAS = 2.0
 CPU_MASK_BIAS = 1.0
+BUNDLED = "cells-mobile"
+CELLS_THRESHOLD = 0.5
 
 
 def _card(arch: str, n_classes: int, min_size: int = 800, max_size: int = 1333) -> ModelCard:
@@ -122,42 +136,107 @@ def equivalence(ours: list, stock: list[dict], card: ModelCard, h: int, w: int) 
     }
 
 
-def bench_cpu(quick: bool) -> None:
-    arch, n_classes, dets = "maskrcnn_resnet50_fpn", 91, 100
-    card = _card(arch, n_classes)
-    model = _model(arch, n_classes, dets)
-    with torch.no_grad():  # random mask logits hover at 0.5 (noise masks): make them definite
-        model.roi_heads.mask_predictor.mask_fcn_logits.bias.add_(CPU_MASK_BIAS)
-    image = _image(800, 1066)
-    pred = Predictor.from_model(
-        model,
-        card,
-        device="cpu",
-        score_threshold=0.0,
-        max_detections=dets,
-        polygon_tolerance=0.0,
-        min_area=0.0,
-    )
-    repeat = 1 if quick else 3
-    ours_t, base_t = [], []
-    for _ in range(repeat):  # interleaved, so load changes on a shared machine hit both
-        ours_t += timeit(lambda: pred.predict(image), repeat=1, warmup=0 if ours_t else 1)
+def _best_ious(ours: list, stock: list[dict], card: ModelCard, h: int, w: int) -> np.ndarray:
+    """For each stock instance of >= 16 pixels, the best mask IoU among ours of its category."""
+    masks = [(i.category_id, polygons_to_mask(i.polygons, h, w)) for i in ours]
+    out = []
+    for ref in stock:
+        if np.count_nonzero(ref["mask"]) < 16:
+            continue
+        category = card.category_for_label(ref["label"]).id
+        out.append(max([_iou(m, ref["mask"]) for c, m in masks if c == category] or [0.0]))
+    return np.asarray(out)
+
+
+def _compare(
+    name: str,
+    model: torch.nn.Module,
+    card: ModelCard,
+    image: np.ndarray,
+    repeat: int,
+    options: dict,
+    **fields: object,
+) -> None:
+    """Time our predictor (fp32 and bf16) against the stock path, interleaved, and emit."""
+    h, w = image.shape[:2]
+    exact = Predictor.from_model(model, card, device="cpu", precision="fp32", **options)
+    fast = Predictor.from_model(model, card, device="cpu", precision="bf16", **options)
+    ours_t: list[float] = []
+    base_t: list[float] = []
+    bf16_t: list[float] = []
+    for _ in range(repeat):  # interleaved, so load changes on a shared machine hit all three
+        ours_t += timeit(lambda: exact.predict(image), repeat=1, warmup=0 if ours_t else 1)
         base_t += timeit(
             lambda: stock_predict(model, image, card), repeat=1, warmup=0 if base_t else 1
         )
-    ours = pred.predict(image)
+        bf16_t += timeit(lambda: fast.predict(image), repeat=1, warmup=0 if bf16_t else 1)
+    ours = exact.predict(image)
     stock = stock_predict(model, image, card)
+    bf16_ious = _best_ious(fast.predict(image), stock, card, h, w)
+    bf16_median = statistics.median(bf16_t)
     emit(
-        "predict_cpu",
+        name,
         ours_t,
         baseline=base_t,
         baseline_name="torchvision model(x) + full-image paste + cv2.findContours",
         target="ratio >= 2.0, iou_min >= 0.98",
         detections=len(stock),
         instances=len(ours),
-        image="800x1066",
-        model=f"{arch} random weights",
-        **equivalence(ours, stock, card, 800, 1066),
+        image=f"{h}x{w}",
+        threads=torch.get_num_threads(),
+        **fields,
+        **equivalence(ours, stock, card, h, w),
+        bf16_median_s=round(bf16_median, 4),
+        bf16_ratio=round(statistics.median(base_t) / bf16_median, 3),
+        bf16_iou_median=round(float(np.median(bf16_ious)), 4) if bf16_ious.size else None,
+        bf16_share_iou_98=round(float(np.mean(bf16_ious >= 0.98)), 3) if bf16_ious.size else None,
+        bf16_unmatched=int(np.sum(bf16_ious < 0.5)),
+    )
+
+
+def bench_cpu(quick: bool) -> None:
+    """The bundled model at the input's scale, on a crowded nuclei image."""
+    card = zoo.get_card(BUNDLED)
+    card = dataclasses.replace(
+        card, input=dataclasses.replace(card.input, min_size=800, max_size=1333)
+    )
+    model = load_model(card, device="cpu").eval()
+    heads = model.roi_heads
+    heads.score_thresh, heads.nms_thresh = CELLS_THRESHOLD, card.nms_iou or 0.5
+    heads.detections_per_img = card.detections_per_img
+    sample = generate_sample(11, size=(800, 1066), bit_depth=16, n_cells=300, cell_radius=(10, 14))
+    options = dict(
+        score_threshold=CELLS_THRESHOLD,
+        max_detections=card.detections_per_img,
+        polygon_tolerance=0.0,
+        min_area=0.0,
+    )
+    _compare(
+        "predict_cpu",
+        model,
+        card,
+        sample.image,
+        1 if quick else 3,
+        options,
+        subject=f"{BUNDLED} (trained), input at native scale",
+    )
+
+
+def bench_cpu_resnet50(quick: bool) -> None:
+    arch, n_classes, dets = "maskrcnn_resnet50_fpn", 91, 100
+    card = _card(arch, n_classes)
+    model = _model(arch, n_classes, dets)
+    with torch.no_grad():  # random mask logits hover at 0.5 (noise masks): make them definite
+        model.roi_heads.mask_predictor.mask_fcn_logits.bias.add_(CPU_MASK_BIAS)
+    options = dict(score_threshold=0.0, max_detections=dets, polygon_tolerance=0.0, min_area=0.0)
+    _compare(
+        "predict_cpu_resnet50",
+        model,
+        card,
+        _image(800, 1066),
+        1 if quick else 3,
+        options,
+        subject=f"{arch} random weights",
     )
 
 
@@ -272,16 +351,21 @@ def bench_cuda(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
-    parser.add_argument("--case", choices=["cpu", "tiled", "cuda"], action="append")
+    parser.add_argument("--case", choices=["cpu", "cpu-resnet50", "tiled", "cuda"], action="append")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--child", choices=["tiled", "untiled"], help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=6000, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _tiled_child(args.child, args.size)
         return
-    cases = args.case or ["cpu", "tiled", "cuda"]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cases = args.case or ["cpu", "cpu-resnet50", "tiled", "cuda"]
     if "cpu" in cases:
         bench_cpu(args.quick)
+    if "cpu-resnet50" in cases:
+        bench_cpu_resnet50(args.quick)
     if "tiled" in cases:
         bench_tiled(args.quick)
     if "cuda" in cases:

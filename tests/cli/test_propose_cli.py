@@ -155,12 +155,15 @@ def test_propose_one_shard_and_pattern(project: Path, capsys: pytest.CaptureFixt
                 "1/3",
                 "--images",
                 "imgs/*",
+                "--precision",
+                "bf16",
                 *FAST,
             ]
         )
         == 0
     )
     out = capsys.readouterr().out
+    assert "bf16)" in out  # the model line names the precision it runs at
     shard = Shard(1, 3)
     mine = [f"imgs/cells_{k}.png" for k in range(1, 5) if shard.holds(f"imgs/cells_{k}.png")]
     state = _state(project)
