@@ -4,15 +4,21 @@ The score of an image is the number of corrections its review is expected to nee
 from the model's detection scores (each score taken as the probability that the detection
 is a real instance):
 
-    e(s)  = min(s, 1 - s)       per detection with score s >= floor (default 0.05): a shown
+    e(s)  = min(s, 1 - s)       per object with score s >= floor (default 0.05): a shown
                                 proposal (s >= 0.5) is false with probability 1 - s and must
                                 be rejected; a hidden one (s < 0.5) is a real instance with
                                 probability s and must be drawn by hand
-    U     = sum of e(s_i)       over the image's detections
+    U     = sum of e(s_k)       over the image's objects
 
-U is 0 when the model is sure of everything it sees and grows with every instance it is
-unsure of, so an image with many doubtful instances (much to correct, much to learn from)
-outranks one with a single doubtful instance; it is stored with the proposals and the image
+An object is a detection together with the weaker detections whose boxes lie mostly on it
+(intersection over the smaller box > 0.5), scored by its best detection: on a shifted
+project a model returns many low-score fragments of cells it already found, and none of
+them costs the reviewer anything. Counted once, U measures what the review will cost, not
+how fragmented the model's output is.
+
+U is 0 when the model is sure of everything it sees and grows with every object it is
+unsure of, so an image with many doubtful objects (much to correct, much to learn from)
+outranks one with a single doubtful object; it is stored with the proposals and the image
 list sorts by it. Detections below the display threshold count: a cell the model half-sees
 is exactly what a person should look at. An image with no detection above the floor scores
 0 (the model is sure there is nothing; a person finds out at random-order cost).
@@ -20,10 +26,7 @@ is exactly what a person should look at. An image with no detection above the fl
 Averaging e(s) instead (the first formula) ranked by noise: on a shifted project every image
 holds dozens of low-score fragments and the mean barely moved (0.14 to 0.22) while U tracked
 the review's actual corrections. Measured against random order on the loop benchmark
-(tests/benchmarks/bench_loop.py, three seeds, mean segm AP after rounds 1-3), the sum beat
-the mean and matched random within the seeds' spread; drawing images with probability
-proportional to U instead of taking the top did worse in later rounds (figures in the
-benchmark's docstring).
+(tests/benchmarks/bench_loop.py; figures in its docstring).
 """
 
 from __future__ import annotations
@@ -54,11 +57,51 @@ def expected_corrections(scores: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def image_uncertainty(
-    scores: Sequence[float] | np.ndarray, *, floor: float = DEFAULT_FLOOR
+    scores: Sequence[float] | np.ndarray,
+    boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+    *,
+    floor: float = DEFAULT_FLOOR,
 ) -> float:
-    """The image's uncertainty U >= 0: its expected corrections (module docstring)."""
+    """The image's uncertainty U >= 0: its expected corrections (module docstring).
+
+    ``boxes`` (N x 4, x0 y0 x1 y1) group fragments into objects; without them every
+    detection counts as an object.
+    """
     s = np.asarray(scores, dtype=np.float64)
-    return float(expected_corrections(s[s >= floor]).sum())
+    keep = s >= floor
+    if boxes is not None:
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(b) != len(s):
+            raise ValueError(f"{len(s)} scores but {len(b)} boxes")
+        s = s[keep][object_leaders(b[keep], s[keep])]
+    else:
+        s = s[keep]
+    return float(expected_corrections(s).sum())
+
+
+def object_leaders(boxes: np.ndarray, scores: np.ndarray, overlap: float = 0.5) -> np.ndarray:
+    """Indices of the detections that start an object, best score first.
+
+    Greedy like NMS, but a weaker box is folded into a stronger one when their intersection
+    covers more than ``overlap`` of the smaller box (a fragment inside a cell has a low IoU
+    with it).
+    """
+    order = np.argsort(-scores, kind="stable")
+    b = boxes[order]
+    area = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
+    iw = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
+    ih = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
+    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
+    smaller = np.minimum(area[:, None], area[None, :])
+    covered = inter > overlap * np.maximum(smaller, 1e-9)
+    folded = np.zeros(len(b), dtype=bool)
+    leaders = []
+    for i in range(len(b)):
+        if folded[i]:
+            continue
+        leaders.append(order[i])
+        folded |= covered[i]
+    return np.asarray(leaders, dtype=np.int64)
 
 
 def next_images(

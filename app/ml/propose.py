@@ -22,9 +22,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from app.core.geometry import polygons_bbox
 from app.core.images import read_image
 from app.core.store import ProjectStore
-from app.core.types import ImageRecord, ImageStatus, Instance, Source
+from app.core.types import ImageRecord, ImageStatus, Instance, Polygon, Source
 from app.errors import MaskLoopError
 from app.ml.active import DEFAULT_FLOOR, image_uncertainty
 from app.ml.zoo import ModelCard
@@ -192,7 +193,9 @@ def propose_images(
             yield ImageOutcome(image, error=str(exc))
             continue
         detections = predictor.predict(pixels, should_stop=should_stop)
-        uncertainty = image_uncertainty([d.score or 0.0 for d in detections])
+        uncertainty = image_uncertainty(
+            [d.score or 0.0 for d in detections], [_xyxy(d.polygons) for d in detections]
+        )
         instances = [d for d in detections if threshold is None or (d.score or 0.0) >= threshold]
         if score_only:
             instances = []
@@ -212,3 +215,8 @@ def propose_images(
             seconds=time.perf_counter() - t0,
             uncertainty=uncertainty if stored else None,
         )
+
+
+def _xyxy(polygons: Sequence[Polygon]) -> tuple[float, float, float, float]:
+    x, y, w, h = polygons_bbox(polygons)
+    return (x, y, x + w, y + h)

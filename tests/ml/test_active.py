@@ -8,6 +8,7 @@ from app.ml.active import (
     expected_corrections,
     image_uncertainty,
     next_images,
+    object_leaders,
 )
 
 # Crafted proposal sets (detection scores per image), named by what a reviewer would face.
@@ -43,6 +44,31 @@ def test_more_to_correct_ranks_first():
     scores = [image_uncertainty(s) for s in (CROWDED_AND_DOUBTFUL, ONE_BORDERLINE, CONFIDENT)]
     assert scores == sorted(scores, reverse=True)
     assert scores[0] > 2 * scores[1]
+
+
+def test_fragments_of_one_object_count_once():
+    cell = [10, 10, 40, 40]
+    fragment = [12, 30, 22, 40]  # inside the cell: low IoU, but covered
+    other = [60, 10, 90, 40]
+    scores = [0.9, 0.3, 0.4]
+    boxes = [cell, fragment, other]
+    # The fragment costs the reviewer nothing: the cell is already proposed.
+    assert image_uncertainty(scores, boxes) == pytest.approx(0.1 + 0.4)
+    assert image_uncertainty(scores) == pytest.approx(0.1 + 0.3 + 0.4)
+    # A doubtful cell whose best detection is doubtful stays doubtful.
+    assert image_uncertainty([0.45, 0.2], [cell, fragment]) == pytest.approx(0.45)
+    # Below the floor nothing counts, grouped or not.
+    assert image_uncertainty([0.9, 0.01], [cell, other]) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="2 scores but 1 boxes"):
+        image_uncertainty([0.5, 0.5], [cell])
+
+
+def test_object_leaders_fold_covered_boxes_greedily():
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 30, 30], [2, 2, 8, 8], [100, 100, 110, 110]], float)
+    scores = np.array([0.2, 0.9, 0.8, 0.1])
+    # The big box leads and covers both small ones (each lies inside it); the far one is alone.
+    assert object_leaders(boxes, scores).tolist() == [1, 3]
+    assert object_leaders(np.zeros((0, 4)), np.zeros(0)).tolist() == []
 
 
 @pytest.fixture
