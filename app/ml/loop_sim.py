@@ -422,10 +422,12 @@ class LoopSimulation:
     def pick(self) -> list[ImageRecord]:
         """Propose and choose this round's images (uncertainty needs every candidate scored)."""
         n = self.config.per_round
+        seed = self.config.seed + self.round
         if self.strategy is Strategy.UNCERTAINTY:
+            # Scored even at the cold start, whose seeded sample then equals random's.
             self._propose(self.store.images(status=CANDIDATE_STATUSES))
-            return next_images(self.store, n, Strategy.UNCERTAINTY)
-        picked = next_images(self.store, n, Strategy.RANDOM, seed=self.config.seed + self.round)
+            return next_images(self.store, n, Strategy.UNCERTAINTY, seed=seed)
+        picked = next_images(self.store, n, Strategy.RANDOM, seed=seed)
         self._propose(picked)
         return picked
 

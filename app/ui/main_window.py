@@ -351,7 +351,7 @@ class MainWindow(QMainWindow):
     def most_uncertain_image(self) -> None:
         """Open the untouched image the model is least sure about (active learning)."""
         current = self.current_image_id()
-        for record in next_images(self.store, 2):
+        for record in next_images(self.store, 2, use_cold_start=False):
             if record.id != current:
                 self.open_image(record.id)
                 return

@@ -8,7 +8,8 @@ import pytest
 
 from app import __version__
 from app.cli import main
-from app.core.store import ProjectStore
+from app.core.store import NewImage, ProjectStore
+from app.core.types import ImageStatus
 
 
 @pytest.fixture
@@ -94,6 +95,11 @@ def test_next_prints_most_uncertain_first(tmp_path, images, capsys):
         store.set_uncertainty(low.id, 0.1)
         store.set_uncertainty(high.id, 0.8)
     capsys.readouterr()
+    assert main(["next", str(project)]) == 0
+    assert "No image is done yet: a random sample" in capsys.readouterr().out
+    with ProjectStore.open(project) as store:
+        store.add_images([NewImage("labelled.png", 8, 8)])
+        store.set_image_status(store.images()[-1].id, ImageStatus.DONE)
     assert main(["next", str(project), "--count", "5", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in rows] == [high.id, low.id]

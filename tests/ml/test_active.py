@@ -87,7 +87,14 @@ def test_next_images_orders_crafted_proposal_sets(store):
         (4, CROWDED_AND_DOUBTFUL),
     ]:
         store.set_uncertainty(image_id, image_uncertainty(scores))
-    assert [r.id for r in next_images(store, 6)] == [4, 2, 1, 3, 5, 6]  # 5, 6 unscored
+    order = [4, 2, 1, 3, 5, 6]  # 5, 6 unscored
+    assert [r.id for r in next_images(store, 6, use_cold_start=False)] == order
+    # Nothing done yet: the uncertainty strategy gives random's seeded sample instead.
+    cold = [r.id for r in next_images(store, 6, seed=3)]
+    assert cold == [r.id for r in next_images(store, 6, "random", seed=3)] != order
+    store.add_images([NewImage("labelled.png", 8, 8)])
+    store.set_image_status(7, ImageStatus.DONE)
+    assert [r.id for r in next_images(store, 6)] == order
 
 
 def test_next_images_uncertainty_order_skips_worked_on_images(store):
@@ -101,6 +108,7 @@ def test_next_images_uncertainty_order_skips_worked_on_images(store):
 
 def test_next_images_random_is_seeded(store):
     a = [r.id for r in next_images(store, 6, "random", seed=1)]
+    store.set_uncertainty(2, 5.0)  # scores do not move a random sample
     b = [r.id for r in next_images(store, 6, "random", seed=1)]
     assert a == b and sorted(a) == [1, 2, 3, 4, 5, 6]
     assert next_images(store, 0) == []
