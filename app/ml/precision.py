@@ -12,7 +12,7 @@ model ran under autocast. With only the convolutional parts in bf16 its AP staye
 
 So ``auto`` means bf16 on CUDA (fp16 where bf16 is missing) and float32 on the CPU, whose
 results then match torchvision's own path exactly; ``bf16`` on a CPU is the user's choice
-of speed (about 1.3x end to end on the bundled model, 2x in the convolutions) over
+of speed (about 1.4x end to end on the bundled model, 2x in the convolutions) over
 bit-for-bit agreement.
 
 The reduced parts hold their own weights in the low dtype (no per-call casts) and hand

@@ -26,11 +26,25 @@ round cannot teach much: read ``base_model`` in the lines.
 
     .venv/bin/python tests/benchmarks/bench_loop.py [--quick] [--seeds 3] [--threads 1]
 
-The default (3 seeds, 3 rounds of 8 images) takes about 15 minutes on two busy CPU cores
-(about 5 a seed); ``--quick --seeds 2`` took 6.5 minutes on the same loaded machine.
+The default (3 seeds, 3 rounds of 8 images from a pool of 48) takes about 15 minutes on two
+busy CPU cores; ``--quick --seeds 2`` about 6.
 
-Measured orderings (mean segm AP over seeds after rounds 0/1/2/3; round 3 labels all 24 pool
-images under every ordering, so only the training order differs there):
+Measured orderings, pool of 48, six seeds (0-5), one process per strategy and seed (mean
+segm AP after rounds 1/2/3, i.e. budgets of 8/16/24 images; round 0 is 0.249; per-seed
+differences from random span about +-0.03, so fewer seeds cannot separate these):
+
+    random                                            0.285 / 0.289 / 0.295
+    uncertainty as shipped (cold start, then objects) 0.284 / 0.296 / 0.303   (-0.001 / +0.007 / +0.008)
+    objects counted once, from the first round        0.279 / 0.297 / 0.307   (-0.006 / +0.008 / +0.012)
+    every detection counted (the previous formula)    0.277 / 0.299 / 0.294   (-0.008 / +0.010 / -0.001)
+
+The first round is random's own sample by construction (``active.cold_start``); its -0.001
+is one seed whose random run predates a change of the predictor's float rounding. Ops per
+instance of the reviewed images (random 5.94 / 4.58 / 4.87; shipped 5.94 / 6.19 / 5.00):
+uncertainty picks the images that need the most correcting, so its review cost per round is
+not the model's progress alone.
+
+Earlier measurements (pool of 24, where the last round labelled the whole pool):
 
     cells-mobile of commit 6207d4b, seeds 3-5 (--seed 3)
       random                                0.249 / 0.276 / 0.293 / 0.303
@@ -40,9 +54,6 @@ images under every ordering, so only the training order differs there):
       random                                0.213 / 0.235 / 0.251 / 0.263
       uncertainty, mean of e(s), top first  0.213 / 0.225 / 0.219 / 0.258
       uncertainty, sum of e(s), top first   0.213 / 0.229 / 0.244 / 0.252
-
-Per seed the orderings differ by up to 0.045 either way: three seeds separate the mean of
-e(s) from the sum, not the sum from random.
 """
 
 from __future__ import annotations
