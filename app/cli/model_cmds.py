@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from app import paths
 from app.core.store import ProjectStore
+from app.ml.defaults import Precision
 
 if TYPE_CHECKING:
     from app.ml.zoo import ModelCard
@@ -88,8 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
-        default="auto",
+        choices=[p.value for p in Precision],
+        default=Precision.AUTO.value,
         help="precision of the model's convolutions (box regression stays fp32): auto is "
         "bf16 on CUDA and fp32 on the CPU; bf16 on a CPU with native bf16 (AVX512-BF16/AMX) "
         "is about 1.4x faster, same AP, single masks may differ by a few pixels",

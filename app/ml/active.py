@@ -73,10 +73,8 @@ def image_uncertainty(
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if len(b) != len(s):
             raise ValueError(f"{len(s)} scores but {len(b)} boxes")
-        s = s[keep][object_leaders(b[keep], s[keep])]
-    else:
-        s = s[keep]
-    return float(expected_corrections(s).sum())
+        keep = np.flatnonzero(keep)[object_leaders(b[keep], s[keep])]
+    return float(expected_corrections(s[keep]).sum())
 
 
 def object_leaders(boxes: np.ndarray, scores: np.ndarray, overlap: float = 0.5) -> np.ndarray:

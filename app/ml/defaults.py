@@ -1,10 +1,12 @@
-"""Option names and defaults of training and evaluation, free of torch.
+"""Option names and defaults of training, evaluation and inference, free of torch.
 
 The CLI builds its parsers (``--help``, ``--version``) from these without loading torch;
 app.ml.train and app.ml.evaluate use the same names.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step")
@@ -16,3 +18,13 @@ DEFAULT_PROPOSAL_SCORE = 0.5
 # images). Measured with the loop benchmark on a project unlike the base model's data:
 # 1e-3 lowered AP after the first round of a few images, 3e-4 raised it every round.
 FINE_TUNE_LR = 3e-4
+
+
+class Precision(StrEnum):
+    """Inference precision a user asks for; ``auto`` is resolved per device by
+    :func:`app.ml.precision.resolve_dtype`."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"

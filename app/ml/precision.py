@@ -22,24 +22,15 @@ float32 back, so the rest of the model never sees the difference.
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 from typing import Any
 
 import torch
 from torch import nn
 
 from app.errors import MaskLoopError
+from app.ml.defaults import Precision
 
 log = logging.getLogger(__name__)
-
-
-class Precision(StrEnum):
-    """What the user asks for; ``auto`` is resolved per device by :func:`resolve_dtype`."""
-
-    AUTO = "auto"
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
 
 
 def cpu_has_fast_bf16() -> bool:
