@@ -5,7 +5,10 @@ rounds of the app's own loop: propose (:mod:`app.ml.propose`, which also stores 
 image's uncertainty) -> choose the next images (:func:`app.ml.active.next_images`, by
 uncertainty or at random) -> review them against the hidden truth -> mark them done ->
 fine-tune the previous round's model on every done image (:mod:`app.ml.train`) ->
-register it as a model version -> evaluate on a fixed held-out set. The loop benchmark
+register it as a model version -> evaluate on a fixed held-out set: segm AP, and what
+reviewing the model's proposals on those images would cost (the same images every round,
+so the cost measures the model's progress; the images a strategy picks get harder as
+uncertainty ordering takes the doubtful ones first). The loop benchmark
 (tests/benchmarks/bench_loop.py) and the tests drive it.
 
 Cost model of a review, in operations (clicks and drags an annotator makes):
@@ -256,13 +259,19 @@ class LoopConfig:
 
 @dataclass
 class RoundResult:
-    """One round of one strategy; round 0 is the starting model, before any review."""
+    """One round of one strategy; round 0 is the starting model, before any review.
+
+    ``review`` is what this round's picked images cost to review (None in round 0);
+    ``heldout_review`` what the proposals of the round's resulting model would cost on the
+    held-out images.
+    """
 
     round: int
     strategy: str
     ap: float
     ap50: float
     review: ReviewCounts | None
+    heldout_review: ReviewCounts
     labeled_images: int
     model_version: int | None
     propose_s: float = 0.0
@@ -283,16 +292,35 @@ def _sample(config: LoopConfig, seed: int) -> SyntheticSample:
     )
 
 
-def held_out_set(config: LoopConfig) -> list[Sample]:
-    """The fixed test images (their own seed stream) as evaluation samples (label 1)."""
-    out = []
+@dataclass
+class HeldOut:
+    """The fixed test images: model inputs with targets (for AP) and the pixels with their
+    truth outlines (for the review cost of the proposals)."""
+
+    samples: list[Sample]
+    images: list[np.ndarray]
+    outlines: list[list[list[Polygon]]]  # per image, per instance: its polygons
+
+    def truth(self, category_id: int) -> list[list[Instance]]:
+        """Each image's truth as instances of ``category_id``."""
+        return [
+            [Instance(category_id, [p.copy() for p in polys]) for polys in image]
+            for image in self.outlines
+        ]
+
+
+def held_out_set(config: LoopConfig) -> HeldOut:
+    """The fixed test images (their own seed stream); label 1 in the samples."""
+    out = HeldOut([], [], [])
     for i in range(config.test_images):
         s = _sample(config, sample_seed(config.seed + _TEST_SEED_OFFSET, i))
         ids = torch.arange(1, s.n_instances + 1)
         labels = torch.from_numpy(s.labels.astype(np.int64))
         masks = (labels[None] == ids[:, None, None]).to(torch.uint8)
         labels_t = torch.ones(len(ids), dtype=torch.int64)
-        out.append(make_sample(to_model_input(s.image, config.spec), masks, labels_t))
+        out.samples.append(make_sample(to_model_input(s.image, config.spec), masks, labels_t))
+        out.images.append(s.image)
+        out.outlines.append(list(label_map_to_instances(s.labels).values()))
     return out
 
 
@@ -368,13 +396,14 @@ class LoopSimulation:
         config: LoopConfig,
         card: zoo.ModelCard,
         model: nn.Module,
-        test_set: Sequence[Sample],
+        test_set: HeldOut,
     ) -> None:
         self.strategy = Strategy(strategy)
         self.config = config
         self.card = card
         self.model = model
-        self.test_set = list(test_set)
+        self.test_set = test_set
+        self.test_truth = test_set.truth(card.category_for_label(1).id)
         self.store, self.truth = create_pool_project(folder, config)
         self.category = self.store.categories()[0]
         self.version: int | None = None
@@ -383,29 +412,47 @@ class LoopSimulation:
     def close(self) -> None:
         self.store.close()
 
-    def evaluate(self) -> tuple[float, float]:
-        """Segm (AP, AP50) of the current model on the held-out set."""
-        result = evaluate_model(self.model, self.test_set, device=self.config.device)
-        return result.segm.ap, result.segm.ap50
+    def evaluate(self) -> tuple[float, float, ReviewCounts]:
+        """Segm (AP, AP50) of the current model on the held-out set, and what reviewing its
+        proposals there (score >= the loop's threshold) would cost."""
+        result = evaluate_model(self.model, self.test_set.samples, device=self.config.device)
+        predictor = self._predictor(self.config.threshold)
+        counts = ReviewCounts()
+        for image, truth in zip(self.test_set.images, self.test_truth, strict=True):
+            h, w = image.shape[:2]
+            counts = counts + review(predictor.predict(image), truth, h, w).counts
+        return result.segm.ap, result.segm.ap50, counts
 
     def start(self) -> RoundResult:
         """Round 0: the starting model on the held-out set."""
         t0 = time.perf_counter()
-        ap, ap50 = self.evaluate()
+        ap, ap50, heldout = self.evaluate()
         return RoundResult(
-            0, self.strategy.value, ap, ap50, None, 0, None, eval_s=time.perf_counter() - t0
+            0,
+            self.strategy.value,
+            ap,
+            ap50,
+            None,
+            heldout,
+            0,
+            None,
+            eval_s=time.perf_counter() - t0,
+        )
+
+    def _predictor(self, score_threshold: float) -> Predictor:
+        cfg = self.config
+        return Predictor.from_model(
+            self.model,
+            self.card,
+            device=cfg.device,
+            score_threshold=score_threshold,
+            max_detections=cfg.max_detections,
+            model_version=self.version,
         )
 
     def _propose(self, images: Sequence[ImageRecord]) -> None:
         cfg = self.config
-        predictor = Predictor.from_model(
-            self.model,
-            self.card,
-            device=cfg.device,
-            score_threshold=detection_threshold(cfg.threshold),
-            max_detections=cfg.max_detections,
-            model_version=self.version,
-        )
+        predictor = self._predictor(detection_threshold(cfg.threshold))
         model_id = self.card.id if self.version is None else f"v{self.version}"
         for outcome in propose_images(
             self.store,
@@ -451,7 +498,7 @@ class LoopSimulation:
         iterations = self._train(done)
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ap, ap50 = self.evaluate()
+        ap, ap50, heldout = self.evaluate()
         eval_s = time.perf_counter() - t0
         version = register_version(
             self.store,
@@ -465,12 +512,14 @@ class LoopSimulation:
         )
         self.version = version.id
         log.info(
-            "%s round %d: %d images labelled, segm AP %.3f, %.2f ops/instance",
+            "%s round %d: %d images labelled, segm AP %.3f, %.2f ops/instance reviewed, "
+            "%.2f on the held-out images",
             self.strategy.value,
             self.round,
             len(done),
             ap,
             counts.ops_per_instance or 0.0,
+            heldout.ops_per_instance or 0.0,
         )
         return RoundResult(
             self.round,
@@ -478,6 +527,7 @@ class LoopSimulation:
             ap,
             ap50,
             counts,
+            heldout,
             len(done),
             version.id,
             propose_s=propose_s,

@@ -135,12 +135,15 @@ def test_one_tiny_round_end_to_end(tmp_path: Path, one_thread: None) -> None:
         cell_radius=(5.0, 8.0),
     )
     card, model = base_model(RANDOM_BASE, config)
-    sim = LoopSimulation(
-        tmp_path / "sim", Strategy.UNCERTAINTY, config, card, model, held_out_set(config)
-    )
+    test_set = held_out_set(config)
+    test_instances = sum(len(outlines) for outlines in test_set.outlines)
+    sim = LoopSimulation(tmp_path / "sim", Strategy.UNCERTAINTY, config, card, model, test_set)
     try:
         start = sim.start()
         assert (start.round, start.labeled_images, start.review) == (0, 0, None)
+        # The held-out review covers every held-out instance, found or drawn.
+        assert start.heldout_review.instances == test_instances > 0
+        assert start.heldout_review.ops >= test_instances
         result = sim.run_round()
         store = sim.store
         done = store.images(status=ImageStatus.DONE)
@@ -152,6 +155,7 @@ def test_one_tiny_round_end_to_end(tmp_path: Path, one_thread: None) -> None:
         assert result.review.instances == truth > 0
         assert sum(store.count_instances(im.id) for im in done) == truth
         assert result.review.ops >= truth
+        assert result.heldout_review.instances == test_instances
         # Uncertainty ordering scored every candidate while proposing.
         assert all(im.uncertainty is not None for im in store.images())
         version = store.model_version(1)
@@ -164,7 +168,8 @@ def test_one_tiny_round_end_to_end(tmp_path: Path, one_thread: None) -> None:
 def test_the_simulated_project_comes_from_another_microscope() -> None:
     config = LoopConfig(image_size=SIZE, pool_images=2, test_images=1, per_round=1)
     assert config.regime is OTHER_MICROSCOPE
-    (sample,) = held_out_set(config)
+    held_out = held_out_set(config)
+    (sample,) = held_out.samples
     seed = sample_seed(config.seed + _TEST_SEED_OFFSET, 0)
     shifted = generate_sample(
         seed,
@@ -174,5 +179,8 @@ def test_the_simulated_project_comes_from_another_microscope() -> None:
         regime=OTHER_MICROSCOPE,
     )
     assert len(sample[1]["masks"]) == shifted.n_instances
-    unshifted = held_out_set(dataclasses.replace(config, regime=None))[0][0]
+    assert np.array_equal(held_out.images[0], shifted.image)
+    (truth,) = held_out.truth(category_id=7)
+    assert len(truth) == shifted.n_instances and {t.category_id for t in truth} == {7}
+    unshifted = held_out_set(dataclasses.replace(config, regime=None)).samples[0][0]
     assert not torch.equal(sample[0], unshifted)
