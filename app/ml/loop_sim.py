@@ -223,7 +223,10 @@ class LoopConfig:
     pool_images: int = 24
     test_images: int = 8
     per_round: int = 4
-    iterations: int = 40  # training iterations per round
+    iterations: int = 40  # training iterations per round (unless ``epochs``)
+    # Passes over every done image per round, as the app's Train dialog trains (10 there),
+    # so later rounds train longer; None: ``iterations`` steps a round.
+    epochs: int | None = None
     batch_size: int = 2
     # `maskloop train`'s default. On the shifted project 1e-3 fell far below the starting AP
     # after one round (0.21 -> 0.11, 30 steps on 4 images); with 8 images a round 3e-4 rose
@@ -250,6 +253,8 @@ class LoopConfig:
             )
         if self.test_images < 1 or self.iterations < 1:
             raise LoopSimError("test_images and iterations must be at least 1.")
+        if self.epochs is not None and self.epochs < 1:
+            raise LoopSimError("epochs must be at least 1 (or None for a fixed step count).")
 
     @property
     def spec(self) -> InputSpec:
@@ -546,13 +551,13 @@ class LoopSimulation:
             train=True,
         )
         config = TrainConfig(
-            epochs=cfg.iterations,
+            epochs=cfg.epochs or cfg.iterations,
             batch_size=cfg.batch_size,
             lr=cfg.lr,
             warmup_iters=cfg.warmup_iters,
             device=cfg.device,
             seed=cfg.seed + self.round,
-            max_iters=cfg.iterations,
+            max_iters=None if cfg.epochs else cfg.iterations,
             freeze_bn_stats=cfg.freeze_bn_stats,
         )
         iterations = 0

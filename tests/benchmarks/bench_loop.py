@@ -33,24 +33,44 @@ round cannot teach much: read ``base_model`` in the lines.
 
     .venv/bin/python tests/benchmarks/bench_loop.py [--quick] [--seeds 3] [--jobs 2]
 
-The default (3 seeds, 3 rounds of 8 images from a pool of 48) takes about 15 minutes on two
-busy CPU cores; ``--quick --seeds 2`` about 6. ``--jobs N`` runs seeds in N processes of one
-torch thread each (the figures do not depend on it).
+The default (3 seeds, 3 rounds of 8 images from a pool of 48, 10 epochs a round) takes about
+17 minutes on two CPU cores; ``--quick --seeds 2`` about 2. ``--jobs N`` runs N seeds at once,
+each in its own process with one torch thread (default: one per core).
 
-Measured orderings, pool of 48, six seeds (0-5), one process per strategy and seed (mean
-segm AP after rounds 1/2/3, i.e. budgets of 8/16/24 images; round 0 is 0.249; per-seed
-differences from random span about +-0.03, so fewer seeds cannot separate these):
+Measured, ``--seeds 6`` (seeds 0-5, 26 minutes on two cores; means over seeds). Round 0, the
+bundled model before any review, is AP 0.249 and 5.58 held-out ops per instance; drawing
+every instance by hand costs about 9:
 
-    random                                            0.285 / 0.289 / 0.295
-    uncertainty as shipped (cold start, then objects) 0.284 / 0.296 / 0.303   (-0.001 / +0.007 / +0.008)
-    objects counted once, from the first round        0.279 / 0.297 / 0.307   (-0.006 / +0.008 / +0.012)
-    every detection counted (the previous formula)    0.277 / 0.299 / 0.294   (-0.008 / +0.010 / -0.001)
+    after budget                        8       16      24
+    segm AP       random            0.288   0.306   0.317
+                  uncertainty       0.288   0.306   0.306   (+0.000 / -0.001 / -0.011)
+    held-out ops  random             4.68    4.47    4.41
+    per instance  uncertainty        4.68    4.61    4.48
+    picked-image  random             5.99    4.54    4.77
+    ops/instance  uncertainty        5.99    6.32    4.82
 
-The first round is random's own sample by construction (``active.cold_start``); its -0.001
-is one seed whose random run predates a change of the predictor's float rounding. Ops per
-instance of the reviewed images (random 5.94 / 4.58 / 4.87; shipped 5.94 / 6.19 / 5.00):
-uncertainty picks the images that need the most correcting, so its review cost per round is
-not the model's progress alone.
+The same with a fixed 30 training steps a round (``--iterations 30``, the previous default):
+
+    segm AP       random            0.284   0.288   0.295
+                  uncertainty       0.284   0.296   0.303   (+0.000 / +0.008 / +0.008)
+    held-out ops  random             4.65    4.67    4.66
+    per instance  uncertainty        4.65    4.57    4.50
+    picked-image  random             5.99    4.60    4.83
+    ops/instance  uncertainty        5.99    6.21    5.03
+
+Budget 8 is the same for both by construction (``active.cold_start``: until an image is done
+uncertainty gives random's sample). Per-seed AP differences from random span about +-0.04
+(10 epochs, budget 24: -0.041 to +0.012; 30 steps, budget 16: -0.021 to +0.049), so neither
+schedule separates the orderings: uncertainty is ahead by about one standard error with
+short training and behind by about one and a half with the app's. AP rises and the held-out
+review cost falls every round under both. The picked images' cost does not fall with
+uncertainty ordering because it takes the images that need the most correcting first.
+
+Alternative uncertainty formulas, measured with the same seeds by running each strategy and
+seed in its own process (mean segm AP after budgets 8/16/24):
+
+    objects counted once, from the first round        0.279 / 0.297 / 0.307
+    every detection counted (the previous formula)    0.277 / 0.299 / 0.294
 
 Earlier measurements (pool of 24, where the last round labelled the whole pool):
 
@@ -71,6 +91,7 @@ import copy
 import dataclasses
 import logging
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -113,8 +134,10 @@ TARGET = (
 # learning rate tried (5e-5 to 1e-3); with 8 it rises from the first round.
 # The pool holds twice the images the rounds label, so every budget is a real choice (with
 # 24 the last round labelled the whole pool under both orderings and only noise differed).
+# Each round trains as the app's Train dialog does by default: 10 passes over every done
+# image at batch 2 (40 / 80 / 120 steps after 8 / 16 / 24 images).
 FULL = LoopConfig(
-    image_size=160, pool_images=48, test_images=10, per_round=8, iterations=30, batch_size=2
+    image_size=160, pool_images=48, test_images=10, per_round=8, epochs=10, batch_size=2
 )
 QUICK = LoopConfig(
     image_size=128, pool_images=12, test_images=6, per_round=4, iterations=12, batch_size=2
@@ -185,6 +208,14 @@ def run_seeds(configs: Sequence[LoopConfig], base: str, rounds: int, jobs: int) 
         return [f.result() for f in futures]
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (the host's count overstates it in containers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(values)
 
@@ -229,13 +260,13 @@ def emit_round(
         },
         "review": {
             k: getattr(counts, k)
-            for k in ("accepted", "edited", "rejected", "drawn", "instances", "ops")
+            for k in ("accepted", "edited", "rejected", "drawn", "instances", "ops", "manual_ops")
         }
         if counts
         else None,
         "heldout_review": {
             k: getattr(heldout, k)
-            for k in ("accepted", "edited", "rejected", "drawn", "instances", "ops")
+            for k in ("accepted", "edited", "rejected", "drawn", "instances", "ops", "manual_ops")
         },
         "iterations": results[0].iterations,
         "seconds_per_seed": {
@@ -260,7 +291,10 @@ def emit_round(
     )
 
 
-def _falls(values: Sequence[float]) -> bool:
+def _falls(values: Sequence[float]) -> bool | None:
+    """Whether every value is below the one before; None with fewer than two values."""
+    if len(values) < 2:
+        return None
     return all(b < a for a, b in zip(values, values[1:], strict=False))
 
 
@@ -297,7 +331,16 @@ def main() -> int:
     parser.add_argument("--per-round", type=int, help="images reviewed per round")
     parser.add_argument("--pool-images", type=int, help="images in the project")
     parser.add_argument("--test-images", type=int, help="held-out images")
-    parser.add_argument("--iterations", type=int, help="training iterations per round")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        help="train a fixed number of steps per round (default: 10 epochs; --quick: 12 steps)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="passes over every done image per round, as the app trains (default 10)",
+    )
     parser.add_argument("--image-size", type=int, help="side of the square images in px")
     parser.add_argument("--lr", type=float, help="fine-tuning learning rate")
     parser.add_argument(
@@ -319,14 +362,17 @@ def main() -> int:
     parser.add_argument(
         "--jobs",
         type=int,
-        default=1,
-        help="seeds run at once, each in its own process with one torch thread (default 1)",
+        default=None,
+        help="seeds run at once, each in its own process with one torch thread (default: "
+        "one per CPU core up to the number of seeds on --device cpu, else 1)",
     )
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.iterations is not None and args.epochs is not None:
+        parser.error("give --iterations or --epochs, not both")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -345,13 +391,16 @@ def main() -> int:
         regime=OTHER_MICROSCOPE if args.regime == OTHER_MICROSCOPE.name else None,
         **{k: v for k, v in overrides.items() if v is not None},
     )
+    if args.iterations is not None or args.epochs is not None:
+        config = dataclasses.replace(config, epochs=args.epochs)
     if config.pool_images < args.rounds * config.per_round:
         parser.error("the pool is too small for rounds x per-round images")
     base = args.base_model or default_base()
     seeds = [args.seed + k for k in range(args.seeds)]
     t_start = time.perf_counter()
     configs = [dataclasses.replace(config, seed=seed) for seed in seeds]
-    runs = run_seeds(configs, base, args.rounds, min(args.jobs, len(seeds)))
+    jobs = args.jobs or (usable_cores() if config.device == "cpu" else 1)
+    runs = run_seeds(configs, base, args.rounds, min(jobs, len(seeds)))
     mean_ap: dict[Strategy, list[float]] = {s: [] for s in STRATEGIES}
     ops: dict[Strategy, list[float]] = {s: [] for s in STRATEGIES}
     heldout_ops: dict[Strategy, list[float]] = {s: [] for s in STRATEGIES}

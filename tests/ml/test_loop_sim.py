@@ -113,6 +113,8 @@ def test_applied_review_leaves_the_truth_in_the_store(tmp_path: Path) -> None:
 def test_config_refuses_a_budget_larger_than_the_pool() -> None:
     with pytest.raises(LoopSimError, match="per_round"):
         LoopConfig(pool_images=2, per_round=3)
+    with pytest.raises(LoopSimError, match="epochs"):
+        LoopConfig(pool_images=2, per_round=1, epochs=0)
 
 
 @pytest.fixture
@@ -184,3 +186,27 @@ def test_the_simulated_project_comes_from_another_microscope() -> None:
     assert len(truth) == shifted.n_instances and {t.category_id for t in truth} == {7}
     unshifted = held_out_set(dataclasses.replace(config, regime=None)).samples[0][0]
     assert not torch.equal(sample[0], unshifted)
+
+
+def test_epochs_train_passes_over_every_done_image(tmp_path: Path, one_thread: None) -> None:
+    # As the app's Train dialog: 2 epochs over 2 done images at batch 1 are 4 steps
+    # (``iterations`` would be ignored).
+    config = LoopConfig(
+        image_size=64,
+        pool_images=2,
+        test_images=1,
+        per_round=2,
+        iterations=1,
+        epochs=2,
+        batch_size=1,
+        n_cells=(2, 3),
+        cell_radius=(5.0, 6.0),
+    )
+    card, model = base_model(RANDOM_BASE, config)
+    sim = LoopSimulation(
+        tmp_path / "sim", Strategy.RANDOM, config, card, model, held_out_set(config)
+    )
+    try:
+        assert sim.run_round().iterations == 4
+    finally:
+        sim.close()
