@@ -57,6 +57,9 @@ from .workers import ModelChoice, ProposalController, ProposalResult, WorkerFail
 log = logging.getLogger(__name__)
 
 ORG, APP = "MaskLoop", "MaskLoop"
+# The versions and analytics tables need about this much width to show their columns.
+VERSIONS_MIN_WIDTH = 560
+VERSIONS_WINDOW_SIZE = (900, 640)
 
 
 def settings() -> QSettings:
@@ -89,6 +92,7 @@ class MainWindow(QMainWindow):
         scroll.setWidget(self.versions)
         scroll.setWidgetResizable(True)
         versions = self._dock("Model versions", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.versions_dock = versions
         self.tabifyDockWidget(history, versions)
         history.raise_()
         self._train_dialog: TrainDialog | None = None
@@ -231,6 +235,10 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&Model")
         self._action("Train\u2026", self.show_train_dialog, "Ctrl+T", "mdi.school", m, tb)
         self._action("Propose all images", self.propose_all, None, "mdi.auto-fix", m)
+        self._action(
+            "Model versions and review analytics\u2026", self.show_versions, "Ctrl+Shift+V",
+            "mdi.chart-line", m,
+        )  # fmt: skip
         v = mb.addMenu("&View")
         self._action("Fit image", self.canvas.fit, "F", "mdi6.fit-to-screen", v, tb)
         self._action("Actual size", lambda: self.canvas.set_zoom(1.0), "Ctrl+1", "mdi.magnify", v)
@@ -454,6 +462,16 @@ class MainWindow(QMainWindow):
         self._train_dialog.raise_()
         self._train_dialog.activateWindow()
 
+    def show_versions(self) -> None:
+        """The versions panel, in its own window when its dock is too narrow for the tables."""
+        dock = self.versions_dock
+        if not dock.isFloating() and dock.width() < VERSIONS_MIN_WIDTH:
+            dock.setFloating(True)
+            dock.resize(VERSIONS_WINDOW_SIZE[0], VERSIONS_WINDOW_SIZE[1])
+        dock.show()
+        dock.raise_()
+        self.versions.refresh()
+
     def _version_registered(self, number: int) -> None:
         model_id = f"v{number}"
         self.versions.refresh()
@@ -549,4 +567,6 @@ Tools
   B / E  brush / eraser on the selected instance, [ and ] change the size
 View
   wheel zoom   F fit   Ctrl+1 actual size   Space+drag or middle-drag pan   H show/hide
+Model
+  Ctrl+T  train a new version   Ctrl+Shift+V  versions, comparison and review analytics
 Edits are saved as you make them; Ctrl+S writes a checkpoint."""

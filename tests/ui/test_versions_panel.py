@@ -157,3 +157,30 @@ def test_analytics_match_the_store_on_a_scripted_review(qtbot, store: ProjectSto
     }
     assert by_model["v2"]["Pending"] == "2" and by_model["v2"]["Accepted share"] == "\u2013"
     assert by_model["zoo model"]["Rejected"] == "1"
+
+
+def test_tables_show_several_rows_in_a_short_dock(qtbot, store: ProjectStore) -> None:
+    panel = VersionsPanel(store)
+    qtbot.addWidget(panel)
+    row = panel.table.verticalHeader().defaultSectionSize()
+    for table in (panel.table, panel.compare, panel.outcomes):
+        assert table.minimumHeight() >= 4 * row
+
+
+def test_model_menu_opens_the_versions_in_a_window_wide_enough(qtbot, project) -> None:
+    from app.ui.main_window import VERSIONS_MIN_WIDTH, MainWindow
+
+    with ProjectStore.open(project) as s:
+        win = MainWindow(s)
+        qtbot.addWidget(win)
+        win.resize(1000, 700)
+        win.show()
+        qtbot.waitExposed(win)
+        dock = win.versions_dock
+        dock.setFloating(False)
+        dock.hide()
+        win.show_versions()
+        assert dock.isVisible()
+        assert dock.width() >= VERSIONS_MIN_WIDTH
+        assert dock.isFloating()  # the right-hand column is narrower than the tables
+        win.close()

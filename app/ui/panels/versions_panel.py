@@ -74,6 +74,11 @@ def accepted_share(outcome: ProposalOutcomes) -> float | None:
     return outcome.accepted / outcome.reviewed if outcome.reviewed else None
 
 
+ROWS_SHOWN = 4
+"""Rows each table shows at least; a short dock scrolls the whole panel instead of
+squeezing every table down to one row."""
+
+
 def _table(columns: tuple[str, ...]) -> QTableWidget:
     table = QTableWidget(0, len(columns))
     table.setHorizontalHeaderLabels(list(columns))
@@ -81,6 +86,12 @@ def _table(columns: tuple[str, ...]) -> QTableWidget:
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
     table.horizontalHeader().setStretchLastSection(True)
+    table.setMinimumHeight(
+        table.horizontalHeader().sizeHint().height()
+        + ROWS_SHOWN * table.verticalHeader().defaultSectionSize()
+        + 2 * table.frameWidth()
+        + table.horizontalScrollBar().sizeHint().height()
+    )
     return table
 
 
