@@ -37,19 +37,24 @@ The default (3 seeds, 3 rounds of 8 images from a pool of 48, 10 epochs a round)
 17 minutes on two CPU cores; ``--quick --seeds 2`` about 2. ``--jobs N`` runs N seeds at once,
 each in its own process with one torch thread (default: one per core).
 
-Measured, ``--seeds 6`` (seeds 0-5, 26 minutes on two cores; means over seeds). Round 0, the
-bundled model before any review, is AP 0.249 and 5.58 held-out ops per instance; drawing
-every instance by hand costs about 9:
+Measured with the app's schedule, ``--seeds 6`` and ``--seed 6 --seeds 6`` (seeds 0-11,
+26 and 31 minutes on two cores; means over the twelve seeds). Round 0, the bundled model
+before any review, is AP 0.246 and 5.81 held-out ops per instance; drawing every instance by
+hand costs about 9:
 
     after budget                        8       16      24
-    segm AP       random            0.288   0.306   0.317
-                  uncertainty       0.288   0.306   0.306   (+0.000 / -0.001 / -0.011)
-    held-out ops  random             4.68    4.47    4.41
-    per instance  uncertainty        4.68    4.61    4.48
-    picked-image  random             5.99    4.54    4.77
-    ops/instance  uncertainty        5.99    6.32    4.82
+    segm AP       random            0.295   0.317   0.331
+                  uncertainty       0.295   0.318   0.330   (+0.0000 / +0.0004 / -0.0004)
+    held-out ops  random             4.74    4.53    4.43
+    per instance  uncertainty        4.74    4.59    4.47
+    picked-image  random             5.84    4.58    4.79
+    ops/instance  uncertainty        5.84    6.36    4.68
 
-The same with a fixed 30 training steps a round (``--iterations 30``, the previous default):
+The AP differences from random are +0.0004 (standard error 0.004) after 16 images and
+-0.0004 (0.005) after 24; per seed they span -0.041 to +0.024. Seeds 0-5 alone give
+-0.001 / -0.011, seeds 6-11 alone +0.002 / +0.010: six seeds cannot separate the orderings.
+
+Seeds 0-5 with a fixed 30 training steps a round (``--iterations 30``, the previous default):
 
     segm AP       random            0.284   0.288   0.295
                   uncertainty       0.284   0.296   0.303   (+0.000 / +0.008 / +0.008)
@@ -59,12 +64,11 @@ The same with a fixed 30 training steps a round (``--iterations 30``, the previo
     ops/instance  uncertainty        5.99    6.21    5.03
 
 Budget 8 is the same for both by construction (``active.cold_start``: until an image is done
-uncertainty gives random's sample). Per-seed AP differences from random span about +-0.04
-(10 epochs, budget 24: -0.041 to +0.012; 30 steps, budget 16: -0.021 to +0.049), so neither
-schedule separates the orderings: uncertainty is ahead by about one standard error with
-short training and behind by about one and a half with the app's. AP rises and the held-out
-review cost falls every round under both. The picked images' cost does not fall with
-uncertainty ordering because it takes the images that need the most correcting first.
+uncertainty gives random's sample). Under both schedules AP rises and the held-out review
+cost falls every round with either ordering, and uncertainty ordering reaches random's AP
+within the noise (30 steps: per-seed differences -0.021 to +0.049 after 16 images). The
+picked images' cost does not fall with uncertainty ordering because it takes the images
+that need the most correcting first.
 
 Alternative uncertainty formulas, measured with the same seeds by running each strategy and
 seed in its own process (mean segm AP after budgets 8/16/24):
