@@ -224,8 +224,9 @@ class LoopConfig:
     test_images: int = 8
     per_round: int = 4
     iterations: int = 40  # training iterations per round (unless ``epochs``)
-    # Passes over every done image per round, as the app's Train dialog trains (10 there),
-    # so later rounds train longer; None: ``iterations`` steps a round.
+    # Passes over every done image per round, like the app's Train dialog (10 epochs there,
+    # over the done images less a validation share), so later rounds train longer;
+    # None: ``iterations`` steps a round.
     epochs: int | None = None
     batch_size: int = 2
     # `maskloop train`'s default. On the shifted project 1e-3 fell far below the starting AP
@@ -420,12 +421,15 @@ class LoopSimulation:
     def evaluate(self) -> tuple[float, float, ReviewCounts]:
         """Segm (AP, AP50) of the current model on the held-out set, and what reviewing its
         proposals there (score >= the loop's threshold) would cost."""
+        threshold = self.config.threshold
         result = evaluate_model(self.model, self.test_set.samples, device=self.config.device)
-        predictor = self._predictor(self.config.threshold)
+        # As proposing does: detect down to the uncertainty floor, show those >= threshold.
+        predictor = self._predictor(detection_threshold(threshold))
         counts = ReviewCounts()
         for image, truth in zip(self.test_set.images, self.test_truth, strict=True):
+            shown = [d for d in predictor.predict(image) if (d.score or 0.0) >= threshold]
             h, w = image.shape[:2]
-            counts = counts + review(predictor.predict(image), truth, h, w).counts
+            counts = counts + review(shown, truth, h, w).counts
         return result.segm.ap, result.segm.ap50, counts
 
     def start(self) -> RoundResult:

@@ -14,9 +14,9 @@ images are picked: by the model's uncertainty (``active.next_images``) or at ran
   would cost on the fixed held-out images) and ``labeled_images``. The uncertainty line's
   ``baseline`` is random ordering's AP at the same budget. Round 0 is the starting model
   before any review.
-- ``loop_targets``: whether AP rose every round, ops per instance fell every round (on the
-  picked images, and on the held-out images from the starting model on), and uncertainty
-  reached random's AP at every budget.
+- ``loop_targets``: whether AP rose every round, held-out ops per instance fell every round
+  (from the starting model on), and uncertainty reached random's AP at every budget; the
+  picked images' ops per instance are listed beside them, not judged.
 
 The two costs answer different questions. The held-out cost is the model's progress: the
 same images every round. The picked images' cost also depends on which images a strategy
@@ -37,7 +37,7 @@ The default (3 seeds, 3 rounds of 8 images from a pool of 48, 10 epochs a round)
 17 minutes on two CPU cores; ``--quick --seeds 2`` about 2. ``--jobs N`` runs N seeds at once,
 each in its own process with one torch thread (default: one per core).
 
-Measured with the app's schedule, ``--seeds 6`` and ``--seed 6 --seeds 6`` (seeds 0-11,
+Measured with 10 epochs a round, ``--seeds 6`` and ``--seed 6 --seeds 6`` (seeds 0-11,
 26 and 31 minutes on two cores; means over the twelve seeds). Round 0, the bundled model
 before any review, is AP 0.246 and 5.81 held-out ops per instance; drawing every instance by
 hand costs about 9:
@@ -95,12 +95,13 @@ import copy
 import dataclasses
 import logging
 import multiprocessing
+import operator
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import reduce
 from operator import add
@@ -121,6 +122,7 @@ from app.ml.active import Strategy  # noqa: E402
 from app.ml.loop_sim import (  # noqa: E402
     RANDOM_BASE,
     LoopConfig,
+    LoopSimError,
     LoopSimulation,
     ReviewCounts,
     RoundResult,
@@ -131,15 +133,16 @@ from app.ml.synthetic import OTHER_MICROSCOPE  # noqa: E402
 
 DEFAULT_BASE = "cells-mobile"
 TARGET = (
-    "AP rises each round; ops/instance fall (picked and held-out images); "
+    "AP rises each round; ops/instance on the held-out images fall each round; "
     "uncertainty AP >= random AP at every budget"
 )
 # 8 images a round: with 4, the first fine-tune (on about 80 nuclei) lowered AP at every
 # learning rate tried (5e-5 to 1e-3); with 8 it rises from the first round.
 # The pool holds twice the images the rounds label, so every budget is a real choice (with
 # 24 the last round labelled the whole pool under both orderings and only noise differed).
-# Each round trains as the app's Train dialog does by default: 10 passes over every done
-# image at batch 2 (40 / 80 / 120 steps after 8 / 16 / 24 images).
+# Each round trains like the app's Train dialog by default: 10 passes over the done images
+# at batch 2 (40 / 80 / 120 steps after 8 / 16 / 24 images; the app holds out a validation
+# share of the done images, so it takes about a fifth fewer steps).
 FULL = LoopConfig(
     image_size=160, pool_images=48, test_images=10, per_round=8, epochs=10, batch_size=2
 )
@@ -198,18 +201,26 @@ def run_seed(config: LoopConfig, base: str, rounds: int) -> History:
 
 def _run_seed_in_worker(config: LoopConfig, base: str, rounds: int) -> History:
     torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format=f"[seed {config.seed}] %(message)s", stream=sys.stderr
+    )
     return run_seed(config, base, rounds)
 
 
 def run_seeds(configs: Sequence[LoopConfig], base: str, rounds: int, jobs: int) -> list[History]:
-    """Every seed's history, in order; ``jobs`` > 1 runs them in that many processes."""
+    """Every seed's history, in order; ``jobs`` > 1 runs them in that many processes of one
+    torch thread each (results may differ from a many-threaded run in the last digits:
+    the thread count changes the order of float sums)."""
     if jobs <= 1:
         return [run_seed(config, base, rounds) for config in configs]
     context = multiprocessing.get_context("spawn")  # no fork of a process running torch
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = [pool.submit(_run_seed_in_worker, c, base, rounds) for c in configs]
-        return [f.result() for f in futures]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # one seed failed: do not run the rest
+            raise
 
 
 def usable_cores() -> int:
@@ -295,28 +306,30 @@ def emit_round(
     )
 
 
-def _falls(values: Sequence[float]) -> bool | None:
-    """Whether every value is below the one before; None with fewer than two values."""
+def _steps(values: Sequence[float], better: Callable[[float, float], bool]) -> bool | None:
+    """Whether every value is better than the one before; None (not judged) with fewer than
+    two values."""
     if len(values) < 2:
         return None
-    return all(b < a for a, b in zip(values, values[1:], strict=False))
+    return all(better(b, a) for a, b in zip(values, values[1:], strict=False))
 
 
 def targets(
-    mean_ap: dict[Strategy, list[float]],
-    ops: dict[Strategy, list[float]],
-    heldout_ops: dict[Strategy, list[float]],
-) -> dict:
-    """The issue's targets, judged on the means over seeds (round 0 first where it has one:
-    AP and the held-out cost; the picked images' cost starts at round 1)."""
-    out: dict[str, object] = {}
+    mean_ap: dict[Strategy, list[float]], heldout_ops: dict[Strategy, list[float]]
+) -> dict[str, bool | None]:
+    """The issue's targets, judged on the means over seeds (round 0 first); None where
+    there is nothing to judge (too few rounds).
+
+    Review cost is judged on the held-out images: the picked images' cost also depends on
+    which images a strategy picks (uncertainty takes the hardest first), so it is reported,
+    not judged.
+    """
+    out: dict[str, bool | None] = {}
     for strategy in STRATEGIES:
-        aps = mean_ap[strategy]
-        out[f"ap_rises_{strategy.value}"] = all(b > a for a, b in zip(aps, aps[1:], strict=False))
-        out[f"ops_fall_{strategy.value}"] = _falls(ops[strategy])
-        out[f"heldout_ops_fall_{strategy.value}"] = _falls(heldout_ops[strategy])
-    pairs = zip(mean_ap[Strategy.UNCERTAINTY][1:], mean_ap[Strategy.RANDOM][1:], strict=True)
-    out["uncertainty_ge_random"] = [u >= r for u, r in pairs]
+        out[f"ap_rises_{strategy.value}"] = _steps(mean_ap[strategy], operator.gt)
+        out[f"heldout_ops_fall_{strategy.value}"] = _steps(heldout_ops[strategy], operator.lt)
+    pairs = list(zip(mean_ap[Strategy.UNCERTAINTY][1:], mean_ap[Strategy.RANDOM][1:], strict=True))
+    out["uncertainty_ge_random"] = all(u >= r for u, r in pairs) if pairs else None
     return out
 
 
@@ -343,7 +356,8 @@ def main() -> int:
     parser.add_argument(
         "--epochs",
         type=int,
-        help="passes over every done image per round, as the app trains (default 10)",
+        help="passes over every done image per round, like the Train dialog (default 10; "
+        "--quick: 12 fixed steps)",
     )
     parser.add_argument("--image-size", type=int, help="side of the square images in px")
     parser.add_argument("--lr", type=float, help="fine-tuning learning rate")
@@ -362,7 +376,12 @@ def main() -> int:
         default=DEFAULT_SEEDS,
         help=f"seeds to run and average, from --seed on (default {DEFAULT_SEEDS})",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads when seeds run in this process (--jobs 1)",
+    )
     parser.add_argument(
         "--jobs",
         type=int,
@@ -377,6 +396,8 @@ def main() -> int:
         parser.error("--jobs must be at least 1")
     if args.iterations is not None and args.epochs is not None:
         parser.error("give --iterations or --epochs, not both")
+    if args.threads and args.jobs and args.jobs > 1:
+        parser.error("--threads applies to --jobs 1 (parallel seeds use one thread each)")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -388,15 +409,18 @@ def main() -> int:
         "image_size": args.image_size,
         "lr": args.lr,
     }
-    config = dataclasses.replace(
-        QUICK if args.quick else FULL,
-        device=args.device,
-        seed=args.seed,
-        regime=OTHER_MICROSCOPE if args.regime == OTHER_MICROSCOPE.name else None,
-        **{k: v for k, v in overrides.items() if v is not None},
-    )
-    if args.iterations is not None or args.epochs is not None:
-        config = dataclasses.replace(config, epochs=args.epochs)
+    try:
+        config = dataclasses.replace(
+            QUICK if args.quick else FULL,
+            device=args.device,
+            seed=args.seed,
+            regime=OTHER_MICROSCOPE if args.regime == OTHER_MICROSCOPE.name else None,
+            **{k: v for k, v in overrides.items() if v is not None},
+        )
+        if args.iterations is not None or args.epochs is not None:
+            config = dataclasses.replace(config, epochs=args.epochs)
+    except LoopSimError as exc:
+        parser.error(str(exc))
     if config.pool_images < args.rounds * config.per_round:
         parser.error("the pool is too small for rounds x per-round images")
     base = args.base_model or default_base()
@@ -422,15 +446,17 @@ def main() -> int:
             heldout_cost = _pooled_heldout(results).ops_per_instance
             if heldout_cost is not None:
                 heldout_ops[s].append(heldout_cost)
-    met = targets(mean_ap, ops, heldout_ops)
-    n_met = sum(bool(v) if not isinstance(v, list) else all(v) for v in met.values())
+    met = targets(mean_ap, heldout_ops)
+    judged = [v for v in met.values() if v is not None]
     emit(
         "loop_targets",
-        [float(n_met)],
+        [float(sum(judged))],
         unit="targets met",
-        target=f"all {len(met)}: {TARGET}",
+        target=f"all {len(judged)} judged: {TARGET}",
         higher_is_better=True,
         met=met,
+        ops_per_instance_picked={s.value: v for s, v in ops.items()},
+        heldout_ops_per_instance={s.value: v for s, v in heldout_ops.items()},
         base_model=base,
         seeds=seeds,
         wall_s=round(time.perf_counter() - t_start, 1),

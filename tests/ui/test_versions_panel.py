@@ -183,4 +183,11 @@ def test_model_menu_opens_the_versions_in_a_window_wide_enough(qtbot, project) -
         assert dock.isVisible()
         assert dock.width() >= VERSIONS_MIN_WIDTH
         assert dock.isFloating()  # the right-hand column is narrower than the tables
+        # Docked where it is wide enough (the bottom area of a wide window), it stays docked.
+        dock.setFloating(False)
+        win.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+        win.resize(1400, 900)
+        qtbot.waitUntil(lambda: dock.width() >= VERSIONS_MIN_WIDTH)
+        win.show_versions()
+        assert dock.isVisible() and not dock.isFloating()
         win.close()
