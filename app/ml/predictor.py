@@ -311,12 +311,17 @@ def _prepare_model(model: nn.Module, device: torch.device, dtype: torch.dtype) -
     return model.to(device)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (the host's count overstates it in containers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _limit_threads() -> None:
     """Use the cores this process may run on (torch counts the host's in containers)."""
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        available = os.cpu_count() or 1
+    available = usable_cores()
     if torch.get_num_threads() > available:
         torch.set_num_threads(available)
 

@@ -96,7 +96,6 @@ import dataclasses
 import logging
 import multiprocessing
 import operator
-import os
 import statistics
 import sys
 import tempfile
@@ -129,6 +128,7 @@ from app.ml.loop_sim import (  # noqa: E402
     base_model,
     held_out_set,
 )
+from app.ml.predictor import usable_cores  # noqa: E402
 from app.ml.synthetic import OTHER_MICROSCOPE  # noqa: E402
 
 DEFAULT_BASE = "cells-mobile"
@@ -221,14 +221,6 @@ def run_seeds(configs: Sequence[LoopConfig], base: str, rounds: int, jobs: int) 
         except BaseException:
             pool.shutdown(cancel_futures=True)  # one seed failed: do not run the rest
             raise
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (the host's count overstates it in containers)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def _mean(values: Sequence[float]) -> float:
