@@ -12,7 +12,6 @@ cut into overlapping tiles (:mod:`app.ml.tiling`) and objects cut by tile border
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +29,7 @@ from app.core.geometry import DEFAULT_MIN_AREA, DEFAULT_TOLERANCE, mask_to_polyg
 from app.core.types import Instance, Source
 from app.errors import MaskLoopError
 from app.ml.precision import Precision, precision_name, reduce_precision, resolve_dtype
-from app.ml.preprocess import InputSpec, normalization_range, to_model_input
+from app.ml.preprocess import InputSpec, image_spec, to_model_input
 from app.ml.roi_pool import use_row_roi_align
 from app.ml.tiling import MaskCrop, Tile, merge_tile_crops, tile_grid
 from app.ml.train import device_from_arg
@@ -277,18 +276,13 @@ def masks_in_boxes(
 
 
 def global_spec(image: np.ndarray, spec: InputSpec) -> InputSpec:
-    """``spec`` with the image-wide intensity range fixed, so every tile maps alike.
-
-    The range is :func:`app.ml.preprocess.normalization_range` measured on an evenly
-    strided sample of the whole image (large slides are not converted to float in full).
+    """``spec`` with the image-wide intensity range and inversion fixed, so every tile maps
+    alike: :func:`app.ml.preprocess.image_spec` on an evenly strided sample of the whole
+    image (large slides are not converted to float in full).
     """
     arr = np.asarray(image)
     step = max(1, int(np.ceil(np.sqrt(arr.shape[0] * arr.shape[1] / _RANGE_SAMPLES))))
-    found = normalization_range(arr[::step, ::step], spec)
-    if found is None:
-        return spec
-    low, high = found
-    return dataclasses.replace(spec, normalize="fixed", low=low, high=high)
+    return image_spec(arr[::step, ::step], spec)
 
 
 def _chunks(items: list[_Job], size: int) -> Iterator[list[_Job]]:

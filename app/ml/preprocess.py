@@ -6,7 +6,7 @@ described by an ``InputSpec`` stored in the model card and applied by this singl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,9 @@ from app.errors import MaskLoopError
 
 NORMALIZE_MODES = ("auto", "percentile", "minmax", "fixed")
 CHANNEL_MODES = ("rgb", "gray")
+# "auto" inverts dark-on-light images (brightfield, stained tissue: the background is the
+# bright half) so that objects are bright on a dark background, as in fluorescence.
+INVERT_MODES = ("none", "auto", "always")
 # Percentiles of very large images are estimated on a strided subsample: same result to a
 # fraction of a grey level, a fraction of the time.
 _PERCENTILE_MAX_SAMPLES = 1 << 22
@@ -34,7 +37,10 @@ class InputSpec:
     other images between the ``percentiles``; "percentile" always stretches; "minmax"
     stretches between the image's min and max; "fixed" between ``low`` and ``high``.
     ``channels``: "rgb" keeps colour (gray is repeated, alpha dropped); "gray" averages the
-    colour channels first, for models trained on single-channel data.
+    colour channels first, for models trained on single-channel data. ``invert``: "auto"
+    turns the scaled image into ``1 - x`` when its median is above 0.5 (a light background:
+    brightfield or stained tissue), "always" always does, "none" never; one model then sees
+    dark-on-light nuclei as it sees fluorescent ones.
     """
 
     min_size: int = 800
@@ -44,6 +50,7 @@ class InputSpec:
     low: float | None = None
     high: float | None = None
     channels: str = "rgb"
+    invert: str = "none"
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZE_MODES:
@@ -53,6 +60,10 @@ class InputSpec:
         if self.channels not in CHANNEL_MODES:
             raise InputSpecError(
                 f"channels={self.channels!r}; use one of {', '.join(CHANNEL_MODES)}."
+            )
+        if self.invert not in INVERT_MODES:
+            raise InputSpecError(
+                f"invert={self.invert!r}; use one of {', '.join(INVERT_MODES)}."
             )
         if self.normalize == "fixed" and (
             self.low is None or self.high is None or self.high <= self.low
@@ -93,18 +104,35 @@ def to_model_input(image: np.ndarray, spec: InputSpec) -> torch.Tensor:
     """
     arr = _channels(image, spec)
     scaled = _normalize(arr, spec)
+    if _inverts(scaled, spec):
+        scaled = np.subtract(np.float32(1.0), scaled, out=scaled)
     if scaled.shape[2] == 1:
         scaled = np.repeat(scaled, 3, axis=2)
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
 
 
-def normalization_range(image: np.ndarray, spec: InputSpec) -> tuple[float, float] | None:
-    """The (low, high) that :func:`to_model_input` stretches ``image`` between, or None when
-    its conversion is pixel-wise (bool, uint8 under "auto"). Measuring it once on a whole
-    image lets its tiles share one intensity mapping."""
+def image_spec(image: np.ndarray, spec: InputSpec) -> InputSpec:
+    """``spec`` with its image-dependent choices fixed by ``image``: the intensity range
+    (``normalize="fixed"``) and the inversion. Parts of one image (tiles, crops) converted
+    with it map alike, so objects do not change at tile borders."""
     arr = _channels(image, spec)
     data = arr.astype(np.float32, copy=False)
-    return _range(arr, data, np.isfinite(data), spec)
+    found = _range(arr, data, np.isfinite(data), spec)
+    changes: dict[str, Any] = {}
+    if found is not None:
+        changes.update(normalize="fixed", low=found[0], high=found[1])
+    if spec.invert == "auto":
+        changes["invert"] = "always" if _inverts(_normalize(arr, spec), spec) else "none"
+    return replace(spec, **changes) if changes else spec
+
+
+def _inverts(scaled: np.ndarray, spec: InputSpec) -> bool:
+    if spec.invert != "auto":
+        return spec.invert == "always"
+    flat = scaled.reshape(-1)
+    if flat.size > _PERCENTILE_MAX_SAMPLES:
+        flat = flat[:: flat.size // _PERCENTILE_MAX_SAMPLES + 1]
+    return float(np.median(flat)) > 0.5
 
 
 def _channels(image: np.ndarray, spec: InputSpec) -> np.ndarray:

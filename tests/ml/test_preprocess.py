@@ -84,19 +84,39 @@ def test_unknown_key_and_bad_shape():
         to_model_input(np.zeros((2, 3, 3, 3), dtype=np.uint8), InputSpec())
 
 
-def test_normalization_range_is_the_stretch_to_model_input_applies():
-    import dataclasses
-
+def test_image_spec_fixes_the_stretch_to_model_input_applies():
     import numpy as np
     import torch
 
-    from app.ml.preprocess import InputSpec, normalization_range, to_model_input
+    from app.ml.preprocess import InputSpec, image_spec, to_model_input
 
     rng = np.random.default_rng(0)
     image = rng.integers(100, 4000, (40, 50), dtype=np.uint16)
     for spec in (InputSpec(), InputSpec(normalize="minmax"), InputSpec(channels="gray")):
-        low, high = normalization_range(image, spec)
-        fixed = dataclasses.replace(spec, normalize="fixed", low=low, high=high)
+        fixed = image_spec(image, spec)
+        assert fixed.normalize == "fixed"
         assert torch.equal(to_model_input(image, spec), to_model_input(image, fixed))
-    assert normalization_range(image.astype(np.uint8), InputSpec()) is None  # pixel-wise
-    assert normalization_range(image > 2000, InputSpec()) is None
+    assert image_spec(image.astype(np.uint8), InputSpec()) == InputSpec()  # pixel-wise
+    assert image_spec(image > 2000, InputSpec()) == InputSpec()
+
+
+def test_auto_invert_turns_dark_on_light_into_light_on_dark():
+    import numpy as np
+
+    from app.ml.preprocess import InputSpec, image_spec, to_model_input
+
+    spec = InputSpec(channels="gray", normalize="percentile", invert="auto")
+    fluorescence = np.full((32, 32), 10, dtype=np.uint8)
+    fluorescence[8:16, 8:16] = 200
+    brightfield = np.stack([255 - fluorescence] * 3, axis=2)  # dark nucleus, light background
+    a = to_model_input(fluorescence, spec)
+    b = to_model_input(brightfield, spec)
+    assert a.shape == b.shape == (3, 32, 32)
+    assert float(a[0, 10, 10]) > 0.9 and float(a[0, 0, 0]) < 0.1
+    assert np.allclose(a.numpy(), b.numpy(), atol=1e-6)  # the same picture to the model
+    # One image's decision is fixed for all of its tiles: a bright-only tile stays inverted.
+    fixed = image_spec(brightfield, spec)
+    assert fixed.invert == "always" and image_spec(fluorescence, spec).invert == "none"
+    tile = brightfield[:8, :8]
+    assert float(to_model_input(tile, fixed)[0].max()) < 0.1
+    assert InputSpec().invert == "none"  # cards without the key keep their conversion
