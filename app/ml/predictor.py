@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -247,28 +247,40 @@ def masks_in_boxes(
     offset: tuple[int, int] = (0, 0),
     tile: int = 0,
 ) -> list[MaskCrop]:
-    """Each detection's mask resized to its own (clipped) box and thresholded at 0.5.
+    """Each detection's mask resampled onto exactly its box and thresholded at 0.5.
 
-    Same arithmetic as torchvision's ``paste_masks_in_image`` (1-pixel padding, the box
-    expanded to match, integer box, bilinear resize), but nothing outside the box is
-    allocated. ``offset`` moves the crops from tile to image coordinates.
+    The M x M mask covers the box [x0, x1] x [y0, y1] in continuous pixel coordinates, the
+    convention the mask head is trained on (:func:`app.ml.models.box_mask_targets`); a pixel
+    is in when the bilinear probability at its centre exceeds 0.5. Only the box's pixels
+    are computed. ``offset`` moves the crops from tile to image coordinates.
     """
     if not len(raw.scores):
         return []
-    padded, scale = expand_masks(raw.masks, padding=1)
-    boxes = expand_boxes(raw.boxes, scale).to(dtype=torch.int64).numpy()
-    probs = padded[:, 0].numpy()
+    probs = raw.masks[:, 0].numpy()
+    size = probs.shape[-1]
     crops = []
     for prob, (bx0, by0, bx1, by1), score, label in zip(
-        probs, boxes, raw.scores, raw.labels, strict=True
+        probs, raw.boxes.numpy().astype(np.float64), raw.scores, raw.labels, strict=True
     ):
-        x0, x1 = max(int(bx0), 0), min(int(bx1) + 1, width)
-        y0, y1 = max(int(by0), 0), min(int(by1) + 1, height)
-        if x1 <= x0 or y1 <= y0:
+        sx, sy = (bx1 - bx0) / size, (by1 - by0) / size
+        x0, x1 = max(math.floor(bx0), 0), min(math.ceil(bx1), width)
+        y0, y1 = max(math.floor(by0), 0), min(math.ceil(by1), height)
+        if x1 <= x0 or y1 <= y0 or sx <= 0 or sy <= 0:
             continue
-        w, h = max(int(bx1 - bx0 + 1), 1), max(int(by1 - by0 + 1), 1)
-        resized = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
-        mask = resized[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0] > 0.5
+        # Crop pixel (c, r) has its centre at image (x0 + c + 0.5, y0 + r + 0.5), which is
+        # mask index ((x0 + c + 0.5 - bx0) / sx - 0.5, ...) (mask cell i centred at i + 0.5).
+        to_mask = np.array(
+            [[1 / sx, 0, (x0 + 0.5 - bx0) / sx - 0.5], [0, 1 / sy, (y0 + 0.5 - by0) / sy - 0.5]]
+        )
+        sampled = cv2.warpAffine(
+            prob,
+            to_mask,
+            (x1 - x0, y1 - y0),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0.0,
+        )
+        mask = sampled > 0.5
         if not mask.any():
             continue
         crops.append(MaskCrop(x0 + offset[0], y0 + offset[1], mask, float(score), int(label), tile))
