@@ -42,7 +42,16 @@ def _add_import_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--replace",
         action="store_true",
-        help="replace the instances of images that already have some (default: skip them)",
+        help="replace the instances of images that already have some (default: skip them); "
+        "only with what parsed: an image none of whose shapes could be read is left as it was",
+    )
+
+
+def _add_overwrite_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (never the project's database or images)",
     )
 
 
@@ -54,11 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Write a COCO instances file (images, categories with the project's ids, "
             "annotations with segmentation, area, bbox). Instances with holes are always "
             "written as compressed RLE, since COCO polygons cannot hold holes. file_name "
-            "is relative to --images-root. The file is replaced atomically."
+            "is relative to --images-root. The file is written under a temporary name and "
+            "renamed, so it is never half-written. An existing file is replaced only with "
+            "--overwrite; the project's database and images never are."
         ),
     )
     p.add_argument("project", type=Path, help="project folder")
     p.add_argument("out", type=Path, help="COCO JSON file to write")
+    _add_overwrite_option(p)
     p.add_argument(
         "--segmentation",
         choices=[m.value for m in Segmentation],
@@ -120,11 +132,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Write one 16-bit PNG per image (0 = background, instances numbered 1..N), the "
             "format cellpose and StarDist use, mirroring the images' folders under OUTDIR. "
-            "Where instances overlap the later one wins; categories are not kept."
+            "Where instances overlap the later one wins; categories are not kept. A folder "
+            "that holds project images is refused (the maps could replace them and would "
+            "be scanned as images); existing label maps are replaced only with --overwrite."
         ),
     )
     p.add_argument("project", type=Path, help="project folder")
-    p.add_argument("outdir", type=Path, help="folder to write the label maps to")
+    p.add_argument("outdir", type=Path, help="folder of its own to write the label maps to")
+    _add_overwrite_option(p)
     p.add_argument(
         "--status",
         type=_statuses,
@@ -191,6 +206,13 @@ def _print_import(report: ImportReport) -> None:
     )
     if report.categories_added:
         print("categories added: " + ", ".join(report.categories_added))
+    if report.deleted:
+        total = sum(n for _, n in report.deleted)
+        print(f"replaced: deleted {total} instances on {len(report.deleted)} images")
+        for path, n in report.deleted[:SHOW_SKIPPED]:
+            print(f"  {path}: {n} instances")
+        if len(report.deleted) > SHOW_SKIPPED:
+            print(f"  ... and {len(report.deleted) - SHOW_SKIPPED} more")
     _print_skipped(report.skipped)
 
 
@@ -204,6 +226,7 @@ def _export_coco(args: argparse.Namespace) -> int:
             segmentation=Segmentation(args.segmentation),
             statuses=args.status,
             images_root=args.images_root,
+            overwrite=args.overwrite,
         )
     print(f"wrote {report.path}")
     print(f"images: {report.images} (file names relative to {report.images_root})")
@@ -239,7 +262,11 @@ def _export_labels(args: argparse.Namespace) -> int:
 
     with ProjectStore.open(args.project) as store:
         report = export_label_maps(
-            store, args.outdir, statuses=args.status, images_root=args.images_root
+            store,
+            args.outdir,
+            statuses=args.status,
+            images_root=args.images_root,
+            overwrite=args.overwrite,
         )
     print(f"wrote {report.images} label maps to {report.out_dir}, {report.instances} instances")
     if report.overlap_pixels:

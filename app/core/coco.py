@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from app.core.geometry import (
     polygons_to_rle,
     rle_to_mask_crop,
 )
+from app.core.images import MAX_PIXELS_ENV, pixel_limit
 from app.core.interchange import (
     CocoImportError,
     ImportReport,
@@ -42,11 +42,13 @@ from app.core.interchange import (
     ensure_categories,
     find_or_new_image,
     images_root_for,
+    outside_image,
     relative_to_root,
     resolve_inside,
     safe_relative_name,
     source_for,
 )
+from app.core.output_files import check_output, write_atomic
 from app.core.store import ProjectStore
 from app.core.types import Category, ImageStatus, Instance, Polygon, Source
 from app.errors import MaskLoopError
@@ -237,19 +239,12 @@ def build_coco(
 
 
 def write_json_atomic(data: dict, path: Path) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write JSON so that ``path`` holds the old file or the whole new one, never a part."""
+    # dumps, not dump: only dumps uses the C encoder for the whole document.
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     try:
-        # dumps, not dump: only dumps uses the C encoder for the whole document.
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CocoExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
@@ -260,9 +255,15 @@ def export_coco(
     segmentation: Segmentation | str = Segmentation.AUTO,
     statuses: Iterable[ImageStatus] = (ImageStatus.DONE,),
     images_root: Path | str | None = None,
+    overwrite: bool = False,
 ) -> ExportReport:
-    """Write the project's annotations as a COCO instances file (atomically)."""
+    """Write the project's annotations as a COCO instances file (atomically).
+
+    The store and the project's images are never written over; another existing file
+    only with ``overwrite`` (see :mod:`app.core.output_files`).
+    """
     out_path = Path(out_path)
+    check_output(store, out_path, overwrite=overwrite)
     coco, report = build_coco(
         store,
         segmentation=Segmentation(segmentation),
@@ -313,6 +314,9 @@ def _polygons_from_lists(seg: list, where: str, problems: _Problems) -> list[Pol
         if not isinstance(ring, list) or len(ring) < 6 or len(ring) % 2:
             problems.add(f"{where}[{k}]", "a polygon must be a flat list of >= 3 x, y pairs")
             return None
+        if any(isinstance(v, bool) for v in ring):
+            problems.add(f"{where}[{k}]", "polygon coordinates must be numbers, not true/false")
+            return None
         try:
             values = np.asarray(ring)
         except (ValueError, OverflowError):
@@ -335,10 +339,16 @@ def _parse_annotation(
     where: str,
     images: dict[int, dict],
     category_ids: set[int],
+    found: set[int],
     simplify: float,
     problems: _Problems,
 ) -> tuple[int, Instance, bool] | None:
-    """(image id, instance, is crowd), or None when reported as a problem."""
+    """(image id, instance, is crowd), or None when reported as a problem or not needed.
+
+    The segmentation is decoded only for images in ``found`` (their files exist and have
+    the size the file says, which is within the pixel limit), so an RLE can never make an
+    import allocate more than its real image's size.
+    """
     if not isinstance(ann, dict):
         problems.add(where, "an annotation must be an object")
         return None
@@ -357,10 +367,14 @@ def _parse_annotation(
     if score is not None and not _is_number(score):
         problems.add(f"{where}.score", "must be a number")
         return None
+    if image_id not in found:
+        return None
     image = images[image_id]
     seg = ann.get("segmentation")
     if isinstance(seg, list):
         polygons = _polygons_from_lists(seg, f"{where}.segmentation", problems)
+        if polygons is None:
+            return None
     elif isinstance(seg, dict):
         try:
             crop, x0, y0 = rle_to_mask_crop(seg, image["height"], image["width"])
@@ -371,10 +385,27 @@ def _parse_annotation(
     else:
         problems.add(f"{where}.segmentation", "must be a list of polygons or an RLE object")
         return None
-    if polygons is None:
+    outside = outside_image(polygons, image["width"], image["height"]) if polygons else None
+    if outside is not None:
+        problems.add(f"{where}.segmentation", outside)
         return None
     inst = Instance(category_id=category_id, polygons=polygons, score=score)
     return image_id, inst, bool(crowd)
+
+
+def _duplicate_ids(annotations: list, problems: _Problems) -> None:
+    """Annotation ids, where given, must be unique: a repeated one is a copy, not an object."""
+    first: dict[int, int] = {}
+    for k, ann in enumerate(annotations):
+        ann_id = ann.get("id") if isinstance(ann, dict) else None
+        if not _is_int(ann_id):
+            continue
+        if ann_id in first:
+            problems.add(
+                f"annotations[{k}].id", f"id {ann_id} is also annotations[{first[ann_id]}]"
+            )
+        else:
+            first[ann_id] = k
 
 
 def _parse_categories(data: dict, problems: _Problems) -> list[Category]:
@@ -405,6 +436,7 @@ def _parse_categories(data: dict, problems: _Problems) -> list[Category]:
 
 def _parse_images(data: dict, problems: _Problems) -> dict[int, dict]:
     images: dict[int, dict] = {}
+    limit = pixel_limit()
     names: set[str] = set()
     for k, image in enumerate(data.get("images", [])):
         where = f"images[{k}]"
@@ -419,8 +451,12 @@ def _parse_images(data: dict, problems: _Problems) -> dict[int, dict]:
             problems.add(f"{where}.id", f"id {iid} appears twice")
         elif not _is_int(width) or not _is_int(height) or width <= 0 or height <= 0:
             problems.add(where, "width and height must be positive whole numbers")
-        elif width * height > 2**40:
-            problems.add(where, f"{width}x{height} px is not a plausible image size")
+        elif width * height > limit:
+            problems.add(
+                where,
+                f"{width}x{height} px is above the limit of {limit:.3g} pixels; if you trust "
+                f"the file, raise it with {MAX_PIXELS_ENV}",
+            )
         elif safe_relative_name(name) is None:
             problems.add(
                 f"{where}.file_name",
@@ -486,26 +522,41 @@ def import_coco(
     images = _parse_images(data, problems)
     category_ids = {c.id for c in categories}
     report = ImportReport()
-    by_image: dict[int, list[Instance]] = {iid: [] for iid in images}
+    pending: dict[int, PendingImage] = {}
+    if not problems.items:
+        for iid, image in images.items():
+            abs_path = resolve_inside(root, image["file_name"])
+            if abs_path is None:
+                report.skipped.append((image["file_name"], "a link leads outside the images root"))
+                continue
+            item = find_or_new_image(
+                store, abs_path, image["file_name"], (image["width"], image["height"]), report
+            )
+            if item is not None:
+                pending[iid] = item
+    annotations = data.get("annotations", [])
+    _duplicate_ids(annotations, problems)
     crowds = empties = 0
     source = source_for(status)
-    for k, ann in enumerate(data.get("annotations", [])):
+    found = set(pending)
+    for k, ann in enumerate(annotations):
         parsed = _parse_annotation(
-            ann, f"annotations[{k}]", images, category_ids, simplify, problems
+            ann, f"annotations[{k}]", images, category_ids, found, simplify, problems
         )
         if parsed is None:
             continue
         image_id, inst, is_crowd = parsed
-        if is_crowd and crowd == Crowd.SKIP:
-            crowds += 1
-            continue
-        if not inst.polygons:
-            empties += 1
+        if (is_crowd and crowd == Crowd.SKIP) or not inst.polygons:
+            if is_crowd and crowd == Crowd.SKIP:
+                crowds += 1
+            else:
+                empties += 1
+            pending[image_id].dropped += 1
             continue
         inst.source = source
         if source == Source.HUMAN:
             inst.score = None
-        by_image[image_id].append(inst)
+        pending[image_id].instances.append(inst)
     problems.raise_if_any()
     if crowds:
         report.skipped.append(
@@ -513,24 +564,12 @@ def import_coco(
         )
     if empties:
         report.skipped.append((f"{empties} annotations", "empty mask or polygon"))
-    pending: list[PendingImage] = []
-    for iid, image in images.items():
-        abs_path = resolve_inside(root, image["file_name"])
-        if abs_path is None:
-            report.skipped.append((image["file_name"], "a link leads outside the images root"))
-            continue
-        item = find_or_new_image(
-            store, abs_path, image["file_name"], (image["width"], image["height"]), report
-        )
-        if item is not None:
-            item.instances = by_image[iid]
-            pending.append(item)
     with store.transaction():
         mapping = ensure_categories(store, categories, report)
-        for item in pending:
+        for item in pending.values():
             for inst in item.instances:
                 inst.category_id = mapping[inst.category_id]
-        commit_import(store, pending, status=status, replace=replace, report=report)
+        commit_import(store, pending.values(), status=status, replace=replace, report=report)
     log.info(
         "imported %s: %d images (%d new), %d instances, %d skipped",
         coco_path,

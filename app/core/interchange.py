@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from app.core.geometry import polygons_bbox
 from app.core.images import ImageReadError, read_image_size
-from app.core.store import NewImage, ProjectStore, StoreError
-from app.core.types import Category, ImageRecord, ImageStatus, Instance, Source
+from app.core.store import NewImage, ProjectStore, StoreError, default_color
+from app.core.types import Category, ImageRecord, ImageStatus, Instance, Polygon, Source
 from app.errors import MaskLoopError
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class ImportReport:
     instances: int = 0
     categories_added: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    deleted: list[tuple[str, int]] = field(default_factory=list)  # (image, instances) replaced
 
 
 # -- paths ----------------------------------------------------------------------------------
@@ -93,13 +95,34 @@ def relative_to_root(store: ProjectStore, image: ImageRecord, root: Path) -> str
 
 @dataclass
 class PendingImage:
-    """Instances bound for one image: an image of the project, or a file to add first."""
+    """Instances bound for one image: an image of the project, or a file to add first.
+
+    ``dropped`` counts the input's shapes for this image that could not be imported (each
+    reported): an image with no instances and dropped shapes is left alone, while one with
+    neither is one the input explicitly says is empty.
+    """
 
     where: str  # how the user finds it in their input (file name, JSON position)
     path: str  # project-relative
     record: ImageRecord | None
     new_image: NewImage | None
     instances: list[Instance] = field(default_factory=list)
+    dropped: int = 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the image."""
+        image = self.record if self.record is not None else self.new_image
+        assert image is not None
+        return image.width, image.height
+
+
+def outside_image(polygons: list[Polygon], width: int, height: int) -> str | None:
+    """Why ``polygons`` cannot be an object of a ``width`` x ``height`` image, or None."""
+    x, y, w, h = polygons_bbox(polygons)
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        return f"it lies wholly outside the {width}x{height} px image"
+    return None
 
 
 def find_or_new_image(
@@ -151,9 +174,17 @@ def commit_import(
 ) -> None:
     """Write every pending image in one transaction (call inside ``store.transaction()``).
 
-    Images that already hold instances are skipped (reported) unless ``replace``.
+    Images that already hold instances are skipped (reported) unless ``replace``; an image
+    whose shapes all failed to parse is left as it was (reported), so a bad file never
+    wipes work or marks an image done with nothing on it.
     """
     for item in pending:
+        if not item.instances and item.dropped:
+            report.skipped.append(
+                (item.where, f"none of its {item.dropped} shapes could be imported; "
+                             "the image was left as it was")
+            )  # fmt: skip
+            continue
         record = item.record
         if record is None and item.new_image is not None:
             store.add_images([item.new_image])
@@ -170,6 +201,7 @@ def commit_import(
                 )  # fmt: skip
                 continue
             store.apply_edit(record.id, delete=[i.id for i in existing if i.id is not None])
+            report.deleted.append((record.path, len(existing)))
         store.add_instances(record.id, item.instances)
         store.set_image_status(record.id, status)
         report.images += 1
@@ -181,14 +213,6 @@ def source_for(status: ImageStatus) -> Source:
     return Source.MODEL if status == ImageStatus.PROPOSED else Source.HUMAN
 
 
-def category_in_use(store: ProjectStore, category_id: int) -> bool:
-    return any(
-        inst.category_id == category_id
-        for image in store.images(include_missing=True)
-        for inst in store.instances(image.id)
-    )
-
-
 def ensure_categories(
     store: ProjectStore, wanted: list[Category], report: ImportReport
 ) -> dict[int, int]:
@@ -197,29 +221,36 @@ def ensure_categories(
     Ids are kept: a new category gets the file's id. A name the project already has under
     another id maps to that category (reported). An unused project category whose id
     clashes is replaced; a used one raises :class:`CocoImportError`. Call inside the
-    import's transaction.
+    import's transaction. The project's categories are read once into dicts, so matching
+    costs O(N) for N categories.
     """
+    by_name = {c.name: c for c in store.categories()}
+    by_id = {c.id: c for c in by_name.values()}
+    used = store.used_category_ids()
     mapping: dict[int, int] = {}
     problems = []
     for cat in wanted:
-        by_name = store.category_by_name(cat.name)
-        if by_name is not None:
-            mapping[cat.id] = by_name.id
-            if by_name.id != cat.id:
+        known = by_name.get(cat.name)
+        if known is not None:
+            mapping[cat.id] = known.id
+            if known.id != cat.id:
                 report.skipped.append(
-                    (f"category {cat.id} {cat.name!r}", f"mapped to the project's id {by_name.id}")
+                    (f"category {cat.id} {cat.name!r}", f"mapped to the project's id {known.id}")
                 )
             continue
-        by_id = next((c for c in store.categories() if c.id == cat.id), None)
-        if by_id is not None:
-            if category_in_use(store, by_id.id):
+        clash = by_id.get(cat.id)
+        if clash is not None:
+            if clash.id in used:
                 problems.append(
-                    f"category id {cat.id} is {cat.name!r} in the file but {by_id.name!r} "
+                    f"category id {cat.id} is {cat.name!r} in the file but {clash.name!r} "
                     "(with instances) in the project"
                 )
                 continue
-            store.delete_category(by_id.id)
-        store.add_category(cat.name, color=cat.color or None, id=cat.id)
+            store.delete_category(clash.id)
+            del by_name[clash.name], by_id[clash.id]
+        color = cat.color or default_color(len(by_id))
+        added = store.add_category(cat.name, color=color, id=cat.id)
+        by_name[added.name] = by_id[added.id] = added
         report.categories_added.append(f"{cat.id}:{cat.name}")
         mapping[cat.id] = cat.id
     if problems:

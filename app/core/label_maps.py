@@ -10,7 +10,6 @@ instances' order; where instances overlap, the later one wins (the count is repo
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,12 @@ from app.core.interchange import (
     images_root_for,
     relative_to_root,
     source_for,
+)
+from app.core.output_files import (
+    check_output,
+    check_output_folder,
+    project_image_paths,
+    write_atomic,
 )
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance
@@ -55,17 +60,29 @@ class LabelExportReport:
 
 
 def read_label_map(path: Path) -> np.ndarray:
-    """A 2-D integer array of ids from a PNG (8/16-bit, palette) or TIFF (any integer type)."""
+    """A 2-D integer array of ids from a PNG (8/16-bit, palette) or TIFF (any integer type).
+
+    Headers are checked before anything is decoded: the pixel limit, a single channel and,
+    for TIFFs, a single page (a stack would otherwise be decoded whole before refusal).
+    """
     read_image_size(path)  # header check: pixel limit, real image
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            labels = np.asarray(tifffile.imread(path))
+            with tifffile.TiffFile(path) as tif:
+                pages, shape = len(tif.pages), tif.series[0].shape
+                if pages > 1 or len(tif.series) > 1:
+                    raise ImageReadError(
+                        path, f"a label map must be one image, not a TIFF of {pages} pages"
+                    )
+                if len([n for n in shape if n != 1]) > 2:
+                    raise ImageReadError(path, f"a label map must be 2-D, not shape {shape}")
+                labels = np.asarray(tif.pages[0].asarray())
         else:
             with Image.open(path) as im:
                 if im.mode not in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L"):
                     raise ImageReadError(path, f"a label map must be single-channel, not {im.mode}")
                 labels = np.asarray(im)
-    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+    except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
         raise ImageReadError(path, str(exc)) from exc
     labels = np.squeeze(labels)
     if labels.ndim != 2:
@@ -94,6 +111,8 @@ def import_label_maps(
     """Import every label map in ``folder`` (not recursive) onto the project's images.
 
     All files are read and checked first, then everything is written in one transaction.
+    An all-zero map says its image is empty; one whose every id is dropped (``min_area``)
+    leaves its image as it was.
     ``category_id`` defaults to the project's first category ('object' is made if none).
     """
     folder = Path(folder).expanduser()
@@ -138,10 +157,13 @@ def import_label_maps(
             report.skipped.append((path.name, str(exc)))
             continue
         claimed[record.id] = path.name
-        pending.append(PendingImage(path.name, record.path, record, None, []))
-        pending[-1].instances = [
+        item = PendingImage(path.name, record.path, record, None)
+        item.instances = [
             Instance(category_id=-1, polygons=polys, source=source) for polys in parts.values()
         ]
+        if not parts and labels.any():  # every id fell below --min-area: not an empty image
+            item.dropped = int(np.count_nonzero(np.unique(labels)))
+        pending.append(item)
     with store.transaction():
         if category_id is None:
             cats = store.categories()
@@ -155,11 +177,10 @@ def import_label_maps(
 
 
 def _write_png16(labels: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    if not cv2.imwrite(str(tmp), labels):
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"cannot write {path}")
-    os.replace(tmp, path)
+    ok, encoded = cv2.imencode(".png", labels)
+    if not ok:
+        raise OSError(f"cannot encode a {labels.shape[1]}x{labels.shape[0]} label map as PNG")
+    write_atomic(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))
 
 
 def export_label_maps(
@@ -168,21 +189,34 @@ def export_label_maps(
     *,
     statuses: Iterable[ImageStatus] = (ImageStatus.DONE,),
     images_root: Path | str | None = None,
+    overwrite: bool = False,
 ) -> LabelExportReport:
-    """One 16-bit PNG label map per image, at its path under the images root (suffix .png)."""
+    """One 16-bit PNG label map per image, at its path under the images root (suffix .png).
+
+    Every target is checked before anything is written: none may land in a folder that
+    holds project images, and an existing file is replaced only with ``overwrite``.
+    """
     out_dir = Path(out_dir).expanduser()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LabelMapError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
     records = store.images(status=list(statuses), include_missing=True)
     root = images_root_for(store, records, Path(images_root) if images_root else None)
     report = LabelExportReport(out_dir=out_dir)
+    image_paths = project_image_paths(store)
+    image_folders = {p.parent for p in image_paths}
+    targets: list[tuple[ImageRecord, Path]] = []
     for record in records:
         name = relative_to_root(store, record, root)
         if name is None:
             report.skipped.append((record.path, f"not under the images root {root}"))
             continue
+        target = (out_dir / name).with_suffix(".png")
+        check_output_folder(store, target.parent, image_folders)
+        check_output(store, target, overwrite=overwrite, image_paths=image_paths)
+        targets.append((record, target))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LabelMapError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
+    for record, target in targets:
         instances = store.instances(record.id)
         if len(instances) > MAX_PNG_ID:
             report.skipped.append((record.path, f"{len(instances)} instances do not fit 16 bits"))
@@ -195,12 +229,11 @@ def export_label_maps(
             window = labels[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]]
             report.overlap_pixels += int(np.count_nonzero(window[crop]))
             window[crop] = value
-        target = (out_dir / name).with_suffix(".png")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             _write_png16(labels, target)
         except OSError as exc:
-            raise LabelMapError(f"cannot write {target}: {exc}") from exc
+            raise LabelMapError(f"cannot write {target}: {exc.strerror or exc}") from exc
         report.images += 1
         report.instances += len(instances)
     return report

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from app.core.geometry import MAX_COORD, mask_to_polygons
 from app.core.interchange import (
@@ -26,6 +28,7 @@ from app.core.interchange import (
     PendingImage,
     commit_import,
     find_or_new_image,
+    outside_image,
     resolve_inside,
     safe_relative_name,
     source_for,
@@ -49,15 +52,20 @@ class _BadShape(Exception):
 
 def _points(shape: dict) -> np.ndarray:
     pts = shape.get("points")
-    try:
-        arr = np.asarray(pts, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise _BadShape("points must be a list of [x, y]") from exc
-    if arr.ndim != 2 or arr.shape[1] != 2 or not np.isfinite(arr).all():
-        raise _BadShape("points must be a list of [x, y]")
+    if not isinstance(pts, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(_is_number(v) for v in p) for p in pts
+    ):
+        raise _BadShape("points must be a list of [x, y] numbers")
+    arr = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(arr).all():
+        raise _BadShape("points must be finite numbers")
     if arr.size and np.abs(arr).max() > MAX_COORD:
         raise _BadShape("points lie implausibly far outside the image")
     return arr
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _circle(centre: np.ndarray, edge: np.ndarray) -> np.ndarray:
@@ -67,57 +75,78 @@ def _circle(centre: np.ndarray, edge: np.ndarray) -> np.ndarray:
     return centre + radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
 
 
-def shape_polygons(shape: dict) -> list[Polygon]:
-    """The polygons of one labelme shape (raises _BadShape)."""
+def _mask_polygons(shape: dict, pts: np.ndarray, width: int, height: int) -> list[Polygon]:
+    """A mask shape's polygons; its PNG header is checked against the image before decoding."""
+    if not isinstance(shape.get("mask"), str):
+        raise _BadShape("a mask shape needs a base64 PNG mask")
+    try:
+        raw = base64.b64decode(shape["mask"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _BadShape("its mask is not valid base64") from exc
+    try:
+        with Image.open(io.BytesIO(raw)) as header:
+            mask_w, mask_h = header.size
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise _BadShape("its mask is not a readable PNG") from exc
+    x0, y0 = (math.floor(v) for v in pts.min(axis=0))
+    # One pixel of slack: labelme rounds the mask's box.
+    if x0 < -1 or y0 < -1 or x0 + mask_w > width + 1 or y0 + mask_h > height + 1:
+        raise _BadShape(
+            f"its {mask_w}x{mask_h} px mask at ({x0}, {y0}) does not fit the "
+            f"{width}x{height} px image"
+        )
+    mask = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise _BadShape("its mask is not a readable PNG")
+    return mask_to_polygons(mask, tolerance=0.0, min_area=0.0, offset=(x0, y0))
+
+
+def shape_polygons(shape: dict, width: int, height: int) -> list[Polygon]:
+    """The polygons of one labelme shape on a ``width`` x ``height`` image (raises _BadShape)."""
     kind = shape.get("shape_type") or "polygon"
     pts = _points(shape)
     if kind == "polygon":
         if len(pts) < 3:
             raise _BadShape("a polygon needs 3 points")
-        return [Polygon(pts)]
-    if kind == "rectangle":
+        polygons = [Polygon(pts)]
+    elif kind == "rectangle":
         if len(pts) != 2:
             raise _BadShape("a rectangle needs 2 points")
         (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
-        return [Polygon([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])]
-    if kind == "circle":
+        polygons = [Polygon([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])]
+    elif kind == "circle":
         if len(pts) != 2:
             raise _BadShape("a circle needs 2 points")
-        return [Polygon(_circle(pts[0], pts[1]))]
-    if kind == "mask":
-        if len(pts) < 1 or not isinstance(shape.get("mask"), str):
-            raise _BadShape("a mask shape needs points and a base64 PNG mask")
-        try:
-            raw = np.frombuffer(base64.b64decode(shape["mask"], validate=True), np.uint8)
-        except (binascii.Error, ValueError) as exc:
-            raise _BadShape("its mask is not valid base64") from exc
-        mask = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE) if raw.size else None
-        if mask is None:
-            raise _BadShape("its mask is not a readable PNG")
-        x0, y0 = (int(v) for v in pts.min(axis=0))
-        return mask_to_polygons(mask, tolerance=0.0, min_area=0.0, offset=(x0, y0))
-    raise _BadShape(f"shape type {kind!r} has no area")
+        polygons = [Polygon(_circle(pts[0], pts[1]))]
+    elif kind == "mask":
+        if len(pts) < 1:
+            raise _BadShape("a mask shape needs points")
+        polygons = _mask_polygons(shape, pts, width, height)
+        if not polygons:
+            raise _BadShape("empty mask")
+    else:
+        raise _BadShape(f"shape type {kind!r} has no area")
+    problem = outside_image(polygons, width, height)
+    if problem is not None:
+        raise _BadShape(problem)
+    return polygons
 
 
-def _instances(doc: dict, where: str, report: ImportReport) -> list[tuple[str, list[Polygon]]]:
-    """(label, polygons) per instance, grouped by (group_id, label)."""
+def _instances(
+    shapes: list, item: PendingImage, report: ImportReport
+) -> list[tuple[str, list[Polygon]]]:
+    """(label, polygons) per instance, grouped by (group_id, label); counts failed shapes."""
     groups: dict[tuple, tuple[str, list[Polygon]]] = {}
-    shapes = doc.get("shapes")
-    if not isinstance(shapes, list):
-        report.skipped.append((where, "no 'shapes' list"))
-        return []
+    width, height = item.size
     for k, shape in enumerate(shapes):
         label = shape.get("label") if isinstance(shape, dict) else None
-        if not isinstance(label, str) or not label.strip():
-            report.skipped.append((f"{where} shapes[{k}]", "a shape needs a label"))
-            continue
         try:
-            polygons = shape_polygons(shape)
+            if not isinstance(label, str) or not label.strip():
+                raise _BadShape("a shape needs a label")
+            polygons = shape_polygons(shape, width, height)
         except _BadShape as exc:
-            report.skipped.append((f"{where} shapes[{k}]", str(exc)))
-            continue
-        if not polygons:
-            report.skipped.append((f"{where} shapes[{k}]", "empty mask"))
+            report.skipped.append((f"{item.where} shapes[{k}]", str(exc)))
+            item.dropped += 1
             continue
         group = shape.get("group_id")
         key = (label.strip(), group) if isinstance(group, int) else (k,)
@@ -130,7 +159,7 @@ def _image_for(
 ) -> PendingImage | None:
     where = json_path.relative_to(folder).as_posix()
     width, height = doc.get("imageWidth"), doc.get("imageHeight")
-    size = (width, height) if isinstance(width, int) and isinstance(height, int) else None
+    size = (width, height) if _is_int(width) and _is_int(height) else None
     image_path = doc.get("imagePath")
     rel = safe_relative_name(image_path) if isinstance(image_path, str) else None
     if rel is not None:
@@ -154,6 +183,10 @@ def _image_for(
     return PendingImage(where, record.path, record, None)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def import_labelme(
     store: ProjectStore,
     folder: Path | str,
@@ -163,7 +196,9 @@ def import_labelme(
 ) -> ImportReport:
     """Import every labelme ``*.json`` under ``folder``; written in one transaction.
 
-    Labels become categories by name (new ones are added with the next free id).
+    Every shape is checked against its image first. A file whose shapes all fail leaves
+    its image as it was; an empty ``shapes`` list says the image is empty. Labels become
+    categories by name (new ones are added with the next free id).
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -185,13 +220,13 @@ def import_labelme(
         except (OSError, ValueError, RecursionError) as exc:
             report.skipped.append((where, f"not readable JSON: {exc}"))
             continue
-        if not isinstance(doc, dict) or "shapes" not in doc:
-            report.skipped.append((where, "not a labelme file (no 'shapes')"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
+            report.skipped.append((where, "not a labelme file (no 'shapes' list)"))
             continue
         item = _image_for(store, folder, path, doc, report)
         if item is None:
             continue
-        pending.append((item, _instances(doc, where, report)))
+        pending.append((item, _instances(doc["shapes"], item, report)))
     with store.transaction():
         for item, instances in pending:
             for label, polygons in instances:

@@ -82,6 +82,11 @@ class NewImage:
     mtime_ns: int = 0
 
 
+def default_color(index: int) -> str:
+    """The colour the ``index``-th category gets when none is given."""
+    return DEFAULT_COLORS[index % len(DEFAULT_COLORS)]
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -331,12 +336,16 @@ class ProjectStore:
             raise StoreError(f"category id {id} is already used")
         if color is None:
             n = self._conn.execute("SELECT COUNT(*) FROM categories").fetchone()[0]
-            color = DEFAULT_COLORS[n % len(DEFAULT_COLORS)]
+            color = default_color(n)
         with self.transaction():
             cur = self._conn.execute(
                 "INSERT INTO categories (id, name, color) VALUES (?, ?, ?)", (id, name, color)
             )
         return Category(cur.lastrowid if id is None else id, name, color)
+
+    def used_category_ids(self) -> set[int]:
+        """Ids of the categories that have instances (one indexed query)."""
+        return {r[0] for r in self._conn.execute("SELECT DISTINCT category_id FROM instances")}
 
     def update_category(
         self, category_id: int, *, name: str | None = None, color: str | None = None

@@ -72,7 +72,9 @@ def bench_coco(quick: bool, repeat: int) -> None:
             ("rle", "coco_export_rle", 5_000),
         ):
             out = folder / f"{mode}.json"
-            times = timeit(lambda m=mode, o=out: export_coco(store, o, segmentation=m), repeat)
+            times = timeit(
+                lambda m=mode, o=out: export_coco(store, o, segmentation=m, overwrite=True), repeat
+            )
             emit(
                 name,
                 [total / t for t in times],

@@ -106,7 +106,9 @@ def test_export_content(project, tmp_path):
 def test_export_filters_status_and_root(project, tmp_path):
     report = export_coco(project, tmp_path / "o.json", statuses=[ImageStatus.NEW])
     assert report.images == 1 and report.instances == 0
-    report = export_coco(project, tmp_path / "o.json", images_root=tmp_path / "imgs" / "sub")
+    report = export_coco(
+        project, tmp_path / "o.json", images_root=tmp_path / "imgs" / "sub", overwrite=True
+    )
     assert report.images == 1 and len(report.skipped) == 2
 
 
