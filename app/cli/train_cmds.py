@@ -7,6 +7,8 @@ torch is imported only when one of them runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -26,8 +28,16 @@ from app.core.types import Category
 from app.errors import MaskLoopError
 from app.ml import zoo
 from app.ml.dataset import CocoFileDataset, ProjectDataset, category_labels, split_ids
-from app.ml.evaluate import EvalResult, evaluate_model
+from app.ml.eval_sources import eval_images, find_labelled_images
+from app.ml.evaluate import (
+    AP_SCORE_FLOOR,
+    EvalImage,
+    EvalResult,
+    evaluate_model,
+    evaluate_predictor,
+)
 from app.ml.models import replace_heads
+from app.ml.predictor import Predictor
 from app.ml.train import (
     CHECKPOINT_DIR,
     CHECKPOINT_NAME,
@@ -40,6 +50,7 @@ from app.ml.train import (
     train,
 )
 from app.ml.versions import (
+    DEFAULT_MODEL,
     MODELS_DIR,
     active_model,
     register_version,
@@ -150,6 +161,10 @@ def _print_metrics(metrics: dict[str, float]) -> None:
                 metrics["reviewer_rejected"],
                 metrics["reviewer_missed"],
             )
+        )
+    if "area_ratio_median" in metrics:
+        print(
+            f"  predicted/true area of matched objects: median {metrics['area_ratio_median']:.2f}"
         )
     if "max_dets" in metrics:
         print(f"  (AP at up to {metrics['max_dets']:.0f} detections per image)")
@@ -294,8 +309,17 @@ def _run_train(args: argparse.Namespace) -> int:
             freeze_bn_stats=not args.update_bn_stats,
         )
 
+        # The version's own card (its categories): validation runs the proposal path.
+        trained_card = dataclasses.replace(setup.card, categories=list(setup.categories))
+
         def evaluate_fn(m: Any) -> dict[str, float]:
-            return evaluate_model(m, setup.eval_ds, max_dets=args.max_dets).to_metrics()
+            return evaluate_model(
+                m,
+                trained_card,
+                setup.eval_ds.eval_images(),
+                device=device_from_arg(args.device),
+                max_dets=args.max_dets,
+            ).to_metrics()
 
         if main_process:
             print(
@@ -409,21 +433,38 @@ def _evaluation_dataset(
 def _print_result(model_id: str, result: EvalResult) -> None:
     print(f"{model_id} on {result.images} images, {result.instances} instances:")
     _print_metrics(result.to_metrics())
+    for kind, part in result.per_kind.items():
+        print(f"{kind}: {part.images} images, {part.instances} instances:")
+        _print_metrics(part.to_metrics())
+
+
+def _evaluate_images(
+    args: argparse.Namespace, store: ProjectStore | None, card: zoo.ModelCard
+) -> Iterator[EvalImage]:
+    if args.labels is not None:
+        pairs = find_labelled_images(
+            args.images, args.labels, only=args.only, manifest=args.manifest
+        )
+        return eval_images(pairs)
+    if store is None and args.coco is None:
+        raise TrainCommandError(
+            "Name a PROJECT, or evaluate on a COCO file (--coco) or on label maps "
+            "(--images DIR --labels DIR)."
+        )
+    return _evaluation_dataset(args, store, card).eval_images()
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    with ProjectStore.open(args.project) as store:
-        model_id = args.model or active_model(store)
-        card = zoo.get_card(model_id, store.root)
-        dataset = _evaluation_dataset(args, store, card)
-        device = device_from_arg(args.device)
-        model = zoo.load_model(card, device=str(device))
-        result = evaluate_model(
-            model,
-            dataset,
-            device=device,
-            max_dets=args.max_dets,
-            proposal_score=args.score,
+    if (args.images is None) != (args.labels is None):
+        raise TrainCommandError("--images and --labels go together: an image folder and its label maps.")
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(ProjectStore.open(args.project)) if args.project else None
+        model_id = args.model or (active_model(store) if store is not None else DEFAULT_MODEL)
+        card = zoo.get_card(model_id, store.root if store is not None else None)
+        images = _evaluate_images(args, store, card)
+        predictor = Predictor(card, device=args.device, score_threshold=AP_SCORE_FLOOR)
+        result = evaluate_predictor(
+            predictor, images, max_dets=args.max_dets, proposal_score=args.score
         )
     if args.json:
         print(json.dumps({"model": model_id, **result.to_dict()}, indent=2))

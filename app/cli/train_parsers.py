@@ -126,11 +126,20 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
             "size for masks (segm) and boxes (bbox), computed at up to --max-dets detections "
             "per image (COCOeval's usual summary stops at 100, too few for dense cell "
             "images), plus reviewer counts: proposals accepted as is (mask IoU >= 0.85), to "
-            "edit (IoU 0.5-0.85), to reject, and objects missed. By default the project's "
-            "validation images are used; --coco evaluates on a COCO file from any tool."
+            "edit (IoU 0.5-0.85), to reject, and objects missed, and the median predicted/true "
+            "area of matched objects (1.00: masks fit). Figures are measured on the proposals "
+            "themselves (the card's conversion, tiling, thresholds and polygons). By default "
+            "the project's validation images are used; --coco evaluates on a COCO file from "
+            "any tool, --images DIR --labels DIR on an image folder and its instance label "
+            "maps (no project needed), with figures per kind from --manifest or subfolders."
         ),
     )
-    p.add_argument("project", type=Path, help="project folder (its models and active model)")
+    p.add_argument(
+        "project",
+        type=Path,
+        nargs="?",
+        help="project folder (its models and active model); optional with --images/--labels",
+    )
     p.add_argument("--model", metavar="ID", help="zoo card id or version v<N> (default: active)")
     p.add_argument(
         "--split",
@@ -144,6 +153,26 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="DIR",
         help="folder the COCO file's image names are relative to (default: the file's folder)",
+    )
+    p.add_argument("--images", type=Path, metavar="DIR", help="folder of images to evaluate on")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        metavar="DIR",
+        help="instance label maps for --images (same names, 0 = background, 1..N objects)",
+    )
+    p.add_argument(
+        "--only",
+        type=Path,
+        metavar="FILE",
+        help="with --images: evaluate only the image names listed in FILE, one a line",
+    )
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help='with --images: JSON list of {"file": NAME, "kind": KIND} for figures per kind '
+        "(default: per subfolder, if any)",
     )
     _add_max_dets(p)
     p.add_argument(

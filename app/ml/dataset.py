@@ -14,7 +14,7 @@ import json
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from app.core.images import read_image
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus, Polygon
 from app.errors import MaskLoopError
+from app.ml.evaluate import EvalImage
 from app.ml.preprocess import InputSpec, to_model_input
 
 log = logging.getLogger(__name__)
@@ -290,8 +291,17 @@ class _DetectionDataset(Dataset, ABC):
     def _masks(self, item: _Item, height: int, width: int, scale: float) -> np.ndarray:
         """(N, height, width) uint8 masks of ``item`` at ``scale`` of its original size."""
 
-    def __getitem__(self, index: int) -> Sample:
-        item = self.items[index]
+    def eval_images(self) -> Iterator[EvalImage]:
+        """The images as evaluation sees them: raw pixels for the Predictor, truth masks at
+        full size (model labels), crowd flags; one image in memory at a time."""
+        for item in self.items:
+            array = self._read(item)
+            masks = self._masks(item, item.height, item.width, 1.0)
+            yield EvalImage.from_masks(
+                array, masks, item.labels, item.iscrowd, name=item.path.name
+            )
+
+    def _read(self, item: _Item) -> np.ndarray:
         array = read_image(item.path)
         if array.shape[:2] != (item.height, item.width):
             raise DatasetError(
@@ -299,7 +309,11 @@ class _DetectionDataset(Dataset, ABC):
                 f"as {item.width}x{item.height}; the file changed since. Restore it or "
                 "rescan the project and re-annotate the image."
             )
-        image = to_model_input(array, self.spec)
+        return array
+
+    def __getitem__(self, index: int) -> Sample:
+        item = self.items[index]
+        image = to_model_input(self._read(item), self.spec)
         height, width, scale = item.height, item.width, 1.0
         if self.train:
             height, width, scale = _shrunk_size(item.height, item.width, self.spec)

@@ -1,5 +1,9 @@
 """How good is a model on annotated images: COCO AP (segm and bbox) plus reviewer effort.
 
+Every figure is measured on what the annotator reviews: the :class:`Predictor`'s instances
+(the card's input conversion, tiling, detector settings, mask paste, polygons and precision),
+rasterised back to masks, never on torchvision's stock forward pass.
+
 COCOeval's ``stats`` stop at 100 detections per image, which truncates dense cell images
 holding hundreds of nuclei, so AP here is read from ``eval['precision']`` at ``max_dets``
 (1000 by default); the result records which. The reviewer counts translate the model's
@@ -9,9 +13,10 @@ proposals into work: how many an annotator would accept as they are, fix, delete
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,8 +27,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import nn
 
+from app.core.geometry import polygons_to_mask_crop
+from app.core.types import Instance
 from app.errors import MaskLoopError
 from app.ml.defaults import DEFAULT_MAX_DETS, DEFAULT_PROPOSAL_SCORE
+from app.ml.predictor import Predictor
+from app.ml.zoo import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +41,9 @@ IOU_TYPES = ("segm", "bbox")
 # by hand; below EDIT_IOU it does not describe the object and gets deleted.
 ACCEPT_IOU = 0.85
 EDIT_IOU = 0.5
-MASK_THRESHOLD = 0.5
+# Detections down to this score enter AP (the whole precision/recall curve; torchvision's
+# default box_score_thresh); reviewers see only those at or above the proposal score.
+AP_SCORE_FLOOR = 0.05
 _RLE_CHUNK = 64
 
 
@@ -76,8 +87,27 @@ class ReviewerCounts:
 
 
 @dataclass(frozen=True)
+class AreaRatio:
+    """Predicted / true area of proposals matched to a truth instance (mask IoU >= edit_iou):
+    1.0 is a mask that fits; above 1 masks come out too large."""
+
+    p10: float
+    median: float
+    p90: float
+    matched: int
+
+    @classmethod
+    def of(cls, ratios: Sequence[float]) -> AreaRatio | None:
+        if not ratios:
+            return None
+        p10, median, p90 = np.percentile(np.asarray(ratios, dtype=np.float64), [10, 50, 90])
+        return cls(float(p10), float(median), float(p90), len(ratios))
+
+
+@dataclass(frozen=True)
 class EvalResult:
-    """Metrics of one evaluation; ``max_dets`` is the detections-per-image cap AP used."""
+    """Metrics of one evaluation; ``max_dets`` is the detections-per-image cap AP used.
+    ``per_kind`` holds the same figures for each kind of image (manifest, subfolder)."""
 
     segm: APMetrics
     bbox: APMetrics
@@ -86,6 +116,8 @@ class EvalResult:
     images: int
     instances: int
     detections: int
+    area_ratio: AreaRatio | None = None
+    per_kind: dict[str, EvalResult] = field(default_factory=dict)
 
     def to_metrics(self) -> dict[str, float]:
         """Flat numbers for a model version's card and the training progress events."""
@@ -98,31 +130,88 @@ class EvalResult:
             out[f"reviewer_{key}"] = float(getattr(self.reviewer, key))
         out["eval_images"] = float(self.images)
         out["eval_instances"] = float(self.instances)
+        if self.area_ratio is not None:
+            out["area_ratio_median"] = self.area_ratio.median
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "segm": self.segm.to_dict(),
             "bbox": self.bbox.to_dict(),
             "max_dets": self.max_dets,
             "ap_note": f"AP read from COCOeval precision at maxDets={self.max_dets} "
-            "(COCOeval.stats use 100)",
+            "(COCOeval.stats use 100), on the proposals' own masks",
             "reviewer": asdict(self.reviewer),
+            "area_ratio": asdict(self.area_ratio) if self.area_ratio else None,
             "images": self.images,
             "instances": self.instances,
             "detections": self.detections,
         }
+        if self.per_kind:
+            out["per_kind"] = {k: v.to_dict() for k, v in self.per_kind.items()}
+        return out
 
 
 @dataclass
-class _Collected:
-    """Ground truth and detections of all evaluated images, in COCO json form."""
+class EvalImage:
+    """One annotated image as evaluation sees it: the raw pixels (what the Predictor gets),
+    its truth as RLEs in model labels (1-based), crowd flags, and an optional kind."""
 
-    images: list[dict[str, Any]] = field(default_factory=list)
-    gt: list[dict[str, Any]] = field(default_factory=list)
-    segm: list[dict[str, Any]] = field(default_factory=list)
-    bbox: list[dict[str, Any]] = field(default_factory=list)
-    labels: set[int] = field(default_factory=set)
+    image: np.ndarray
+    truth: list[dict[str, Any]]
+    labels: list[int]
+    iscrowd: list[int]
+    kind: str | None = None
+    name: str = ""
+
+    @classmethod
+    def from_masks(
+        cls,
+        image: np.ndarray,
+        masks: np.ndarray,
+        labels: Sequence[int],
+        iscrowd: Sequence[int] | None = None,
+        **kw: Any,
+    ) -> EvalImage:
+        """From (N, H, W) truth masks; empty masks are left out."""
+        keep = [k for k in range(len(masks)) if masks[k].any()]
+        crowd = list(iscrowd) if iscrowd is not None else [0] * len(masks)
+        return cls(
+            image,
+            _encode(np.asarray(masks)[keep]) if keep else [],
+            [int(labels[k]) for k in keep],
+            [int(crowd[k]) for k in keep],
+            **kw,
+        )
+
+    @classmethod
+    def from_label_map(cls, image: np.ndarray, label_map: np.ndarray, **kw: Any) -> EvalImage:
+        """From an instance label map (0 background, 1..N one object each), label 1."""
+        lm = np.asarray(label_map)
+        if lm.ndim != 2 or lm.shape != np.asarray(image).shape[:2]:
+            raise EvaluationError(
+                f"The label map {kw.get('name', '')} is {lm.shape}, the image "
+                f"{np.asarray(image).shape[:2]}: they must be one 2-D plane of the same size."
+            )
+        rles = []
+        for value in np.unique(lm):
+            if value == 0:
+                continue
+            rles.extend(_encode((lm == value)[None]))
+        return cls(image, rles, [1] * len(rles), [0] * len(rles), **kw)
+
+
+@dataclass
+class _ImageRecords:
+    """Truth and detections of one evaluated image, in COCO json form."""
+
+    info: dict[str, Any]
+    gt: list[dict[str, Any]]
+    segm: list[dict[str, Any]]
+    bbox: list[dict[str, Any]]
+    counts: tuple[int, int, int, int]
+    ratios: list[float]
+    kind: str | None
 
 
 def _quiet(fn: Any, *args: Any) -> Any:
@@ -198,9 +287,41 @@ def _encode(masks: np.ndarray) -> list[dict[str, Any]]:
     return rles
 
 
-def _xyxy_to_xywh(boxes: np.ndarray) -> list[list[float]]:
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.column_stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]]).tolist()
+def greedy_matches(
+    proposals: Sequence[dict[str, Any]],
+    truth: Sequence[dict[str, Any]],
+    *,
+    min_iou: float = EDIT_IOU,
+) -> list[tuple[int, int, float]]:
+    """(proposal index, truth index, mask IoU) of each proposal matched at ``min_iou`` or more.
+
+    ``proposals`` and ``truth`` are dicts with an RLE ``segmentation`` and ``category_id``
+    (proposals also ``score``). Proposals are matched greedily by descending score to the
+    unmatched same-category truth instance of highest mask IoU.
+    """
+    if not proposals or not truth:
+        return []
+    order = sorted(range(len(proposals)), key=lambda i: -proposals[i]["score"])
+    ious = np.asarray(
+        mask_utils.iou(
+            [proposals[i]["segmentation"] for i in order],
+            [t["segmentation"] for t in truth],
+            [0] * len(truth),
+        )
+    ).reshape(len(order), len(truth))
+    same_cat = np.array(
+        [[proposals[i]["category_id"] == t["category_id"] for t in truth] for i in order],
+        dtype=bool,
+    ).reshape(len(order), len(truth))
+    matched = np.zeros(len(truth), dtype=bool)
+    out = []
+    for row, i in enumerate(order):
+        candidates = np.where(same_cat[row] & ~matched, ious[row], -1.0)
+        best = int(np.argmax(candidates))
+        if candidates[best] >= min_iou:
+            matched[best] = True
+            out.append((i, best, float(candidates[best])))
+    return out
 
 
 def reviewer_counts(
@@ -210,169 +331,119 @@ def reviewer_counts(
     accept_iou: float = ACCEPT_IOU,
     edit_iou: float = EDIT_IOU,
 ) -> tuple[int, int, int, int]:
-    """(accepted, edited, rejected, missed) for one image.
-
-    ``proposals`` and ``truth`` are dicts with an RLE ``segmentation`` and ``category_id``
-    (proposals also ``score``). Proposals are matched greedily by descending score to the
-    unmatched same-category truth instance of highest mask IoU.
-    """
-    if not proposals:
-        return 0, 0, 0, len(truth)
-    order = sorted(range(len(proposals)), key=lambda i: -proposals[i]["score"])
-    if truth:
-        ious = np.asarray(
-            mask_utils.iou(
-                [proposals[i]["segmentation"] for i in order],
-                [t["segmentation"] for t in truth],
-                [0] * len(truth),
-            )
-        ).reshape(len(order), len(truth))
-    matched = np.zeros(len(truth), dtype=bool)
-    same_cat = np.array(
-        [[proposals[i]["category_id"] == t["category_id"] for t in truth] for i in order],
-        dtype=bool,
-    ).reshape(len(order), len(truth))
-    accepted = edited = rejected = 0
-    for row in range(len(order)):
-        best_iou, best = -1.0, -1
-        if truth:
-            candidates = np.where(same_cat[row] & ~matched, ious[row], -1.0)
-            best = int(np.argmax(candidates))
-            best_iou = float(candidates[best])
-        if best_iou >= edit_iou:
-            matched[best] = True
-            if best_iou >= accept_iou:
-                accepted += 1
-            else:
-                edited += 1
-        else:
-            rejected += 1
-    return accepted, edited, rejected, int((~matched).sum())
+    """(accepted, edited, rejected, missed) for one image (matching: :func:`greedy_matches`)."""
+    matches = greedy_matches(proposals, truth, min_iou=edit_iou)
+    accepted = sum(1 for _, _, iou in matches if iou >= accept_iou)
+    edited = len(matches) - accepted
+    return accepted, edited, len(proposals) - len(matches), len(truth) - len(matches)
 
 
-def _target_records(
-    image_id: int, target: dict[str, torch.Tensor], first_ann_id: int
-) -> list[dict[str, Any]]:
-    masks = target["masks"].detach().cpu().numpy().astype(bool, copy=False)
-    labels = target["labels"].detach().cpu().numpy().tolist()
-    boxes = _xyxy_to_xywh(target["boxes"].detach().cpu().numpy())
-    crowd = target.get("iscrowd")
-    crowd_flags = crowd.detach().cpu().numpy().tolist() if crowd is not None else [0] * len(labels)
-    records = []
-    for k, (rle, label, box, iscrowd) in enumerate(
-        zip(_encode(masks), labels, boxes, crowd_flags, strict=True)
-    ):
-        records.append(
-            {
-                "id": first_ann_id + k,
-                "image_id": image_id,
-                "category_id": int(label),
-                "segmentation": rle,
-                "area": float(mask_utils.area(rle)),
-                "bbox": box,
-                "iscrowd": int(iscrowd),
-            }
-        )
-    return records
-
-
-def _prediction_records(image_id: int, output: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-    scores = output["scores"].detach().cpu().numpy().tolist()
-    if not scores:
-        return []
-    labels = output["labels"].detach().cpu().numpy().tolist()
-    boxes = _xyxy_to_xywh(output["boxes"].detach().cpu().numpy())
-    masks = (output["masks"][:, 0] > MASK_THRESHOLD).cpu().numpy()
-    # Separate segm and bbox results: pycocotools' loadRes takes the area of a result that
-    # has a "bbox" from the box, which would put masks in the wrong COCO area range.
+def _truth_records(image_id: int, ev: EvalImage, first_ann_id: int) -> list[dict[str, Any]]:
     return [
         {
+            "id": first_ann_id + k,
             "image_id": image_id,
-            "category_id": int(label),
+            "category_id": label,
             "segmentation": rle,
-            "bbox_xywh": box,
-            "score": float(score),
+            "area": float(mask_utils.area(rle)),
+            "bbox": mask_utils.toBbox(rle).tolist(),
+            "iscrowd": crowd,
         }
-        for rle, label, box, score in zip(_encode(masks), labels, boxes, scores, strict=True)
+        for k, (rle, label, crowd) in enumerate(zip(ev.truth, ev.labels, ev.iscrowd, strict=True))
     ]
 
 
-def evaluate_model(
-    model: nn.Module,
-    dataset: Iterable[tuple[torch.Tensor, dict[str, torch.Tensor]]],
+def _instance_records(
+    image_id: int, instances: Sequence[Instance], labels: dict[int, int], height: int, width: int
+) -> list[dict[str, Any]]:
+    """The proposals' polygons rasterised as the store shows them, as COCO results."""
+    out = []
+    full = np.zeros((height, width), dtype=np.uint8, order="F")
+    for inst in instances:
+        crop, x0, y0 = polygons_to_mask_crop(inst.polygons, height, width)
+        if not crop.any():
+            continue
+        full[:] = 0
+        full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        rle = mask_utils.encode(full)
+        out.append(
+            {
+                "image_id": image_id,
+                "category_id": labels[inst.category_id],
+                "segmentation": rle,
+                "score": float(inst.score if inst.score is not None else 1.0),
+            }
+        )
+    return out
+
+
+def evaluate_predictor(
+    predictor: Predictor,
+    images: Iterable[EvalImage],
     *,
-    device: str | torch.device | None = None,
     max_dets: int = DEFAULT_MAX_DETS,
     proposal_score: float = DEFAULT_PROPOSAL_SCORE,
     accept_iou: float = ACCEPT_IOU,
     edit_iou: float = EDIT_IOU,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
-    """Run ``model`` on every (image, target) of ``dataset`` and score it like COCOeval.
+    """Run ``predictor`` on every image and score its instances like COCOeval.
 
-    Targets hold ``boxes`` (XYXY), ``labels`` and ``masks`` (N, H, W) in the model's label
-    space, and optionally ``iscrowd``. AP uses every detection up to ``max_dets`` per image
-    (the model's own ``detections_per_img`` caps it too); reviewer counts use the proposals
-    scoring at least ``proposal_score`` and ignore crowd regions. ``device`` defaults to the
-    model's. The model's train/eval mode is restored afterwards.
+    AP uses every instance the predictor returns (build it with ``score_threshold``
+    :data:`AP_SCORE_FLOOR` for the whole precision/recall curve), up to ``max_dets`` per
+    image; reviewer counts and the area ratio use the proposals scoring at least
+    ``proposal_score`` and ignore crowd regions. Images with a ``kind`` are also summed up
+    per kind.
     """
-    if device is None:
-        device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    collected = _Collected()
-    accepted = edited = rejected = missed = 0
-    try:
-        with torch.inference_mode():
-            for index, (image, target) in enumerate(dataset):
-                image_id = index + 1
-                height, width = int(image.shape[-2]), int(image.shape[-1])
-                collected.images.append({"id": image_id, "height": height, "width": width})
-                truth = _target_records(image_id, target, len(collected.gt) + 1)
-                output = model([image.as_subclass(torch.Tensor).to(device)])[0]
-                preds = _prediction_records(image_id, output)
-                collected.gt.extend(truth)
-                for p in preds:
-                    common = {k: p[k] for k in ("image_id", "category_id", "score")}
-                    collected.segm.append({**common, "segmentation": p["segmentation"]})
-                    collected.bbox.append({**common, "bbox": p["bbox_xywh"]})
-                collected.labels.update(t["category_id"] for t in truth)
-                collected.labels.update(p["category_id"] for p in preds)
-                counts = reviewer_counts(
-                    [p for p in preds if p["score"] >= proposal_score],
-                    [t for t in truth if not t["iscrowd"]],
-                    accept_iou=accept_iou,
-                    edit_iou=edit_iou,
-                )
-                accepted += counts[0]
-                edited += counts[1]
-                rejected += counts[2]
-                missed += counts[3]
-    finally:
-        model.train(was_training)
-    if not collected.images:
-        raise EvaluationError(
-            "No images to evaluate: mark annotated images done, or pass a COCO file."
+    labels = {c.id: k for k, c in enumerate(predictor.card.categories, start=1)}
+    records: list[_ImageRecords] = []
+    first_ann = 1
+    for index, ev in enumerate(images):
+        image_id = index + 1
+        height, width = np.asarray(ev.image).shape[:2]
+        truth = _truth_records(image_id, ev, first_ann)
+        first_ann += len(truth)
+        preds = _instance_records(
+            image_id, predictor.predict(ev.image, should_stop=should_stop), labels, height, width
         )
-    gt = {
-        "images": collected.images,
-        "annotations": collected.gt,
-        "categories": [{"id": c, "name": str(c)} for c in sorted(collected.labels)],
-    }
-    metrics = {
-        iou_type: coco_metrics(gt, getattr(collected, iou_type), iou_type, max_dets=max_dets)
-        for iou_type in IOU_TYPES
-    }
-    result = EvalResult(
-        segm=metrics["segm"],
-        bbox=metrics["bbox"],
-        reviewer=ReviewerCounts(
-            accepted, edited, rejected, missed, proposal_score, accept_iou, edit_iou
-        ),
-        max_dets=max_dets,
-        images=len(collected.images),
-        instances=sum(1 for t in collected.gt if not t["iscrowd"]),
-        detections=len(collected.segm),
-    )
+        shown = [p for p in preds if p["score"] >= proposal_score]
+        plain = [t for t in truth if not t["iscrowd"]]
+        matches = greedy_matches(shown, plain, min_iou=edit_iou)
+        accepted = sum(1 for _, _, iou in matches if iou >= accept_iou)
+        records.append(
+            _ImageRecords(
+                info={"id": image_id, "height": int(height), "width": int(width)},
+                gt=truth,
+                segm=preds,
+                bbox=[
+                    {**{k: p[k] for k in ("image_id", "category_id", "score")},
+                     "bbox": mask_utils.toBbox(p["segmentation"]).tolist()}
+                    for p in preds
+                ],
+                counts=(
+                    accepted,
+                    len(matches) - accepted,
+                    len(shown) - len(matches),
+                    len(plain) - len(matches),
+                ),
+                ratios=[
+                    float(mask_utils.area(shown[i]["segmentation"]) / plain[j]["area"])
+                    for i, j, _ in matches
+                ],
+                kind=ev.kind,
+            )
+        )
+    if not records:
+        raise EvaluationError(
+            "No images to evaluate: mark annotated images done, or pass a COCO file or "
+            "label maps."
+        )
+    reviewer = (proposal_score, accept_iou, edit_iou)
+    result = _summarise(records, max_dets, reviewer)
+    kinds = sorted({r.kind for r in records if r.kind is not None})
+    if kinds:
+        per_kind = {k: _summarise([r for r in records if r.kind == k], max_dets, reviewer) for k in kinds}
+        result = dataclasses.replace(result, per_kind=per_kind)
     log.info(
         "evaluated %d images: segm AP %.3f AP50 %.3f (maxDets=%d)",
         result.images,
@@ -381,3 +452,59 @@ def evaluate_model(
         max_dets,
     )
     return result
+
+
+def _summarise(
+    records: Sequence[_ImageRecords], max_dets: int, reviewer: tuple[float, float, float]
+) -> EvalResult:
+    gt = {
+        "images": [r.info for r in records],
+        "annotations": [t for r in records for t in r.gt],
+        "categories": [
+            {"id": c, "name": str(c)}
+            for c in sorted(
+                {t["category_id"] for r in records for t in r.gt}
+                | {p["category_id"] for r in records for p in r.segm}
+            )
+        ],
+    }
+    metrics = {
+        iou_type: coco_metrics(
+            gt, [d for r in records for d in getattr(r, iou_type)], iou_type, max_dets=max_dets
+        )
+        for iou_type in IOU_TYPES
+    }
+    counts = np.sum([r.counts for r in records], axis=0).astype(int).tolist()
+    return EvalResult(
+        segm=metrics["segm"],
+        bbox=metrics["bbox"],
+        reviewer=ReviewerCounts(*counts, *reviewer),
+        max_dets=max_dets,
+        images=len(records),
+        instances=sum(1 for t in gt["annotations"] if not t["iscrowd"]),
+        detections=sum(len(r.segm) for r in records),
+        area_ratio=AreaRatio.of([x for r in records for x in r.ratios]),
+    )
+
+
+def evaluation_predictor(
+    model: nn.Module, card: ModelCard, *, device: str | torch.device = "cpu", **options: Any
+) -> Predictor:
+    """The Predictor evaluation runs ``model`` through: the card's settings, every detection
+    down to :data:`AP_SCORE_FLOOR`."""
+    return Predictor.from_model(
+        model, card, device=str(device), score_threshold=AP_SCORE_FLOOR, **options
+    )
+
+
+def evaluate_model(
+    model: nn.Module,
+    card: ModelCard,
+    images: Iterable[EvalImage],
+    *,
+    device: str | torch.device = "cpu",
+    **options: Any,
+) -> EvalResult:
+    """:func:`evaluate_predictor` of ``model`` (described by ``card``) on ``images``; the
+    model itself is left as it was (the predictor works on a copy)."""
+    return evaluate_predictor(evaluation_predictor(model, card, device=device), images, **options)

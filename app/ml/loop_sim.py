@@ -46,12 +46,18 @@ from app.core.types import Category, ImageRecord, ImageStatus, Instance, Polygon
 from app.errors import MaskLoopError
 from app.ml import zoo
 from app.ml.active import CANDIDATE_STATUSES, Strategy, next_images
-from app.ml.dataset import ProjectDataset, Sample, category_labels, make_sample
+from app.ml.dataset import ProjectDataset, category_labels
 from app.ml.defaults import FINE_TUNE_LR
-from app.ml.evaluate import ACCEPT_IOU, EDIT_IOU, evaluate_model
+from app.ml.evaluate import (
+    ACCEPT_IOU,
+    AP_SCORE_FLOOR,
+    EDIT_IOU,
+    EvalImage,
+    evaluate_predictor,
+)
 from app.ml.models import build_model
 from app.ml.predictor import Predictor
-from app.ml.preprocess import InputSpec, to_model_input
+from app.ml.preprocess import InputSpec
 from app.ml.propose import detection_threshold, propose_images
 from app.ml.synthetic import (
     OTHER_MICROSCOPE,
@@ -303,7 +309,7 @@ class HeldOut:
     """The fixed test images: model inputs with targets (for AP) and the pixels with their
     truth outlines (for the review cost of the proposals)."""
 
-    samples: list[Sample]
+    truth_images: list[EvalImage]
     images: list[np.ndarray]
     outlines: list[list[list[Polygon]]]  # per image, per instance: its polygons
 
@@ -316,15 +322,11 @@ class HeldOut:
 
 
 def held_out_set(config: LoopConfig) -> HeldOut:
-    """The fixed test images (their own seed stream); label 1 in the samples."""
+    """The fixed test images (their own seed stream); label 1 in the truth."""
     out = HeldOut([], [], [])
     for i in range(config.test_images):
         s = _sample(config, sample_seed(config.seed + _TEST_SEED_OFFSET, i))
-        ids = torch.arange(1, s.n_instances + 1)
-        labels = torch.from_numpy(s.labels.astype(np.int64))
-        masks = (labels[None] == ids[:, None, None]).to(torch.uint8)
-        labels_t = torch.ones(len(ids), dtype=torch.int64)
-        out.samples.append(make_sample(to_model_input(s.image, config.spec), masks, labels_t))
+        out.truth_images.append(EvalImage.from_label_map(s.image, s.labels))
         out.images.append(s.image)
         out.outlines.append(list(label_map_to_instances(s.labels).values()))
     return out
@@ -422,7 +424,7 @@ class LoopSimulation:
         """Segm (AP, AP50) of the current model on the held-out set, and what reviewing its
         proposals there (score >= the loop's threshold) would cost."""
         threshold = self.config.threshold
-        result = evaluate_model(self.model, self.test_set.samples, device=self.config.device)
+        result = evaluate_predictor(self._predictor(AP_SCORE_FLOOR), self.test_set.truth_images)
         # As proposing does: detect down to the uncertainty floor, show those >= threshold.
         predictor = self._predictor(detection_threshold(threshold))
         counts = ReviewCounts()

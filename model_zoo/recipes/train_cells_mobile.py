@@ -36,11 +36,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from app.ml.dataset import Augmentation, augment, make_sample  # noqa: E402
-from app.ml.evaluate import evaluate_model  # noqa: E402
+from app.ml.evaluate import EvalImage, evaluate_model  # noqa: E402
 from app.ml.models import build_model  # noqa: E402
 from app.ml.preprocess import InputSpec, to_model_input  # noqa: E402
 from app.ml.synthetic import generate_sample, sample_seed  # noqa: E402
 from app.ml.train import IterationEvent, TrainConfig, train  # noqa: E402
+from app.ml.zoo import ModelCard  # noqa: E402
 
 log = logging.getLogger("train_cells_mobile")
 
@@ -107,7 +108,16 @@ def fp16_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
 
 
-def evaluate(state: dict[str, torch.Tensor], val: SyntheticNuclei) -> dict[str, float]:
+def synthetic_eval_images(files: list[Path]) -> list[EvalImage]:
+    """The cached held-out samples as evaluation images (raw pixels and their label maps)."""
+    out = []
+    for f in files:
+        with np.load(f) as z:
+            out.append(EvalImage.from_label_map(z["image"], z["labels"], name=f.name))
+    return out
+
+
+def evaluate(state: dict[str, torch.Tensor], val_files: list[Path]) -> dict[str, float]:
     model = build_model(
         ARCH,
         num_classes=2,
@@ -118,7 +128,22 @@ def evaluate(state: dict[str, torch.Tensor], val: SyntheticNuclei) -> dict[str, 
         nms_iou=NMS_IOU,
     )
     model.load_state_dict(state)
-    result = evaluate_model(model, val, device="cpu", max_dets=DETECTIONS)
+    card = ModelCard.from_dict(  # the card the app will use: evaluation runs its Predictor
+        {
+            "id": "cells-mobile",
+            "title": "eval",
+            "architecture": ARCH,
+            "categories": [{"id": 1, "name": "nucleus"}],
+            "input": CARD_SPEC.to_dict(),
+            "detections_per_img": DETECTIONS,
+            "rpn_proposals": RPN_PROPOSALS,
+            "nms_iou": NMS_IOU,
+            "weights": {"file": "cells-mobile.pt", "sha256": "0" * 64},
+        }
+    )
+    result = evaluate_model(
+        model, card, synthetic_eval_images(val_files), device="cpu", max_dets=DETECTIONS
+    )
     return {k: round(float(v), 4) for k, v in result.to_metrics().items()}
 
 
@@ -205,7 +230,7 @@ def main() -> int:
     log.info("wrote %s (%.1f MB) sha256 %s", weights, weights.stat().st_size / 1e6, digest)
     metrics = evaluate(
         {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
-        SyntheticNuclei(val_files, CARD_SPEC, train=False),
+        val_files,
     )
     log.info("held-out metrics %s", metrics)
     card = {

@@ -27,12 +27,13 @@ for p in (Path(__file__).resolve().parent, REPO, REPO / "model_zoo" / "recipes")
         sys.path.insert(0, str(p))
 
 from _bench import emit  # noqa: E402
-from train_cells_mobile import SyntheticNuclei, sample_file  # noqa: E402
+from train_cells_mobile import sample_file, synthetic_eval_images  # noqa: E402
 
 from app.ml import zoo  # noqa: E402
 from app.ml.dataset import make_sample  # noqa: E402
-from app.ml.evaluate import evaluate_model  # noqa: E402
+from app.ml.evaluate import AP_SCORE_FLOOR, evaluate_predictor  # noqa: E402
 from app.ml.models import build_model  # noqa: E402
+from app.ml.predictor import Predictor  # noqa: E402
 from app.ml.preprocess import InputSpec, to_model_input  # noqa: E402
 from app.ml.synthetic import generate_sample  # noqa: E402
 from app.ml.train import IterationEvent, TrainConfig, collate, train  # noqa: E402
@@ -154,10 +155,9 @@ def bench_bundled(args) -> None:
             sample_file(Path(tmp), "val", card.recipe.get("seed", 0) + 1, i, 256 if i % 2 else 384)
             for i in range(int(n_val))
         ]
-        result = evaluate_model(
-            model,
-            SyntheticNuclei(files, card.input, train=False),
-            device="cpu",
+        result = evaluate_predictor(
+            Predictor(card, device="cpu", score_threshold=AP_SCORE_FLOOR),
+            synthetic_eval_images(files),
             max_dets=card.detections_per_img,
         )
     image = to_model_input(generate_sample(7, size=(512, 512)).image, card.input)

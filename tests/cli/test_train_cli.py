@@ -130,6 +130,36 @@ def test_evaluate_reports_coco_numbers(
     assert "on 3 images, 9 instances" in out and "up to 100 detections" in out
 
 
+def test_evaluate_on_label_maps_without_a_project(
+    tmp_path: Path, install_tiny_card, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny = install_tiny_card(mask_bias=6.0)
+    for folder in ("images/bright", "images/gray", "labels/bright", "labels/gray"):
+        (tmp_path / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for kind in ("bright", "gray"):
+        for k in range(2):
+            image = rng.integers(0, 255, (H, W), dtype=np.uint8)
+            labels = np.zeros((H, W), np.uint16)
+            cv2.fillPoly(labels, [ellipse(20, 20, 8, 6).astype(np.int32)], 1)
+            cv2.fillPoly(labels, [ellipse(55, 40, 9, 7).astype(np.int32)], 2)
+            cv2.imwrite(str(tmp_path / "images" / kind / f"n{k}.png"), image)
+            cv2.imwrite(str(tmp_path / "labels" / kind / f"n{k}_masks.png"), labels)
+    args = ["evaluate", "--model", tiny, "--images", str(tmp_path / "images")]
+    assert main([*args, "--labels", str(tmp_path / "labels"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 4 and result["instances"] == 8
+    assert set(result["per_kind"]) == {"bright", "gray"}  # from the subfolders
+    assert result["per_kind"]["gray"]["instances"] == 4
+    assert "area_ratio" in result
+    assert main([*args, "--labels", str(tmp_path / "labels")]) == 0
+    out = capsys.readouterr().out
+    assert "tiny on 4 images, 8 instances" in out and "bright: 2 images" in out
+    # --images needs --labels: a one-line error, exit code 1.
+    assert main(args) == 1
+    assert "--images and --labels go together" in capsys.readouterr().err
+
+
 def test_failed_run_registers_nothing(
     tmp_path: Path,
     tiny_card: str,

@@ -12,14 +12,17 @@ import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from torch import nn
 
+from app.core.geometry import mask_to_polygons
+from app.core.types import Instance
 from app.ml.evaluate import (
+    EvalImage,
     EvaluationError,
     coco_metrics,
-    evaluate_model,
+    evaluate_predictor,
     reviewer_counts,
 )
+from app.ml.zoo import ModelCard
 
 H, W = 96, 128
 
@@ -168,72 +171,156 @@ def test_reviewer_counts_thresholds() -> None:
     assert reviewer_counts(proposals, []) == (0, 0, 4, 0)
 
 
-class ReplayModel(nn.Module):
-    """Returns prepared outputs in call order, like a detection model in eval mode."""
+class ReplayPredictor:
+    """Returns prepared instances in call order, like a Predictor (what evaluation runs)."""
 
-    def __init__(self, outputs: list[dict[str, torch.Tensor]]) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1))
+    def __init__(self, outputs: list[list[Instance]]) -> None:
+        self.card = ModelCard.from_dict(
+            {
+                "id": "replay",
+                "title": "replay",
+                "architecture": "maskrcnn_mobilenet_v3_fpn",
+                "categories": [{"id": 7, "name": "a"}, {"id": 9, "name": "b"}],
+                "weights": {"file": "x.pt", "sha256": "0" * 64},
+            }
+        )
         self.outputs = outputs
         self.calls = 0
 
-    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        assert not self.training
-        out = [self.outputs[self.calls + i] for i in range(len(images))]
-        self.calls += len(images)
+    def predict(self, image: np.ndarray, *, should_stop=None) -> list[Instance]:
+        out = self.outputs[self.calls]
+        self.calls += 1
         return out
 
 
-def sample(masks: list[np.ndarray], labels: list[int]) -> tuple[torch.Tensor, dict]:
-    m = torch.from_numpy(np.stack(masks).astype(np.uint8))
-    boxes = torch.tensor([[b[0], b[1], b[0] + b[2], b[1] + b[3]] for b in map(box_of, masks)])
-    return torch.rand(3, H, W), {"boxes": boxes, "labels": torch.tensor(labels), "masks": m}
+CATEGORY_OF_LABEL = {1: 7, 2: 9}
 
 
-def as_output(target: dict, scores: list[float]) -> dict[str, torch.Tensor]:
-    return {
-        "boxes": target["boxes"].float(),
-        "labels": target["labels"],
-        "scores": torch.tensor(scores),
-        "masks": target["masks"].float()[:, None],
-    }
+def truth_image(masks: list[np.ndarray], labels: list[int], **kw) -> EvalImage:
+    return EvalImage.from_masks(np.zeros((H, W), np.uint8), np.stack(masks), labels, **kw)
 
 
-def test_perfect_model_scores_one() -> None:
-    data = [
-        sample([disk(20, 20, 10), disk(60, 50, 15), disk(100, 30, 3)], [1, 1, 2]),
-        sample([disk(40, 40, 20)], [2]),
+def as_instances(masks: list[np.ndarray], labels: list[int], scores: list[float]) -> list[Instance]:
+    return [
+        Instance(CATEGORY_OF_LABEL[label], mask_to_polygons(m, tolerance=0.0), score)
+        for m, label, score in zip(masks, labels, scores, strict=True)
     ]
-    model = ReplayModel([as_output(t, [0.9] * len(t["labels"])) for _, t in data])
-    model.train()
-    result = evaluate_model(model, data, max_dets=1000)
-    assert model.training, "evaluation must restore the training mode"
+
+
+def test_perfect_proposals_score_one() -> None:
+    data = [
+        ([disk(20, 20, 10), disk(60, 50, 15), disk(100, 30, 3)], [1, 1, 2]),
+        ([disk(40, 40, 20)], [2]),
+    ]
+    predictor = ReplayPredictor([as_instances(m, lab, [0.9] * len(m)) for m, lab in data])
+    result = evaluate_predictor(predictor, [truth_image(m, lab) for m, lab in data], max_dets=1000)
     assert result.segm.ap == pytest.approx(1.0)
     assert result.bbox.ap == pytest.approx(1.0)
     assert result.max_dets == 1000
     assert (result.reviewer.accepted, result.reviewer.edited) == (4, 0)
     assert (result.reviewer.rejected, result.reviewer.missed) == (0, 0)
+    assert result.area_ratio is not None and result.area_ratio.median == pytest.approx(1.0)
     metrics = result.to_metrics()
     assert metrics["segm_AP50"] == pytest.approx(1.0) and metrics["max_dets"] == 1000
+    assert metrics["area_ratio_median"] == pytest.approx(1.0)
     assert result.to_dict()["ap_note"].startswith("AP read from COCOeval precision at maxDets=1000")
 
 
-def test_imperfect_model_counts_work() -> None:
-    image, target = sample([disk(20, 20, 10), disk(60, 50, 15)], [1, 1])
-    fp = sample([disk(100, 70, 8)], [1])[1]
-    out = as_output(target, [0.9, 0.9])
-    pred = {
-        "boxes": torch.cat([out["boxes"][:1], fp["boxes"].float()]),
-        "labels": torch.tensor([1, 1]),
-        "scores": torch.tensor([0.9, 0.7]),
-        "masks": torch.cat([out["masks"][:1], fp["masks"].float()[:, None]]),
-    }
-    result = evaluate_model(ReplayModel([pred]), [(image, target)], max_dets=10)
-    assert (result.reviewer.accepted, result.reviewer.rejected, result.reviewer.missed) == (1, 1, 1)
+def test_imperfect_proposals_counts_work_and_area_bias_shows() -> None:
+    masks = [disk(20, 20, 10), disk(60, 50, 15)]
+    big = disk(20, 20, 12)  # 1.44x the area of the first nucleus
+    predictor = ReplayPredictor([as_instances([big, disk(100, 70, 8)], [1, 1], [0.9, 0.7])])
+    result = evaluate_predictor(predictor, [truth_image(masks, [1, 1])], max_dets=10)
+    assert (result.reviewer.edited, result.reviewer.rejected, result.reviewer.missed) == (1, 1, 1)
     assert 0.0 < result.segm.ap < 1.0
     assert result.detections == 2 and result.instances == 2
+    assert result.area_ratio.median == pytest.approx(big.sum() / masks[0].sum(), rel=1e-6)
+
+
+def test_figures_per_kind() -> None:
+    a, b = [disk(20, 20, 10)], [disk(60, 50, 15)]
+    predictor = ReplayPredictor([as_instances(a, [1], [0.9]), []])
+    images = [truth_image(a, [1], kind="gray"), truth_image(b, [1], kind="bright")]
+    result = evaluate_predictor(predictor, images)
+    assert set(result.per_kind) == {"gray", "bright"}
+    assert result.per_kind["gray"].segm.ap50 == pytest.approx(1.0)
+    assert result.per_kind["bright"].segm.ap50 == 0.0
+    assert result.per_kind["bright"].reviewer.missed == 1
+    assert 0.0 < result.segm.ap50 < 1.0
+    assert set(result.to_dict()["per_kind"]) == {"gray", "bright"}
 
 
 def test_empty_dataset_is_an_error() -> None:
     with pytest.raises(EvaluationError, match="No images"):
-        evaluate_model(ReplayModel([]), [])
+        evaluate_predictor(ReplayPredictor([]), [])
+
+
+def test_evaluation_of_a_tiled_image_is_the_proposals_own_masks() -> None:
+    """The evaluation path is the proposal path: with the proposals of a tiled image taken
+    as the truth, evaluating the same predictor scores AP 1 and every proposal accepted."""
+    from app.core.geometry import polygons_to_mask
+    from app.ml.models import build_model
+    from app.ml.predictor import Predictor
+
+    card = ModelCard.from_dict(
+        {
+            "id": "tiny",
+            "title": "tiny",
+            "architecture": "maskrcnn_mobilenet_v3_fpn",
+            "categories": [{"id": 7, "name": "nucleus"}],
+            "input": {"min_size": 64, "max_size": 96},
+            "detections_per_img": 50,
+            "weights": {"file": "tiny.pt", "sha256": "0" * 64},
+        }
+    )
+    torch.manual_seed(0)
+    model = build_model("maskrcnn_mobilenet_v3_fpn", num_classes=2, min_size=64, max_size=96)
+    with torch.no_grad():
+        model.roi_heads.mask_predictor.mask_fcn_logits.bias.fill_(6.0)
+    predictor = Predictor.from_model(
+        model.eval(), card, device="cpu", score_threshold=0.0, tile_size=64, tile_overlap=16
+    )
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (150, 170), dtype=np.uint8)
+    proposals = predictor.predict(image)
+    assert proposals, "the random model must propose something for the test to mean anything"
+    masks = np.stack([polygons_to_mask(p.polygons, 150, 170) for p in proposals])
+    truth = EvalImage.from_masks(image, masks, [1] * len(proposals))
+    result = evaluate_predictor(predictor, [truth], proposal_score=0.0)
+    assert result.segm.ap == pytest.approx(1.0)
+    assert result.reviewer.accepted == len(proposals)
+    assert result.area_ratio.median == pytest.approx(1.0)
+
+
+def test_label_maps_with_kinds_from_a_manifest(tmp_path) -> None:
+    import json
+
+    import cv2
+
+    from app.ml.eval_sources import eval_images, find_labelled_images
+
+    (tmp_path / "im").mkdir()
+    (tmp_path / "lab").mkdir()
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(tmp_path / "im" / f"{name}.png"), np.zeros((H, W), np.uint8))
+        labels = np.zeros((H, W), np.uint16)
+        labels[disk(30, 30, 8)] = 1
+        labels[disk(70, 50, 10)] = 4
+        if name != "c":
+            cv2.imwrite(str(tmp_path / "lab" / f"{name}_masks.png"), labels)
+    (tmp_path / "manifest.json").write_text(
+        json.dumps([{"file": "a.png", "kind": "gray"}, {"file": "b.png", "kind": "bright"}])
+    )
+    (tmp_path / "val.txt").write_text("a.png\nb.png\n")
+    pairs = find_labelled_images(
+        tmp_path / "im", tmp_path / "lab", only=tmp_path / "val.txt",
+        manifest=tmp_path / "manifest.json",
+    )
+    assert [(p.name, p.kind) for p in pairs] == [("a.png", "gray"), ("b.png", "bright")]
+    images = list(eval_images(pairs))
+    assert [len(e.truth) for e in images] == [2, 2] and images[1].kind == "bright"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EvaluationError, match="has a label map"):
+        find_labelled_images(tmp_path / "im", tmp_path / "empty")
+    with pytest.raises(EvaluationError, match="does not exist"):
+        find_labelled_images(tmp_path / "im", tmp_path / "missing")

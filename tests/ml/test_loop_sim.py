@@ -170,7 +170,7 @@ def test_the_simulated_project_comes_from_another_microscope() -> None:
     config = LoopConfig(image_size=SIZE, pool_images=2, test_images=1, per_round=1)
     assert config.regime is OTHER_MICROSCOPE
     held_out = held_out_set(config)
-    (sample,) = held_out.samples
+    (truth_image,) = held_out.truth_images
     seed = sample_seed(config.seed + _TEST_SEED_OFFSET, 0)
     shifted = generate_sample(
         seed,
@@ -179,12 +179,12 @@ def test_the_simulated_project_comes_from_another_microscope() -> None:
         cell_radius=config.cell_radius,
         regime=OTHER_MICROSCOPE,
     )
-    assert len(sample[1]["masks"]) == shifted.n_instances
+    assert len(truth_image.truth) == shifted.n_instances
     assert np.array_equal(held_out.images[0], shifted.image)
     (truth,) = held_out.truth(category_id=7)
     assert len(truth) == shifted.n_instances and {t.category_id for t in truth} == {7}
-    unshifted = held_out_set(dataclasses.replace(config, regime=None)).samples[0][0]
-    assert not torch.equal(sample[0], unshifted)
+    unshifted = held_out_set(dataclasses.replace(config, regime=None)).images[0]
+    assert not np.array_equal(held_out.images[0], unshifted)
 
 
 def test_epochs_train_passes_over_every_done_image(tmp_path: Path, one_thread: None) -> None:
