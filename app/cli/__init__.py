@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 
 from app import __version__
+from app.core.store_errors import store_error
 from app.errors import MaskLoopError
 from app.logs import setup_logging
 
@@ -50,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except MaskLoopError as exc:
         print(f"maskloop: error: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:  # a store read outside a transaction (writes translate)
+        print(f"maskloop: error: {store_error(exc, None)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("maskloop: interrupted", file=sys.stderr)

@@ -51,20 +51,20 @@ def _init(args: argparse.Namespace) -> int:
     if not args.images.is_dir():
         raise MaskLoopError(f"image folder {args.images} does not exist or is not a folder")
     with ProjectStore.open(args.project, create=True) as store:
-        for name in args.category:
-            if store.category_by_name(name) is None:
-                store.add_category(name)
-        if not store.categories():
-            store.add_category("object")
-        bar = tqdm(desc="scanning", unit="img", leave=False)
+        with store.transaction():  # check and add under the write lock: init may run twice
+            for name in args.category:
+                if store.category_by_name(name) is None:
+                    store.add_category(name)
+            if not store.categories():
+                store.add_category("object")
+        with tqdm(desc="scanning", unit="img", leave=False) as bar:
 
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
 
-        report = scan_folder(store, args.images, progress=progress)
-        bar.close()
+            report = scan_folder(store, args.images, progress=progress)
         print(f"project: {store.root}")
         print(
             f"images: {report.added} added, {report.existing} already there, "

@@ -21,6 +21,14 @@ from pathlib import Path
 
 from app.core.polygon_codec import encode_polygons
 from app.core.schema import MIGRATIONS, SCHEMA_VERSION
+from app.core.store_errors import (
+    CategoryInUseError,
+    NotFoundError,
+    ProjectNotFoundError,
+    SchemaTooNewError,
+    StoreError,
+    store_error,
+)
 from app.core.store_rows import (
     INSTANCE_COLUMNS,
     ORDERS,
@@ -38,7 +46,6 @@ from app.core.types import (
     ProposalOutcomes,
     Source,
 )
-from app.errors import MaskLoopError
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +58,7 @@ DEFAULT_COLORS = (
 )  # fmt: skip
 
 
-class StoreError(MaskLoopError):
-    """A project store could not be opened or written."""
-
-
-class ProjectNotFoundError(StoreError):
-    """The folder holds no MaskLoop project."""
-
-
-class SchemaTooNewError(StoreError):
-    """The project was written by a newer MaskLoop."""
-
-
-class NotFoundError(StoreError):
-    """An id that is not (or no longer) in the project."""
-
-
-class CategoryInUseError(StoreError):
-    """A category with instances cannot be deleted without saying what happens to them."""
+LOCK_TIMEOUT_S = 30.0  # how long a write waits for another process's write to finish
 
 
 @dataclass(frozen=True)
@@ -125,13 +115,15 @@ class ProjectStore:
             except OSError as exc:
                 raise StoreError(f"cannot create project folder {folder}: {exc.strerror}") from exc
         try:
-            conn = sqlite3.connect(db, isolation_level=None, timeout=30.0)
+            conn = sqlite3.connect(db, isolation_level=None, timeout=LOCK_TIMEOUT_S)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             store = cls(folder, conn)
             store._migrate()
+        except sqlite3.OperationalError as exc:
+            raise store_error(exc, db) from exc
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db} is not a readable MaskLoop project database: {exc}") from exc
         return store
@@ -147,6 +139,8 @@ class ProjectStore:
         if version == SCHEMA_VERSION:
             return
         with self.transaction():
+            # Read again under the write lock: another process may have migrated meanwhile.
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             for step in range(version, SCHEMA_VERSION):
                 log.info("migrating project %s: schema %d -> %d", self.root, step, step + 1)
                 for statement in MIGRATIONS[step]:
@@ -162,9 +156,17 @@ class ProjectStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group writes: all of them are committed together, or none if an exception escapes."""
+        """Group writes: all of them are committed together, or none if an exception escapes.
+
+        SQLite's own failures (locked by another writer past :data:`LOCK_TIMEOUT_S`, disk
+        full) leave as :class:`StoreLockedError` / :class:`StoreFullError`.
+        """
         if self._depth:
             self._depth += 1
             try:
@@ -172,15 +174,20 @@ class ProjectStore:
             finally:
                 self._depth -= 1
             return
-        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise store_error(exc, self.db_path) from exc
         self._depth = 1
         try:
             yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        else:
             self._conn.execute("COMMIT")
+        except BaseException as exc:
+            if self._conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                self._conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise store_error(exc, self.db_path) from exc
+            raise
         finally:
             self._depth = 0
 
