@@ -8,6 +8,7 @@ is not in the store.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
@@ -27,10 +28,28 @@ log = logging.getLogger(__name__)
 REVIEW_STATUSES = (ImageStatus.NEW, ImageStatus.PROPOSED, ImageStatus.IN_PROGRESS)
 
 
+@dataclass(frozen=True)
+class DoneSummary:
+    """What marking an image done did with its pending proposals (the done rule)."""
+
+    accepted: int
+    rejected: int
+    threshold: float
+
+    def message(self) -> str:
+        if not (self.accepted or self.rejected):
+            return "Marked done."
+        return (
+            f"Marked done: accepted {self.accepted} shown proposal(s), rejected "
+            f"{self.rejected} hidden below score {self.threshold:.2f} (Ctrl+Z undoes)."
+        )
+
+
 class Editor(QObject):
     image_changed = Signal(int)  # a new current image id
     instances_changed = Signal()  # the current image's instances or status changed
     image_error = Signal(str)
+    drawing_category_changed = Signal(int)  # the category new shapes get
 
     def __init__(self, store: ProjectStore, canvas: CanvasView) -> None:
         super().__init__()
@@ -171,10 +190,22 @@ class Editor(QObject):
             self._push(f"Delete {len(ids)} instance(s)", lambda d: d.delete_instances(ids))
 
     def set_category_of_selected(self, category_id: int) -> None:
-        self.current_category = category_id
+        """With a selection: recategorise it (new shapes keep theirs). Without: the category
+        of the shapes drawn next."""
         ids = self.canvas.selection()
         if ids:
-            self._push("Change category", lambda d: d.change_category(ids, category_id))
+            name = self.store.category(category_id).name
+            self._push(
+                f"Change category of {len(ids)} to {name}",
+                lambda d: d.change_category(ids, category_id),
+            )
+            return
+        self.current_category = category_id
+        self.drawing_category_changed.emit(category_id)
+
+    def drawing_category(self) -> int | None:
+        """The category a shape drawn now gets."""
+        return self._category_for_new()
 
     def merge_selected(self) -> None:
         ids = self.canvas.selection()
@@ -193,33 +224,95 @@ class Editor(QObject):
     def accept_selected(self) -> None:
         ids = [i for i in self.canvas.selection() if self.doc and self.doc.is_pending(i)]
         if ids:
-            self._push("Accept proposal", lambda d: d.accept(ids))
-            self.select_next_pending()
+            order = self.review_order()
+            self._push(f"Accept {len(ids)} proposal(s)", lambda d: d.accept(ids))
+            self._select_after(order, ids)
 
     def reject_selected(self) -> None:
         if self.doc is None:
             return
         ids = [i for i in self.canvas.selection() if self.doc.instance(i).source == Source.MODEL]
         if ids:
-            self._push("Reject proposal", lambda d: d.reject(ids))
-            self.select_next_pending()
+            order = self.review_order()
+            self._push(f"Reject {len(ids)} proposal(s)", lambda d: d.reject(ids))
+            self._select_after(order, ids)
 
     def accept_all(self) -> None:
         t = self.threshold
         if self.doc is not None and self.doc.pending_ids():
-            self._push(f"Accept all proposals >= {t:.2f}", lambda d: d.accept_above(t))
+            n = len(self.review_order())
+            self._push(
+                f"Accept {n} shown proposal(s) (score \u2265 {t:.2f})", lambda d: d.accept_above(t)
+            )
 
-    def select_next_pending(self) -> None:
-        """Select the next shown proposal to review (keyboard-only review)."""
+    def _shown(self, instance: Instance) -> bool:
+        """A pending proposal is shown when its score reaches the review threshold."""
+        return instance.score is None or instance.score >= self.threshold
+
+    def review_order(self) -> list[int]:
+        """The shown pending proposals in review order: highest score first."""
         if self.doc is None:
+            return []
+        pending = [self.doc.instances[i] for i in self.doc.pending_ids()]
+        shown = [inst for inst in pending if self._shown(inst)]
+        shown.sort(key=lambda inst: (-(inst.score if inst.score is not None else 1.0), inst.id))
+        return [inst.id for inst in shown]
+
+    def select_next_pending(self, step: int = 1) -> None:
+        """Select the next (``step`` 1, Tab) or previous (-1, Shift+Tab) shown proposal,
+        cycling, so a doubtful one can be skipped and come back to from the keyboard."""
+        order = self.review_order()
+        if not order:
+            self.canvas.set_selection([])
             return
-        layer = self.canvas.canvas_scene.layer
-        pending = [i for i in self.doc.pending_ids() if layer.is_shown(i)]
-        self.canvas.set_selection(pending[:1])
+        sel = self.canvas.selection()
+        if sel and sel[-1] in order:
+            target = order[(order.index(sel[-1]) + step) % len(order)]
+        else:
+            target = order[0] if step > 0 else order[-1]
+        self._select_proposal(target)
+
+    def select_previous_pending(self) -> None:
+        self.select_next_pending(-1)
+
+    def _select_after(self, before: list[int], handled: list[int]) -> None:
+        """After accepting/rejecting: the proposal that followed the handled ones."""
+        order = self.review_order()
+        if not order:
+            self.canvas.set_selection([])
+            return
+        last = max((before.index(i) for i in handled if i in before), default=-1)
+        following = [i for i in before[last + 1 :] if i in order]
+        self._select_proposal(following[0] if following else order[0])
+
+    def _select_proposal(self, instance_id: int) -> None:
+        self.canvas.set_selection([instance_id])
+        self.canvas.center_on_instance(instance_id)
+
+    def mark_done(self) -> DoneSummary | None:
+        """Mark the image done by the done rule: pending proposals that are shown (score at
+        or above the threshold) are accepted, the hidden ones are rejected; one undo step."""
+        if self.doc is None:
+            return None
+        pending = [self.doc.instances[i] for i in self.doc.pending_ids()]
+        accept = [inst.id for inst in pending if self._shown(inst)]
+        reject = [inst.id for inst in pending if not self._shown(inst)]
+        summary = DoneSummary(len(accept), len(reject), self.threshold)
+        if self.doc.status == ImageStatus.DONE and not pending:
+            return summary
+        text = "Mark done"
         if pending:
-            self.canvas.center_on_instance(pending[0])
+            text += f", accept {len(accept)}, reject {len(reject)} hidden"
+        self._push(
+            text,
+            lambda d: d.apply(Edit(status=ImageStatus.DONE, accept=accept, delete=reject)),
+        )
+        return summary
 
     def set_status(self, status: ImageStatus) -> None:
+        """Any status but done (which follows :meth:`mark_done`'s rule)."""
+        if status == ImageStatus.DONE:
+            raise ValueError("use mark_done() to mark an image done")
         if self.doc is not None and self.doc.status != status:
             self._push(f"Mark {status.value}", lambda d: d.set_status(status))
 

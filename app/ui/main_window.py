@@ -39,7 +39,6 @@ from app.core.store import ProjectStore
 from app.core.types import ImageStatus
 from app.logs import log_file_path
 from app.ml.active import next_images
-from app.ml.versions import active_model
 
 from .canvas.view import CanvasView
 from .display import pixel_text
@@ -210,7 +209,10 @@ class MainWindow(QMainWindow):
         self._action("Accept proposal", ed.accept_selected, "A", "mdi.check", r, tb)
         self._action("Reject proposal", ed.reject_selected, "R", "mdi.close", r, tb)
         self._action("Accept all shown proposals", ed.accept_all, "Shift+A", "mdi.check-all", r, tb)
-        self._action("Next proposal", ed.select_next_pending, "Tab", None, r)
+        # Tab / Shift+Tab reach the review only from the canvas (CanvasView.review_step):
+        # in spin boxes and fields they keep moving the focus.
+        self._action("Next proposal\tTab", ed.select_next_pending, None, None, r)
+        self._action("Previous proposal\tShift+Tab", ed.select_previous_pending, None, None, r)
         self._action(
             "Mark done, next image", self.done_and_next, ["Ctrl+Return", "Ctrl+Enter"],
             "mdi.check-decagram", r, tb,
@@ -269,7 +271,9 @@ class MainWindow(QMainWindow):
         c.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
         c.cursor_moved.connect(self._cursor)
         c.tool_changed.connect(self._tool_changed)
+        c.review_step.connect(ed.select_next_pending)
         self.categories.category_picked.connect(ed.set_category_of_selected)
+        ed.drawing_category_changed.connect(self.categories.show_drawing_category)
         self.categories.categories_changed.connect(lambda: c.reload(ed.colors()))
         self.categories.categories_changed.connect(self._instances_changed)
         self.display.settings_changed.connect(ed.set_display)
@@ -341,20 +345,23 @@ class MainWindow(QMainWindow):
         self._step(-1)
 
     def done_and_next(self) -> None:
-        self.editor.set_status(ImageStatus.DONE)
+        """Mark done by the done rule (shown proposals accepted, hidden ones rejected)."""
+        summary = self.editor.mark_done()
         self.versions.refresh()  # the analytics count what is done
-        self._go_to_next_review()
+        self._go_to_next_review(summary.message() if summary is not None else "")
 
     def skip_and_next(self) -> None:
         self.editor.set_status(ImageStatus.SKIPPED)
         self._go_to_next_review()
 
-    def _go_to_next_review(self) -> None:
+    def _go_to_next_review(self, message: str = "") -> None:
         nxt = self.editor.next_to_review(self.images.order())
         if nxt is None:
-            self.statusBar().showMessage("Every image is reviewed.", 8000)
+            message = f"{message} Every image is reviewed.".strip()
         else:
             self.open_image(nxt)
+        if message:
+            self.statusBar().showMessage(message, 10000)
 
     def most_uncertain_image(self) -> None:
         """Open the untouched image the model is least sure about (active learning)."""
@@ -456,6 +463,7 @@ class MainWindow(QMainWindow):
         if self._train_dialog is None:
             self._train_dialog = TrainDialog(self.store, self)
             self._train_dialog.version_registered.connect(self._version_registered)
+            self._train_dialog.version_activated.connect(self._use_model)
         if not self._train_dialog.process.is_running():
             self._train_dialog.refresh()  # done count and versions may have changed
         self._train_dialog.show()
@@ -473,11 +481,10 @@ class MainWindow(QMainWindow):
         self.versions.refresh()
 
     def _version_registered(self, number: int) -> None:
+        """A version was registered (not active: the Train dialog compares it first)."""
         model_id = f"v{number}"
         self.versions.refresh()
-        if active_model(self.store) == model_id:  # the run activated it (the default)
-            self._use_model(model_id)
-        elif self.proposals is not None and self.model_panel is not None:
+        if self.proposals is not None and self.model_panel is not None:
             self.model_panel.set_entries(model_entries(self.store), self.proposals.choice)
         self.statusBar().showMessage(f"Model version {model_id} registered.", 8000)
 

@@ -1,27 +1,23 @@
 """The Train dialog: fine-tune a model on the done images without leaving the app.
 
-Training runs as ``python -m app.cli train PROJECT ... --events-json`` in a QProcess, so the
-GUI stays responsive, a crash cannot take the annotations with it, and the GUI shares the
-command line's checkpointing, resume and all-or-nothing registration. The dialog reads the
-JSON event lines for the progress bar and the live loss / validation AP plots; everything
-on stderr goes to the details box. Stop sends SIGINT: the trainer finishes the iteration,
-keeps a checkpoint and registers nothing (a second Stop kills the process).
+Training runs as ``maskloop train ... --events-json`` in a subprocess (:mod:`.train_process`);
+the dialog reads its events for the progress bar and the live loss / validation AP plots.
+A registered version never becomes active by itself: the dialog measures it and the active
+model on the same validation images (:mod:`.model_comparison`) and activates it only when it
+scores at least as well (and the person left that ticked), or when the person presses
+"Make it active" after seeing both figures. Training with categories other than the base
+model's asks first: the box and mask heads then start from scratch.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import signal
 import sys
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import qtawesome as qta
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCloseEvent, QTextCursor
 from PySide6.QtWidgets import (
     QApplication,
@@ -32,6 +28,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -41,26 +38,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-import app
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus
 from app.errors import MaskLoopError
 from app.ml.train import CHECKPOINT_DIR, CHECKPOINT_NAME
-from app.ml.versions import MODELS_DIR, active_model
-from app.ml.zoo import list_cards
+from app.ml.versions import MODELS_DIR, active_model, set_active_model
+from app.ml.zoo import get_card, list_cards
 
+from .model_comparison import Comparison, ComparisonProcess
 from .plot import LinePlot
+from .train_process import Outcome, TrainProcess, TrainResult
+
+__all__ = ["Outcome", "TrainDialog", "TrainOptions", "TrainResult", "checkpoint_path"]
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
-STDERR_KEEP_CHARS = 200_000
-STDERR_TAIL_LINES = 15
-STOP_GRACE_MS = 120_000
-
-
-class TrainProcessError(MaskLoopError):
-    """The training subprocess cannot be started as asked."""
 
 
 def checkpoint_path(project: Path) -> Path:
@@ -77,11 +70,13 @@ class TrainOptions:
     device: str = "auto"
     max_iters: int | None = None
     name: str = ""
-    activate: bool = True
+    activate_if_better: bool = True
     resume: bool | None = None
 
     def arguments(self, project: Path) -> list[str]:
-        """The ``maskloop train`` arguments for these options (``--events-json`` included)."""
+        """The ``maskloop train`` arguments for these options (``--events-json`` included).
+
+        Always ``--no-activate``: the dialog decides on activation after comparing."""
         args = ["train", str(project)]
         if self.resume:
             args.append("--resume")  # the interrupted run's base model is used
@@ -96,196 +91,8 @@ class TrainOptions:
             args += ["--max-iters", str(self.max_iters)]
         if self.name:
             args += ["--name", self.name]
-        if not self.activate:
-            args.append("--no-activate")
-        args.append("--events-json")
+        args += ["--no-activate", "--events-json"]
         return args
-
-
-class Outcome(StrEnum):
-    REGISTERED = "registered"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-
-
-@dataclass
-class TrainResult:
-    """How a run ended, with what the user needs to understand it."""
-
-    outcome: Outcome
-    message: str
-    version: int | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    exit_code: int | None = None
-    stderr_tail: str = ""
-
-
-def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-class TrainProcess(QObject):
-    """One ``maskloop train --events-json`` subprocess, its events parsed as they arrive."""
-
-    event = Signal(dict)  # one decoded JSON event line
-    stderr = Signal(str)  # text as it arrives
-    finished = Signal(object)  # TrainResult
-
-    def __init__(self, python: str = sys.executable, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.python = python
-        self._proc: QProcess | None = None
-        self._out, self._err, self._err_chars = b"", [], 0
-        self._registered: dict[str, Any] | None = None
-        self._error: str | None = None
-        self._cancelled_event = self._stop_requested = False
-        self._kill_timer = QTimer(self)
-        self._kill_timer.setSingleShot(True)
-        self._kill_timer.timeout.connect(self.kill)
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.state() != QProcess.ProcessState.NotRunning
-
-    def stop_requested(self) -> bool:
-        return self._stop_requested
-
-    def start(self, arguments: list[str]) -> None:
-        if self.is_running():
-            raise TrainProcessError(
-                "A training run is already going on; stop it or wait for it to finish."
-            )
-        self._out, self._err, self._err_chars = b"", [], 0
-        self._registered, self._error = None, None
-        self._cancelled_event = self._stop_requested = False
-        proc = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        # Make `-m app.cli` importable from a source checkout, wherever the GUI was started.
-        source_root = str(Path(app.__file__).resolve().parents[1])
-        current = env.value("PYTHONPATH")
-        env.insert("PYTHONPATH", source_root + (os.pathsep + current if current else ""))
-        env.insert("PYTHONUNBUFFERED", "1")
-        proc.setProcessEnvironment(env)
-        proc.setProgram(self.python)
-        # A frozen build's executable is maskloop itself; otherwise run the CLI module.
-        frozen = getattr(sys, "frozen", False) and self.python == sys.executable
-        proc.setArguments([*arguments] if frozen else ["-m", "app.cli", *arguments])
-        proc.readyReadStandardOutput.connect(self._read_stdout)
-        proc.readyReadStandardError.connect(self._read_stderr)
-        proc.finished.connect(self._finished)
-        proc.errorOccurred.connect(self._process_error)
-        self._proc = proc
-        log.info("starting training: %s -m app.cli %s", self.python, " ".join(arguments))
-        proc.start()
-
-    def stop(self, grace_ms: int = STOP_GRACE_MS) -> None:
-        """Ask the trainer to stop after this iteration (it keeps a checkpoint); kill it if it
-        has not ended after ``grace_ms``."""
-        if not self.is_running():
-            return
-        self._stop_requested = True
-        pid = self._proc.processId()
-        if sys.platform != "win32" and pid > 0:
-            os.kill(pid, signal.SIGINT)
-        else:
-            self._proc.terminate()
-        self._kill_timer.start(grace_ms)
-
-    def kill(self) -> None:
-        """End the process now (no checkpoint of the current run is written)."""
-        if self.is_running():
-            self._stop_requested = True
-            self._proc.kill()
-
-    def shutdown(self, timeout_ms: int = 30_000) -> None:
-        """Stop and wait (application exit): nothing is left running behind the GUI."""
-        if not self.is_running():
-            return
-        self.stop()
-        if not self._proc.waitForFinished(timeout_ms):
-            self._proc.kill()
-            self._proc.waitForFinished(5000)
-
-    # -- reading --------------------------------------------------------------------------------
-
-    def _read_stdout(self, final: bool = False) -> None:
-        self._out += bytes(self._proc.readAllStandardOutput().data()) + (b"\n" if final else b"")
-        *lines, self._out = self._out.split(b"\n")
-        for line in lines:
-            self._handle_line(line.decode("utf-8", "replace").strip())
-
-    def _handle_line(self, line: str) -> None:
-        if not line:
-            return
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict) or "event" not in data:
-            self._add_stderr(line + "\n")  # not an event: show it with the other messages
-            return
-        kind = data["event"]
-        if kind == "registered":
-            self._registered = data
-        elif kind == "error":
-            self._error = str(data.get("message", ""))
-        elif kind == "finished" and data.get("cancelled"):
-            self._cancelled_event = True
-        self.event.emit(data)
-
-    def _read_stderr(self) -> None:
-        self._add_stderr(bytes(self._proc.readAllStandardError().data()).decode("utf-8", "replace"))
-
-    def _add_stderr(self, text: str) -> None:
-        self._err.append(text)
-        self._err_chars += len(text)
-        while self._err_chars > STDERR_KEEP_CHARS and len(self._err) > 1:
-            self._err_chars -= len(self._err.pop(0))
-        self.stderr.emit(text)
-
-    def stderr_text(self) -> str:
-        return "".join(self._err)
-
-    # -- ending ---------------------------------------------------------------------------------
-
-    def _finished(self, exit_code: int, status: QProcess.ExitStatus) -> None:
-        self._kill_timer.stop()
-        self._read_stdout(final=True)  # a last line without its newline counts too
-        self._read_stderr()
-        crashed = status == QProcess.ExitStatus.CrashExit
-        self.finished.emit(self._result(None if crashed else exit_code, crashed))
-
-    def _result(self, exit_code: int | None, crashed: bool) -> TrainResult:
-        tail = _tail(self.stderr_text())
-        if self._registered is not None:
-            version = int(self._registered["version"])
-            return TrainResult(
-                Outcome.REGISTERED,
-                f"Registered model version v{version}.",
-                version=version,
-                metrics=dict(self._registered.get("metrics") or {}),
-                exit_code=exit_code,
-                stderr_tail=tail,
-            )
-        if self._stop_requested or self._cancelled_event or exit_code == 130:
-            return TrainResult(
-                Outcome.CANCELLED,
-                "Training stopped; nothing was registered.",
-                exit_code=exit_code,
-                stderr_tail=tail,
-            )
-        message = self._error or (
-            "The training process crashed."
-            if crashed
-            else f"The training process ended with exit code {exit_code}."
-        )
-        return TrainResult(Outcome.FAILED, message, exit_code=exit_code, stderr_tail=tail)
-
-    def _process_error(self, error: QProcess.ProcessError) -> None:
-        if error != QProcess.ProcessError.FailedToStart:
-            return  # crashes are reported by finished
-        self._kill_timer.stop()
-        message = f"Could not start the training process {self.python}: {self._proc.errorString()}"
-        self.finished.emit(TrainResult(Outcome.FAILED, message, stderr_tail=message))
 
 
 def format_duration(seconds: float) -> str:
@@ -309,7 +116,9 @@ class TrainDialog(QDialog):
     """Choose a base model and options, train in a subprocess, watch it, get a new version."""
 
     version_registered = Signal(int)
+    version_activated = Signal(str)  # the dialog made this version the active model
     run_finished = Signal(object)  # TrainResult
+    comparison_finished = Signal(object)  # Comparison, after the activation decision
 
     def __init__(
         self, store: ProjectStore, parent: QWidget | None = None, *, python: str = sys.executable
@@ -319,6 +128,10 @@ class TrainDialog(QDialog):
         self.setWindowTitle("Train a model")
         self.setWindowIcon(qta.icon("mdi.school"))
         self.process = TrainProcess(python, self)
+        self.comparison = ComparisonProcess(python, self)
+        self.comparison.finished.connect(self._on_compared)
+        self._candidate: str | None = None  # registered, not active, waiting for a decision
+        self._device = "auto"
         self._build()
         self.process.event.connect(self._on_event)
         self.process.stderr.connect(self._on_stderr)
@@ -350,8 +163,19 @@ class TrainDialog(QDialog):
         self.max_iters.setToolTip("Stop after this many steps (quick trials); 0 runs all epochs")
         self.name = QLineEdit()
         self.name.setPlaceholderText("optional, e.g. 'after batch 3'")
-        self.activate = QCheckBox("Make the new version the active model")
+        self.activate = QCheckBox(
+            "Make it the active model if it scores at least as well as the active model"
+        )
+        self.activate.setToolTip(
+            "After training, the new version and the active model are measured on the same "
+            "validation images. Unticked, or if the new version scores lower, the active model "
+            "stays; you can still make the new version active here or in Model versions."
+        )
         self.activate.setChecked(True)
+        self.heads_label = QLabel()
+        self.heads_label.setWordWrap(True)
+        self.heads_label.setStyleSheet("color: #ef6c00;")
+        self.base.currentIndexChanged.connect(lambda _: self._show_heads_warning())
         self.resume = QCheckBox("Continue the interrupted run from its checkpoint")
         self.resume.setToolTip(
             "A stopped run left a checkpoint. Unchecked, it is discarded and training starts over."
@@ -369,6 +193,7 @@ class TrainDialog(QDialog):
         form.addRow("", self.activate)
         form.addRow("", self.resume)
         form.addRow("Trains on", self.data_label)
+        form.addRow("", self.heads_label)
         self.form = QWidget()
         self.form.setLayout(form)
 
@@ -402,10 +227,14 @@ class TrainDialog(QDialog):
         self.stop_button.clicked.connect(self.stop)
         self.close_button = QPushButton("Close")
         self.close_button.clicked.connect(self.close)
+        self.activate_button = QPushButton(qta.icon("mdi.check-decagram"), "Make it active")
+        self.activate_button.setToolTip("Propose with the new version from now on")
+        self.activate_button.clicked.connect(self.activate_candidate)
+        self.activate_button.hide()
         buttons = QHBoxLayout()
         buttons.addWidget(self.details_button)
         buttons.addStretch(1)
-        for b in (self.start_button, self.stop_button, self.close_button):
+        for b in (self.activate_button, self.start_button, self.stop_button, self.close_button):
             buttons.addWidget(b)
 
         layout = QVBoxLayout(self)
@@ -465,7 +294,38 @@ class TrainDialog(QDialog):
                 "No images are marked done yet. Review some images and mark them done "
                 "(Ctrl+Enter), then train."
             )
-        self._set_running(self.process.is_running())
+        self._show_heads_warning()
+        self._set_running(self.busy())
+
+    def heads_warning(self) -> str:
+        """Why training from the chosen base starts its heads from scratch ('' if it does not)."""
+        base = self.base.currentData()
+        if not base or (self.resume.isVisibleTo(self) and self.resume.isChecked()):
+            return ""
+        try:
+            card = get_card(base, self.store.root)
+        except MaskLoopError:
+            return ""
+        project = self.store.categories()
+        if [c.id for c in card.categories] == [c.id for c in project]:
+            return ""
+        names = ", ".join(c.name for c in project) or "none"
+        theirs = ", ".join(c.name for c in card.categories)
+        return (
+            f"The project's categories ({names}) differ from {base}'s ({theirs}): the box and "
+            "mask heads start from scratch, so a short run on few images scores far lower than "
+            f"{base}. Train many epochs on many done images; the new version only becomes "
+            "active if it scores at least as well."
+        )
+
+    def _show_heads_warning(self) -> None:
+        text = self.heads_warning()
+        self.heads_label.setText(text)
+        self.heads_label.setVisible(bool(text))
+
+    def busy(self) -> bool:
+        """Training or measuring runs."""
+        return self.process.is_running() or self.comparison.is_running()
 
     def options(self) -> TrainOptions:
         return TrainOptions(
@@ -475,7 +335,7 @@ class TrainDialog(QDialog):
             device=self.device.currentText(),
             max_iters=self.max_iters.value() or None,
             name=self.name.text().strip(),
-            activate=self.activate.isChecked(),
+            activate_if_better=self.activate.isChecked(),
             resume=self.resume.isChecked() if self.resume.isVisibleTo(self) else None,
         )
 
@@ -505,6 +365,12 @@ class TrainDialog(QDialog):
                 error=True,
             )
             return
+        warning = self.heads_warning()
+        if warning and not self._confirm(warning):
+            return
+        self._candidate = None
+        self.activate_button.hide()
+        self._device = self.device.currentText()
         self.loss_plot.clear()
         self.ap_plot.clear()
         self.details.clear()
@@ -514,8 +380,23 @@ class TrainDialog(QDialog):
         self._set_running(True)
         self.process.start(self.options().arguments(self.store.root))
 
+    def _confirm(self, warning: str) -> bool:
+        """Ask before a run whose heads start from scratch."""
+        answer = QMessageBox.question(
+            self,
+            "New box and mask heads",
+            warning + "\n\nTrain anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
     def stop(self) -> None:
-        """First press: stop after this iteration, keeping a checkpoint. Second: kill now."""
+        """First press: stop after this iteration, keeping a checkpoint. Second: kill now.
+        While the new version is being measured: stop measuring (it stays inactive)."""
+        if self.comparison.is_running():
+            self.comparison.kill()
+            return
         if not self.process.is_running():
             return
         if self.process.stop_requested():
@@ -528,9 +409,9 @@ class TrainDialog(QDialog):
 
     def _refuse_close(self) -> bool:
         """While training runs the window stays: closing it must not lose the run."""
-        if self.process.is_running():
+        if self.busy():
             self._show_status("Training is running: stop it before closing this window.")
-        return self.process.is_running()
+        return self.busy()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
         event.ignore() if self._refuse_close() else super().closeEvent(event)
@@ -572,14 +453,19 @@ class TrainDialog(QDialog):
     def _on_finished(self, result: TrainResult) -> None:
         if self.progress.maximum() == 0:  # ended before the first iteration
             self.progress.setRange(0, 1)
-        if result.outcome is Outcome.REGISTERED:
-            text = f"Registered model version v{result.version}"
-            if self.activate.isChecked():
-                text += ", now the active model"
+        registered = result.outcome is Outcome.REGISTERED and result.version is not None
+        if registered:
+            candidate, active = f"v{result.version}", active_model(self.store)
             metrics = _metric_text(result.metrics)
-            self._show_status(text + (f". Validation: {metrics}." if metrics else "."))
-            self.progress_label.setText("Finished.")
-            self.progress.setValue(self.progress.maximum())
+            self._show_status(
+                f"Registered model version {candidate}"
+                + (f" (training validation: {metrics})" if metrics else "")
+                + f". Measuring it and the active model {active} on the same validation "
+                "images…"
+            )
+            self.progress_label.setText("Comparing with the active model…")
+            self.progress.setRange(0, 0)
+            self._candidate = candidate
         elif result.outcome is Outcome.CANCELLED:
             kept = checkpoint_path(self.store.root).exists()
             self._show_status(
@@ -592,7 +478,53 @@ class TrainDialog(QDialog):
             self._show_status(f"Training failed: {result.message}{tail}", error=True)
             self.progress_label.setText("Failed.")
             self.details_button.setChecked(True)
+        if registered:
+            self.comparison.start(self.store.root, candidate, active, self._device)
         self.refresh()
         self.run_finished.emit(result)
-        if result.outcome is Outcome.REGISTERED and result.version is not None:
+        if registered:
             self.version_registered.emit(result.version)
+
+    def _on_compared(self, comparison: Comparison) -> None:
+        """Activate the candidate only if it is at least as good and the person allows it."""
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.progress_label.setText("Finished.")
+        c = comparison.candidate
+        if comparison.candidate_at_least_as_good and self.activate.isChecked():
+            self._activate(c)
+            self._show_status(f"{comparison.summary()} {c} is now the active model.")
+        else:
+            if not comparison.measured:
+                why = "it could not be compared, so"
+            elif comparison.candidate_at_least_as_good:
+                why = "activation after training was unticked, so"
+            else:
+                why = "it scores lower, so"
+            self._show_status(
+                f"{comparison.summary()} {c} is registered but not active: {why} "
+                f"{comparison.active} keeps proposing. “Make it active” switches "
+                "anyway.",
+                error=not comparison.measured,
+            )
+            self.activate_button.setText(f"Make {c} active")
+            self.activate_button.show()
+        self.refresh()
+        self.comparison_finished.emit(comparison)
+
+    def activate_candidate(self) -> None:
+        """The person chose the new version after seeing both figures."""
+        if self._candidate is not None:
+            self._activate(self._candidate)
+            self._show_status(f"{self._candidate} is now the active model (your choice).")
+
+    def _activate(self, model_id: str) -> None:
+        try:
+            set_active_model(self.store, model_id)
+        except MaskLoopError as exc:
+            self._show_status(str(exc), error=True)
+            return
+        self._candidate = None
+        self.activate_button.hide()
+        log.info("%s is now the active model", model_id)
+        self.version_activated.emit(model_id)

@@ -63,13 +63,20 @@ def test_training_in_a_subprocess_registers_a_version(
         assert signal.args == [1]
         (version,) = store.model_versions()
         assert (version.id, version.card_id, version.name) == (1, "tiny", "from the GUI")
-        assert active_model(store) == "v1"
+        assert active_model(store) == "cells-mobile"  # not before it is compared
+        with qtbot.waitSignal(dialog.comparison_finished, timeout=RUN_TIMEOUT_MS) as compared:
+            pass
+        comparison = compared.args[0]
+        assert comparison.measured, comparison.error
+        better = comparison.candidate_at_least_as_good
+        assert active_model(store) == ("v1" if better else "cells-mobile")
+        assert "cells-mobile (active) segm AP" in dialog.status.text()
         loss = dialog.loss_plot.series("loss")
         assert loss is not None and loss.xs == [1.0, 2.0]
         ap = dialog.ap_plot.series("AP")
         assert ap is not None and ap.xs == [1.0] and 0.0 <= ap.ys[0] <= 1.0
-        assert (dialog.progress.value(), dialog.progress.maximum()) == (2, 2)
-        assert "Registered model version v1" in dialog.status.text()
+        assert dialog.progress.value() == dialog.progress.maximum() > 0
+        assert "v1 segm AP" in dialog.status.text()
         assert "Registered model version v1" in dialog.details.toPlainText()  # stderr
         assert dialog.base.findData("v1") >= 0  # the new version can be trained further
         assert dialog.start_button.isEnabled() and not dialog.stop_button.isEnabled()
@@ -179,9 +186,9 @@ def test_options_become_train_arguments(tmp_path: Path) -> None:
     opts = TrainOptions(base_model="v3", epochs=5, batch_size=4, device="cuda", max_iters=7)
     assert opts.arguments(tmp_path) == [
         "train", str(tmp_path), "--base-model", "v3", "--epochs", "5", "--batch-size", "4",
-        "--device", "cuda", "--max-iters", "7", "--events-json",
+        "--device", "cuda", "--max-iters", "7", "--no-activate", "--events-json",
     ]  # fmt: skip
-    resumed = TrainOptions(base_model="v3", resume=True, activate=False, name="x")
+    resumed = TrainOptions(base_model="v3", resume=True, activate_if_better=False, name="x")
     args = resumed.arguments(tmp_path)
     assert "--resume" in args and "--base-model" not in args
     assert args[-4:] == ["--name", "x", "--no-activate", "--events-json"]

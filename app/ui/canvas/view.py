@@ -30,6 +30,7 @@ class CanvasView(QGraphicsView):
     zoom_changed = Signal(float)
     brush_size_changed = Signal(float)
     tool_changed = Signal(str)
+    review_step = Signal(int)  # Tab (1) / Shift+Tab (-1): next / previous proposal
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -241,6 +242,11 @@ class CanvasView(QGraphicsView):
             self.set_selection([])
             return
         super().keyPressEvent(event)
+
+    def focusNextPrevChild(self, next: bool) -> bool:  # noqa: N802, A002 (Qt API)
+        """Tab and Shift+Tab on the canvas step through the proposals instead of the focus."""
+        self.review_step.emit(1 if next else -1)
+        return True
 
     def keyReleaseEvent(self, event: QKeyEvent) -> None:  # noqa: N802
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():

@@ -1,4 +1,9 @@
-"""Categories dock: add, rename, recolour; digit keys 1-9 pick the n-th category."""
+"""Categories dock: add, rename, recolour; digit keys 1-9 pick the n-th category.
+
+Picking a category (click or digit) recategorises the selected instances; with nothing
+selected it sets the category of the shapes drawn next, which the dock shows in bold and
+in its "New shapes" line, so neither changes the other unnoticed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from PySide6.QtWidgets import (
     QColorDialog,
     QHBoxLayout,
     QInputDialog,
+    QLabel,
     QListWidget,
     QListWidgetItem,
     QMessageBox,
@@ -17,8 +23,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.store import ProjectStore
+from app.core.store import DEFAULT_COLORS, ProjectStore
 from app.errors import MaskLoopError
+
+
+def unused_color(used: list[str]) -> str:
+    """The first palette colour no category has yet (then the palette again, in order)."""
+    taken = {c.lower() for c in used}
+    free = [c for c in DEFAULT_COLORS if c.lower() not in taken]
+    return free[0] if free else DEFAULT_COLORS[len(used) % len(DEFAULT_COLORS)]
 
 
 def color_icon(color: str) -> QIcon:
@@ -34,6 +47,11 @@ class CategoriesPanel(QWidget):
     def __init__(self, store: ProjectStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.store = store
+        self._drawing: int | None = None
+        self.drawing_label = QLabel()
+        self.drawing_label.setToolTip(
+            "The category of the shapes you draw next: pick one with nothing selected"
+        )
         self.list = QListWidget()
         self.list.itemClicked.connect(self._clicked)
         self.list.itemDoubleClicked.connect(lambda _: self.rename())
@@ -52,6 +70,7 @@ class CategoriesPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(buttons)
+        layout.addWidget(self.drawing_label)
         layout.addWidget(self.list)
         self.refresh()
 
@@ -68,6 +87,32 @@ class CategoriesPanel(QWidget):
             self.list.addItem(item)
             if cat.id == current:
                 self.list.setCurrentItem(item)
+        self._show_drawing()
+
+    def show_drawing_category(self, category_id: int | None) -> None:
+        """Mark the category new shapes get (bold, and in the "New shapes" line)."""
+        self._drawing = category_id
+        self._show_drawing()
+
+    def drawing_category(self) -> int | None:
+        """The marked category, or the first one when none was picked (what the editor uses)."""
+        ids = [c.id for c in self.store.categories()]
+        return self._drawing if self._drawing in ids else (ids[0] if ids else None)
+
+    def _show_drawing(self) -> None:
+        drawing = self.drawing_category()
+        for row in range(self.list.count()):
+            item = self.list.item(row)
+            font = item.font()
+            font.setBold(item.data(Qt.ItemDataRole.UserRole) == drawing)
+            item.setFont(font)
+        if drawing is None:
+            self.drawing_label.setText("New shapes: add a category first")
+        else:
+            cat = self.store.category(drawing)
+            self.drawing_label.setText(
+                f'New shapes: <span style="color:{cat.color}">\u25a0</span> <b>{cat.name}</b>'
+            )
 
     def current_id(self) -> int | None:
         item = self.list.currentItem()
@@ -80,7 +125,6 @@ class CategoriesPanel(QWidget):
     def pick_digit(self, digit: int) -> None:
         cat_id = self.id_for_digit(digit)
         if cat_id is not None:
-            self.list.setCurrentRow(digit - 1)
             self.category_picked.emit(cat_id)
 
     def _clicked(self, item: QListWidgetItem) -> None:
@@ -98,7 +142,8 @@ class CategoriesPanel(QWidget):
     def add(self) -> None:
         name, ok = QInputDialog.getText(self, "Add category", "Name:")
         if ok and name.strip():
-            self._guard(lambda: self.store.add_category(name))
+            used = [c.color for c in self.store.categories()]
+            self._guard(lambda: self.store.add_category(name, unused_color(used)))
 
     def rename(self) -> None:
         cat_id = self.current_id()
