@@ -29,11 +29,11 @@ TIMEOUT_MS = 20_000
 
 def stand_in(tmp_path: Path, *, new_ap: str, active_ap: str, evaluate_fails: bool = False) -> str:
     """An 'interpreter' whose train registers v1 and whose evaluate prints these APs."""
+    json_line = 'echo "{\\"segm\\": {\\"AP\\": $ap}, \\"images\\": 3}"'
     evaluate = (
         "echo 'error: No done images in the val split of the project.' >&2; exit 1"
         if evaluate_fails
-        else 'case "$6" in v1) ap=%s;; *) ap=%s;; esac; '
-        'echo "{\\"segm\\": {\\"AP\\": $ap}, \\"images\\": 3}"' % (new_ap, active_ap)
+        else f'case "$6" in v1) ap={new_ap};; *) ap={active_ap};; esac; {json_line}'
     )
     path = tmp_path / "stand_in_python"
     path.write_text(
