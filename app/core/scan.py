@@ -48,7 +48,8 @@ def scan_folder(
     """Add the images under ``images_dir`` (recursively) to ``store`` and report what changed.
 
     Hidden files and folders, the project's ``models/`` folder and nested MaskLoop projects
-    are skipped; symlinked folders are not followed. Stored paths are relative to the
+    are skipped; symlinked folders are not followed; broken or looping links to image
+    files are reported as unreadable. Stored paths are relative to the
     project folder (POSIX, with ``..`` when the images live beside it). ``progress`` gets
     (files done, files found).
     """
@@ -147,10 +148,20 @@ def _walk(root: Path, project: Path, report: ScanReport) -> Iterator[tuple[str, 
                 if entry.path in skip_dirs or os.path.exists(os.path.join(entry.path, DB_NAME)):
                     continue
                 stack.append(entry.path)
-            elif (
-                os.path.splitext(entry.name)[1].lower() in SUPPORTED_EXTENSIONS and entry.is_file()
-            ):
-                yield _relative(entry.path, project), entry.path
+            elif os.path.splitext(entry.name)[1].lower() in SUPPORTED_EXTENSIONS:
+                try:
+                    is_file = entry.is_file()
+                except OSError as exc:  # a link to itself or in a circle (ELOOP)
+                    report.unreadable.append(
+                        (_relative(entry.path, project), f"broken link: {exc.strerror or exc}")
+                    )
+                    continue
+                if is_file:
+                    yield _relative(entry.path, project), entry.path
+                elif entry.is_symlink():
+                    report.unreadable.append(
+                        (_relative(entry.path, project), "broken link: its target does not exist")
+                    )
 
 
 def _relative(path: str, project: Path) -> str:

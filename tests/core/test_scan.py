@@ -195,3 +195,16 @@ def test_store_benchmark_runs_quick(capsys):
     assert lines["store_init"]["unit"] == "images/s"
     assert lines["store_init"]["baseline"]["median"] > 0
     assert all(line["ours"]["median"] > 0 for line in lines.values())
+
+
+def test_broken_and_looping_links_are_reported_and_skipped(store, tmp_path):
+    images = tmp_path / "images"
+    _png(images / "good.png")
+    (images / "self.png").symlink_to("self.png")  # loops: stat raises ELOOP
+    (images / "gone.tif").symlink_to(tmp_path / "nowhere.tif")
+    (images / "ring").symlink_to("ring")  # a looping folder link, not an image name
+    report = scan_folder(store, images)
+    assert _paths(store) == ["../images/good.png"] and report.added == 1
+    reasons = dict(report.unreadable)
+    assert set(reasons) == {"../images/self.png", "../images/gone.tif"}
+    assert all(why.startswith("broken link") for why in reasons.values())
