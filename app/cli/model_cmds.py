@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app import paths
 from app.core.store import ProjectStore
+from app.core.store_errors import StoreError
+from app.errors import MaskLoopError
 from app.ml.defaults import Precision
 
 if TYPE_CHECKING:
+    from app.core.types import ImageRecord
+    from app.ml.propose import ImageOutcome, SupportsPredict
     from app.ml.zoo import ModelCard
 
+log = logging.getLogger(__name__)
+
 SHOW_FAILED = 10
+MAX_FAILURES_IN_A_ROW = 5  # the model, not the images, is broken: stop
+
+
+class ProposeFailedError(MaskLoopError):
+    """The model failed on image after image: the model or its card is the problem."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -176,12 +189,45 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _propose_each(
+    store: ProjectStore,
+    predictor: SupportsPredict,
+    card: ModelCard,
+    images: Sequence[ImageRecord],
+    **options: object,
+) -> Iterator[ImageOutcome]:
+    """Propose image by image: one the model fails on is reported by name and skipped.
+
+    Store errors and Ctrl-C stop the run; so do :data:`MAX_FAILURES_IN_A_ROW` model
+    failures in a row, since then the model is at fault, not the images.
+    """
+    from app.ml.propose import ImageOutcome, propose_images
+
+    in_a_row = 0
+    for image in images:
+        try:
+            yield from propose_images(store, predictor, card, [image], **options)
+            in_a_row = 0
+        except StoreError:
+            raise
+        except Exception as exc:  # the model on this image: any library's error type
+            log.warning("proposing %s failed", image.path, exc_info=True)
+            reason = f"the model failed on it: {type(exc).__name__}: {exc}".splitlines()[0]
+            in_a_row += 1
+            if in_a_row >= MAX_FAILURES_IN_A_ROW:
+                raise ProposeFailedError(
+                    f"the model failed on {in_a_row} images in a row (last {image.path}: "
+                    f"{reason}); check the model card, or see the log for details"
+                ) from exc
+            yield ImageOutcome(image, error=reason)
+
+
 def _propose(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from app.ml import zoo
     from app.ml.predictor import Predictor
-    from app.ml.propose import Shard, detection_threshold, propose_images, select_images
+    from app.ml.propose import Shard, detection_threshold, select_images
     from app.ml.versions import active_model, version_id
 
     with ProjectStore.open(args.project) as store:
@@ -227,7 +273,7 @@ def _propose(args: argparse.Namespace) -> int:
         failed: list[tuple[str, str]] = []
         bar = tqdm(total=len(chosen.images), unit="img", desc=f"{verb[:-1]}ing")
         try:
-            for outcome in propose_images(
+            for outcome in _propose_each(
                 store,
                 predictor,
                 card,
@@ -259,7 +305,7 @@ def _propose(args: argparse.Namespace) -> int:
     if left_alone:
         print(f"{left_alone} images left alone: someone started annotating them meanwhile")
     if failed:
-        print(f"{len(failed)} images could not be read, e.g.:")
+        print(f"{len(failed)} images could not be proposed (skipped), e.g.:")
         for path, reason in failed[:SHOW_FAILED]:
             print(f"  {path}: {reason}")
         return 1

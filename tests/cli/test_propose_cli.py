@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 from app.cli import main
@@ -203,3 +204,39 @@ def test_models_lists_zoo_user_and_project_cards(
     assert main(["models"]) == 0
     text = capsys.readouterr().out
     assert "tiny  (tiny test model)" in text and "not downloaded" in text
+
+
+def test_an_image_the_model_fails_on_is_named_and_skipped(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = Predictor.predict
+
+    def fail_on_two_channels(self, image, *, should_stop=None):
+        if image.ndim == 3 and image.shape[2] == 2:
+            raise ValueError("expected 1 or 3 channels, got 2")
+        return real(self, image, should_stop=should_stop)
+
+    monkeypatch.setattr(Predictor, "predict", fail_on_two_channels)
+    tifffile.imwrite(project / "imgs" / "cells_2.tif", np.zeros((64, 80, 2), np.uint8))
+    with ProjectStore.open(project) as store:
+        store.add_images([NewImage("imgs/cells_2.tif", 80, 64)])
+    assert main(["propose", str(project), "--model", "tiny", *FAST]) == 1
+    out = capsys.readouterr().out
+    assert "imgs/cells_2.tif: the model failed on it: ValueError: expected 1 or 3" in out
+    assert "on 4 images" in out  # the images after it were proposed
+    assert _state(project)["imgs/cells_2.tif"] == (ImageStatus.NEW, [])
+
+
+def test_a_model_failing_on_every_image_stops_the_run(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import model_cmds
+
+    def broken(self, image, *, should_stop=None):
+        raise RuntimeError("shape mismatch in the mask head")
+
+    monkeypatch.setattr(Predictor, "predict", broken)
+    monkeypatch.setattr(model_cmds, "MAX_FAILURES_IN_A_ROW", 3)
+    assert main(["propose", str(project), "--model", "tiny", *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "failed on 3 images in a row" in err and "shape mismatch" in err
