@@ -15,13 +15,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand."""
     p = sub.add_parser(
         "demo",
-        help="create a demo project of synthetic fluorescence nuclei",
+        help="create a demo project of synthetic and real nuclei",
         description=(
             "Create a project in DIR with synthetic fluorescence-nuclei images (8-bit PNG and "
-            "16-bit TIFF in DIR/images). The first --done images carry their ground truth and "
-            "are marked done, so training and evaluation work at once; the others are new, "
-            "ready for the bundled model's proposals. Nothing is downloaded. DIR must be new "
-            "or empty; if it already holds a demo project, that project is just reported."
+            "16-bit TIFF in DIR/images) and five real DSB2018 images (real_*.png: four "
+            "fluorescence, one brightfield; CC0, BBBC038v1). The first --done synthetic "
+            "images carry their ground truth and are marked done, so training and evaluation "
+            "work at once; the others are new, ready for the bundled model's proposals. "
+            "Nothing is downloaded. DIR must be new or empty; if it already holds a demo "
+            "project, that project is just reported."
         ),
     )
     p.add_argument("dir", type=Path, metavar="DIR", help="folder for the new project")
@@ -45,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="WxH",
         help="image width x height in pixels (default 512x512)",
     )
+    p.add_argument(
+        "--no-real",
+        dest="real",
+        action="store_false",
+        help="leave out the real DSB2018 images (synthetic images only)",
+    )
     p.set_defaults(func=_demo)
 
 
@@ -60,7 +68,12 @@ def _demo(args: argparse.Namespace) -> int:
     existed = (args.dir / DB_NAME).exists()
     n_done = min(4, args.images) if args.done is None else args.done
     with create_demo_project(
-        args.dir, n_images=args.images, n_done=n_done, seed=args.seed, size=args.size
+        args.dir,
+        n_images=args.images,
+        n_done=n_done,
+        seed=args.seed,
+        size=args.size,
+        real=args.real,
     ) as store:
         counts = store.status_counts()
         images = store.images()
@@ -68,11 +81,15 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"{store.root} already holds a demo project; left it as it is.")
         else:
             print(f"created demo project: {store.root}")
-        png = sum(1 for rec in images if rec.path.endswith(".png"))
+        real = [rec for rec in images if Path(rec.path).name.startswith("real_")]
+        synthetic = [rec for rec in images if rec not in real]
+        png = sum(1 for rec in synthetic if rec.path.endswith(".png"))
         print(
             f"images: {len(images)} in {store.root / 'images'} "
-            f"({png} 8-bit PNG, {len(images) - png} 16-bit TIFF, "
-            f"{images[0].width}x{images[0].height} px)"
+            f"({png} 8-bit PNG, {len(synthetic) - png} 16-bit TIFF, "
+            f"{synthetic[0].width}x{synthetic[0].height} px"
+            + (f"; {len(real)} real DSB2018 images, CC0" if real else "")
+            + ")"
         )
         print(
             f"annotations: {counts[ImageStatus.DONE]} images done, {store.count_instances()} "

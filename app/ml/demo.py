@@ -1,15 +1,17 @@
-"""A ready-to-review demo project of synthetic fluorescence nuclei (``maskloop demo``).
+"""A ready-to-review demo project of synthetic and real nuclei (``maskloop demo``).
 
-It shows the whole loop offline: a few images already carry ground truth and are marked
-done (training data, a validation split), the rest are new and wait for the bundled model's
-proposals. Images alternate between 8-bit PNG and 16-bit TIFF so both display paths are
-exercised.
+It shows the whole loop offline: a few synthetic images already carry ground truth and are
+marked done (training data, a validation split), the rest are new and wait for the bundled
+model's proposals. Synthetic images alternate between 8-bit PNG and 16-bit TIFF so both
+display paths are exercised; a handful of real DSB2018 images (CC0, shipped in
+``resources/demo_real``, see its README) show the model on real fluorescence and brightfield.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,10 +25,12 @@ from app.core.store import DB_NAME, ProjectStore
 from app.core.types import ImageStatus, Instance, Source
 from app.errors import MaskLoopError
 from app.ml.synthetic import SyntheticSample, generate_sample, sample_seed
+from app.paths import resources_dir
 
 log = logging.getLogger(__name__)
 
 IMAGES_DIR = "images"
+REAL_IMAGES_DIR = "demo_real"  # under resources/
 CATEGORY = "nucleus"
 CATEGORY_COLOR = "#3cb44b"
 DEMO_META_KEY = "demo"
@@ -44,6 +48,7 @@ class DemoParams:
     n_done: int
     seed: int
     size: tuple[int, int]  # (height, width)
+    real_images: int = 0  # real images copied from resources/demo_real (left new)
 
 
 def create_demo_project(
@@ -53,13 +58,15 @@ def create_demo_project(
     n_done: int = 4,
     seed: int = 0,
     size: tuple[int, int] = (512, 512),
+    real: bool = True,
 ) -> ProjectStore:
     """Make a demo project in ``folder`` (new or empty) and return it open.
 
     ``size`` is (height, width). The first ``n_done`` images (in path order) get their
     ground-truth nuclei as human annotations and status done; the others stay new. A folder
     that already holds a demo project is opened as it is; any other non-empty folder is
-    refused so nothing of the user's is mixed in or overwritten.
+    refused so nothing of the user's is mixed in or overwritten. ``real`` adds the shipped
+    real images (``real_*.png``, new, after the synthetic ones).
     """
     folder = Path(folder).expanduser()
     existing = _existing_demo(folder)
@@ -67,7 +74,14 @@ def create_demo_project(
         log.info("%s already holds a demo project; opening it", folder)
         return existing
     _check(n_images, n_done, size)
-    params = DemoParams(n_images=n_images, n_done=n_done, seed=seed, size=(size[0], size[1]))
+    real_files = real_demo_images() if real else []
+    params = DemoParams(
+        n_images=n_images,
+        n_done=n_done,
+        seed=seed,
+        size=(size[0], size[1]),
+        real_images=len(real_files),
+    )
     images_dir = folder / IMAGES_DIR
     try:
         images_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +94,11 @@ def create_demo_project(
         )
         name = _write_image(images_dir, index, sample)
         labels_by_name[name] = sample.labels
+    for path in real_files:
+        try:
+            shutil.copyfile(path, images_dir / f"real_{path.name}")
+        except OSError as exc:
+            raise DemoError(f"cannot copy {path.name} into {images_dir}: {exc.strerror}") from exc
     store = ProjectStore.create(folder)
     try:
         _fill_store(store, images_dir, params, labels_by_name)
@@ -87,6 +106,12 @@ def create_demo_project(
         store.close()
         raise
     return store
+
+
+def real_demo_images() -> list[Path]:
+    """The real images shipped for the demo (empty if the resources lack them)."""
+    folder = resources_dir() / REAL_IMAGES_DIR
+    return sorted(folder.glob("*.png")) if folder.is_dir() else []
 
 
 def _check(n_images: int, n_done: int, size: tuple[int, int]) -> None:

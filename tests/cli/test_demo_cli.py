@@ -13,12 +13,23 @@ def test_demo_creates_a_project_and_says_what_to_run_next(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "created demo project" in out
-    assert "2 8-bit PNG, 1 16-bit TIFF, 128x96 px" in out
+    assert "2 8-bit PNG, 1 16-bit TIFF, 128x96 px; 5 real DSB2018 images, CC0" in out
     assert f"maskloop gui {folder.resolve()}" in out
     with ProjectStore.open(folder) as store:
-        assert store.count_images() == 3
+        assert store.count_images() == 8
         assert store.count_images(ImageStatus.DONE) == 3  # --done defaults to min(4, N)
         assert store.images()[0].width == 128
+        real = [r for r in store.images() if r.path.startswith("images/real_dsb2018_")]
+        assert len(real) == 5 and all(r.status is ImageStatus.NEW for r in real)
+        assert {(r.width, r.height) for r in real} >= {(256, 256), (696, 520), (320, 256)}
+
+
+def test_no_real_leaves_the_real_images_out(tmp_path, capsys):
+    folder = tmp_path / "demo"
+    assert main(["demo", str(folder), "--images", "2", "--size", "64x64", "--no-real"]) == 0
+    assert "(1 8-bit PNG, 1 16-bit TIFF, 64x64 px)\n" in capsys.readouterr().out
+    with ProjectStore.open(folder) as store:
+        assert store.count_images() == 2
 
 
 def test_done_option_and_rerun(tmp_path, capsys):
@@ -28,7 +39,7 @@ def test_done_option_and_rerun(tmp_path, capsys):
     assert main(["demo", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "already holds a demo project" in out
-    assert "1 images done" in out and "1 new images" in out
+    assert "1 images done" in out and "6 new images" in out  # 1 synthetic, 5 real
 
 
 def test_non_empty_folder_is_an_error_message(tmp_path, capsys):

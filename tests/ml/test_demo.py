@@ -17,7 +17,9 @@ SIZE = (96, 128)  # (height, width)
 
 @pytest.fixture
 def demo(tmp_path):
-    store = create_demo_project(tmp_path / "demo", n_images=3, n_done=2, seed=4, size=SIZE)
+    store = create_demo_project(
+        tmp_path / "demo", n_images=3, n_done=2, seed=4, size=SIZE, real=False
+    )
     yield store
     store.close()
 
@@ -58,13 +60,15 @@ def test_an_existing_demo_is_opened_as_it_is(tmp_path):
     folder = tmp_path / "demo"
     create_demo_project(folder, n_images=2, n_done=1, size=SIZE).close()
     with create_demo_project(folder, n_images=5, n_done=5, size=SIZE) as store:
-        assert store.count_images() == 2
+        assert store.count_images() == 2 + 5  # with the five real images
         assert store.count_images(ImageStatus.DONE) == 1
 
 
 def test_an_empty_existing_folder_is_used(tmp_path):
     (tmp_path / "empty").mkdir()
-    with create_demo_project(tmp_path / "empty", n_images=1, n_done=0, size=SIZE) as store:
+    with create_demo_project(
+        tmp_path / "empty", n_images=1, n_done=0, size=SIZE, real=False
+    ) as store:
         assert store.count_images(ImageStatus.NEW) == 1
 
 
