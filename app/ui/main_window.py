@@ -50,6 +50,7 @@ from .panels.image_list import ImageListPanel
 from .panels.instance_list import InstanceListPanel
 from .panels.model_panel import ModelEntry, ModelPanel
 from .panels.versions_panel import VersionsPanel
+from .screen_fit import center_on, clamp_to_screen, first_run_geometry
 from .train_dialog import TrainDialog
 from .workers import ModelChoice, ProposalController, ProposalResult, WorkerFailure
 
@@ -286,12 +287,15 @@ class MainWindow(QMainWindow):
     def _restore(self) -> None:
         s = settings()
         geometry, state = s.value("window/geometry"), s.value("window/state")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
+        if geometry is not None and self.restoreGeometry(geometry):
+            clamp_to_screen(self)  # saved on a monitor layout that may be gone
         else:
-            self.resize(1400, 900)
+            first_run_geometry(self)
         if state is not None:
             self.restoreState(state)
+        for dock in self.findChildren(QDockWidget):
+            if dock.isFloating():
+                clamp_to_screen(dock, self)
         self.threshold.setValue(int(s.value("review/threshold", 50)))
         self.opacity.setValue(int(s.value("view/opacity", 35)))
         self.canvas.set_brush_radius(float(s.value("tools/brush_radius", 8.0)))
@@ -302,6 +306,7 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._shown_once:
             self._shown_once = True
+            clamp_to_screen(self)  # the window decorations are known now
             self.canvas.fit()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
@@ -467,6 +472,7 @@ class MainWindow(QMainWindow):
         if not self._train_dialog.process.is_running():
             self._train_dialog.refresh()  # done count and versions may have changed
         self._train_dialog.show()
+        clamp_to_screen(self._train_dialog, self)
         self._train_dialog.raise_()
         self._train_dialog.activateWindow()
 
@@ -476,6 +482,9 @@ class MainWindow(QMainWindow):
         if not dock.isFloating() and dock.width() < VERSIONS_MIN_WIDTH:
             dock.setFloating(True)
             dock.resize(VERSIONS_WINDOW_SIZE[0], VERSIONS_WINDOW_SIZE[1])
+            center_on(dock, self)
+        elif dock.isFloating():
+            clamp_to_screen(dock, self)
         dock.show()
         dock.raise_()
         self.versions.refresh()

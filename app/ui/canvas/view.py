@@ -8,7 +8,15 @@ that the editor turns into undo commands.
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QKeyEvent, QMouseEvent, QPainter, QWheelEvent
+from PySide6.QtGui import (
+    QColor,
+    QImage,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QResizeEvent,
+    QWheelEvent,
+)
 from PySide6.QtWidgets import QGraphicsView, QWidget
 
 from app.core.document import ImageDocument
@@ -54,6 +62,7 @@ class CanvasView(QGraphicsView):
         self._panning = False
         self._pan_origin = QPointF()
         self._image_size = (0, 0)
+        self._fitted = False  # the view shows the whole image: keep it so on resize
 
     # -- content ------------------------------------------------------------------------------
 
@@ -173,6 +182,7 @@ class CanvasView(QGraphicsView):
         return self.transform().m11()
 
     def set_zoom(self, factor: float) -> None:
+        self._fitted = False
         factor = min(max(factor, MIN_ZOOM), MAX_ZOOM)
         self.scale(factor / self.zoom(), factor / self.zoom())
         self.zoom_changed.emit(self.zoom())
@@ -181,7 +191,17 @@ class CanvasView(QGraphicsView):
         w, h = self._image_size
         if w and h:
             self.fitInView(QRectF(0, 0, w, h), Qt.AspectRatioMode.KeepAspectRatio)
+            self._fitted = True
             self.zoom_changed.emit(self.zoom())
+
+    def is_fitted(self) -> bool:
+        """True until the person zooms after F (fit) or opening an image."""
+        return self._fitted
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        if self._fitted:
+            self.fit()
 
     def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 (Qt API)
         delta = event.angleDelta().y()
@@ -200,6 +220,7 @@ class CanvasView(QGraphicsView):
             self._space and event.button() == Qt.MouseButton.LeftButton
         ):
             self._start_pan(event)
+            self._fitted = False
             return
         if not self.tool.press(self, pos, event):
             super().mousePressEvent(event)
