@@ -151,18 +151,13 @@ def _card_row(card: ModelCard) -> dict:
 
 def _models(args: argparse.Namespace) -> int:
     from app.ml import zoo
-    from app.ml.versions import version_id
 
     cards = zoo.list_cards()
     if args.project is not None:
-        cards += sorted(
-            (
-                zoo.get_card(p.stem, args.project)
-                for p in (args.project / zoo.PROJECT_MODELS_DIR).glob("v*.json")
-                if version_id(p.stem) is not None
-            ),
-            key=lambda c: version_id(c.id) or 0,
-        )
+        with ProjectStore.open(args.project) as store:
+            # The store's rows, not the files: a run killed before its row was committed
+            # leaves files of a version that does not exist.
+            cards += [_project_card(store, f"v{v.id}") for v in store.model_versions()]
     rows = [_card_row(c) for c in cards]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -187,6 +182,21 @@ def _models(args: argparse.Namespace) -> int:
         )
     print(f"\nAdd your own cards to {paths.user_models_dir()}")
     return 0
+
+
+def _project_card(store: ProjectStore, model_id: str) -> ModelCard:
+    """The card of a zoo model or of a registered version ("v<N>" needs the store's row)."""
+    from app.ml import zoo
+    from app.ml.versions import version_id
+
+    number = version_id(model_id)
+    if number is not None and number not in {v.id for v in store.model_versions()}:
+        # Files without a committed row (a killed training run) are not a version.
+        known = ", ".join(f"v{v.id}" for v in store.model_versions()) or "none yet"
+        raise zoo.ModelNotFoundError(
+            f"The project {store.root} has no model version {model_id} (versions: {known})."
+        )
+    return zoo.get_card(model_id, store.root)
 
 
 def _propose_each(
@@ -225,14 +235,13 @@ def _propose_each(
 def _propose(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from app.ml import zoo
     from app.ml.predictor import Predictor
     from app.ml.propose import Shard, detection_threshold, select_images
     from app.ml.versions import active_model, version_id
 
     with ProjectStore.open(args.project) as store:
         model_id = args.model or active_model(store)
-        card = zoo.get_card(model_id, store.root)
+        card = _project_card(store, model_id)
         chosen = select_images(
             store,
             model_id,

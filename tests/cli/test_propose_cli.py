@@ -194,6 +194,8 @@ def test_models_lists_zoo_user_and_project_cards(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _install_card(project / "models", "v1")
+    with ProjectStore.open(project) as store:
+        store.add_model_version("tiny", "models/v1.pt")
     assert main(["models", "--json", "--project", str(project)]) == 0
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
     assert {"maskrcnn-resnet50-fpn-coco", "maskrcnn-resnet50-fpn-v2-coco", "tiny", "v1"} <= set(
@@ -240,3 +242,15 @@ def test_a_model_failing_on_every_image_stops_the_run(
     assert main(["propose", str(project), "--model", "tiny", *FAST]) == 1
     err = capsys.readouterr().err
     assert "failed on 3 images in a row" in err and "shape mismatch" in err
+
+
+def test_version_files_without_their_row_are_not_a_version(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A training run killed after writing v1.pt/v1.json, before committing the row."""
+    _install_card(project / "models", "v1")
+    assert main(["models", "--json", "--project", str(project)]) == 0
+    assert "v1" not in {r["id"] for r in json.loads(capsys.readouterr().out)}
+    assert main(["propose", str(project), "--model", "v1", *FAST]) == 1
+    assert "has no model version v1 (versions: none yet)" in capsys.readouterr().err
+    assert _state(project)["imgs/cells_1.png"] == (ImageStatus.NEW, [])
