@@ -105,3 +105,24 @@ def test_next_prints_most_uncertain_first(tmp_path, images, capsys):
     assert [r["id"] for r in rows] == [high.id, low.id]
     assert main(["next", str(project), "--strategy", "random"]) == 0
     assert "imgs/" in capsys.readouterr().out
+
+
+def test_concurrent_inits_of_a_new_folder_all_succeed(tmp_path, images):
+    """Each run checks and adds the default category under the write lock."""
+    project = tmp_path / "shared"
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "init", str(project), "--images", str(images)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [(run.wait(timeout=120), run.stderr.read()) for run in runs]
+    for run in runs:
+        run.stdout.close()
+        run.stderr.close()
+    assert [rc for rc, _ in results] == [0, 0, 0, 0], results
+    with ProjectStore.open(project) as store:
+        assert [c.name for c in store.categories()] == ["object"] and store.count_images() == 2
