@@ -28,8 +28,9 @@ from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from app.core.geometry import polygons_to_mask
+from app.core.geometry import GeometryError, polygons_to_mask, rle_decode
 from app.core.images import read_image
+from app.core.interchange import resolve_inside, safe_relative_name
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus, Polygon
 from app.errors import MaskLoopError
@@ -368,9 +369,11 @@ class ProjectDataset(_DetectionDataset):
 
 
 def _safe_image_path(images_root: Path, file_name: str) -> Path:
+    """The image a COCO file names, through the same checks as ``maskloop import-coco``."""
     root = images_root.resolve()
-    path = (root / file_name).resolve()
-    if not file_name or Path(file_name).is_absolute() or not path.is_relative_to(root):
+    relative = safe_relative_name(file_name)
+    path = resolve_inside(root, relative) if relative is not None else None
+    if path is None:
         raise DatasetError(
             f"The COCO file names the image {file_name!r}, which is outside the images "
             f"folder {root}. Only images inside that folder are read; fix the file_name or "
@@ -380,18 +383,18 @@ def _safe_image_path(images_root: Path, file_name: str) -> Path:
 
 
 def _coco_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
-    if isinstance(segmentation, list):
-        polys = [p for p in segmentation if len(p) >= 6]
-        if not polys:
-            return np.zeros((height, width), dtype=np.uint8)
-        rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
-    elif isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = dict(segmentation)
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode("ascii")
-    return mask_utils.decode(rle)
+    """A mask from COCO polygons or RLE; RLEs go through the project's validating decoder
+    (pycocotools' own can overrun on malformed strings from foreign files)."""
+    try:
+        if isinstance(segmentation, list):
+            polys = [p for p in segmentation if len(p) >= 6]
+            if not polys:
+                return np.zeros((height, width), dtype=np.uint8)
+            rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+            return mask_utils.decode(rle)
+        return rle_decode(segmentation, height, width).astype(np.uint8)
+    except (GeometryError, TypeError, ValueError) as exc:
+        raise DatasetError(f"An annotation's segmentation cannot be used: {exc}") from exc
 
 
 class CocoFileDataset(_DetectionDataset):

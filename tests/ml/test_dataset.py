@@ -253,6 +253,24 @@ def test_coco_file_polygons_and_rle(tmp_path: Path) -> None:
     assert only_cells[0][1]["labels"].tolist() == [1]
 
 
+@pytest.mark.parametrize(
+    "rle",
+    [
+        {"size": [40, 50], "counts": "\x7f\x7f\x7f"},  # outside the COCO alphabet
+        {"size": [40, 50], "counts": "PPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPP"},  # a runaway number
+        {"size": [4000, 5000], "counts": [0, 20000000]},  # not the image's size
+    ],
+)
+def test_malformed_foreign_rle_is_a_clear_error(tmp_path: Path, rle: dict) -> None:
+    path, _ = _coco(tmp_path)
+    data = json.loads(path.read_text())
+    data["annotations"][1]["segmentation"] = rle
+    path.write_text(json.dumps(data))
+    ds = CocoFileDataset(path, tmp_path, spec=SPEC)
+    with pytest.raises(DatasetError, match="segmentation cannot be used"):
+        ds[0]
+
+
 @pytest.mark.parametrize("name", ["../a.png", "/etc/passwd", "sub/../../a.png", ""])
 def test_coco_file_names_cannot_leave_images_root(tmp_path: Path, name: str) -> None:
     root = tmp_path / "images"
