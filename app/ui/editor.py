@@ -49,6 +49,7 @@ class Editor(QObject):
     image_changed = Signal(int)  # a new current image id
     instances_changed = Signal()  # the current image's instances or status changed
     image_error = Signal(str)
+    save_failed = Signal(str)  # an edit the store did not take; the image shows the saved state
     drawing_category_changed = Signal(int)  # the category new shapes get
 
     def __init__(self, store: ProjectStore, canvas: CanvasView) -> None:
@@ -56,7 +57,7 @@ class Editor(QObject):
         self.store = store
         self.canvas = canvas
         self.undo_group = QUndoGroup(self)
-        self.stacks = UndoStacks(self.undo_group)
+        self.stacks = UndoStacks(self.undo_group, on_failed=self._save_failed)
         self.docs: dict[int, ImageDocument] = {}
         self.doc: ImageDocument | None = None
         self.pixels: np.ndarray | None = None
@@ -104,9 +105,29 @@ class Editor(QObject):
         self.doc.reload()
         if not before <= set(self.doc.instances):
             self.stacks.stack(self.doc.image_id).clear()
+        self._show_document()
+
+    def _show_document(self) -> None:
+        """Redraw the current image's instances from its document (what is saved)."""
+        assert self.doc is not None
         self.canvas.canvas_scene.load(self.doc)
         self.canvas.reload(self.colors())
         self.instances_changed.emit()
+
+    def forget_history(self) -> None:
+        """Drop every image's undo history and cached document (the project changed under
+        them, e.g. an import replaced instances)."""
+        for image_id in list(self.docs):
+            self.stacks.drop(image_id)
+        self.docs.clear()
+
+    def reopen_current(self) -> None:
+        """Show the current image again from the store, with a fresh document."""
+        if self.doc is None:
+            return
+        image_id = self.doc.image_id
+        self.doc = None
+        self.open_image(image_id)
 
     def set_display(self, settings: DisplaySettings) -> None:
         self.display = settings
@@ -132,19 +153,24 @@ class Editor(QObject):
         self.canvas.refresh(ids)
         self.instances_changed.emit()
 
+    def _save_failed(self, doc: ImageDocument, exc: Exception) -> None:
+        """Show what is saved again (the undo stack already left the edit out) and say why."""
+        if doc is self.doc:
+            self._show_document()
+        message = f"Not saved: {exc}. The image shows what is saved."
+        log.warning("%s", message)
+        self.image_error.emit(message)
+        self.save_failed.emit(message)
+
     def _push(self, text: str, operation) -> None:
         if self.doc is None:
             return
-        self.stacks.stack(self.doc.image_id).push(
-            EditCommand(self.doc, text, operation, self._applied)
-        )
+        self.stacks.push(EditCommand(self.doc, text, operation, self._applied))
 
     def edit_geometry(self, instance_id: int, polygons: list[Polygon], merge_key) -> None:
         if self.doc is None:
             return
-        self.stacks.stack(self.doc.image_id).push(
-            GeometryCommand(self.doc, instance_id, polygons, merge_key, self._applied)
-        )
+        self.stacks.push(GeometryCommand(self.doc, instance_id, polygons, merge_key, self._applied))
 
     def _category_for_new(self) -> int | None:
         cats = self.store.categories()
