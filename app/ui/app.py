@@ -9,13 +9,14 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.core.store import ProjectStore, StoreError
 from app.errors import MaskLoopError
 from app.paths import resources_dir
 
-from .main_window import APP, ORG, MainWindow, settings
+from .main_window import MainWindow
+from .preferences import APP, ORG, settings
 from .welcome import WelcomeDialog, remember_project
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,45 @@ def _last_project() -> ProjectStore | None:
         return None
 
 
+class Session:
+    """The project shown: File > New / Open / Recent replace its window and store."""
+
+    def __init__(self) -> None:
+        self.window: MainWindow | None = None
+        self.store: ProjectStore | None = None
+
+    def show(self, store: ProjectStore) -> MainWindow:
+        """Open a window on ``store``; the previous window closes and its store with it."""
+        old_window, old_store = self.window, self.store
+        window = MainWindow(store)
+        attach_proposals(window, store)
+        window.project_requested.connect(self.open_path)
+        window.show()
+        self.window, self.store = window, store
+        if old_window is not None:
+            old_window.close()
+            old_window.deleteLater()
+        if old_store is not None:
+            old_store.close()
+        remember_project(settings(), store.root)  # after the old window saved its own
+        return window
+
+    def open_path(self, folder: Path) -> None:
+        if self.store is not None and folder.resolve() == self.store.root.resolve():
+            return
+        try:
+            store = ProjectStore.open(folder)
+        except MaskLoopError as exc:
+            QMessageBox.warning(self.window, "Open project", str(exc))
+            return
+        self.show(store)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
 def run_gui(project: Path | None) -> int:
     """Open ``project`` (or the last one, or ask) and run the event loop."""
     app = application()
@@ -58,15 +98,15 @@ def run_gui(project: Path | None) -> int:
         if not dialog.exec() or dialog.store is None:
             return 0
         store = dialog.store
-    with store:
-        remember_project(settings(), store.root)
-        window = MainWindow(store)
-        attach_proposals(window, store)
+    session = Session()
+    try:
+        session.show(store)
         # torch, Qt and the window leave ~400k long-lived objects that every full garbage
         # collection would scan again (200+ ms, every few image switches): exempt them.
         gc.freeze()
-        window.show()
         return app.exec()
+    finally:
+        session.close()
 
 
 def attach_proposals(window: MainWindow, store: ProjectStore) -> None:

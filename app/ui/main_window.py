@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 
 import qtawesome as qta
-from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -43,6 +43,7 @@ from app.ml.active import next_images
 from .canvas.view import CanvasView
 from .display import pixel_text
 from .editor import Editor
+from .file_menu import FileMenu
 from .model_entries import model_entries
 from .panels.categories import CategoriesPanel
 from .panels.display_panel import DisplayPanel
@@ -50,24 +51,21 @@ from .panels.image_list import ImageListPanel
 from .panels.instance_list import InstanceListPanel
 from .panels.model_panel import ModelEntry, ModelPanel
 from .panels.versions_panel import VersionsPanel
+from .preferences import settings
 from .screen_fit import center_on, clamp_to_screen, first_run_geometry
 from .train_dialog import TrainDialog
 from .workers import ModelChoice, ProposalController, ProposalResult, WorkerFailure
 
 log = logging.getLogger(__name__)
 
-ORG, APP = "MaskLoop", "MaskLoop"
 # The versions and analytics tables need about this much width to show their columns.
 VERSIONS_MIN_WIDTH = 560
 VERSIONS_WINDOW_SIZE = (900, 640)
 
 
-def settings() -> QSettings:
-    return QSettings(ORG, APP)
-
-
 class MainWindow(QMainWindow):
     current_image_changed = Signal(int)
+    project_requested = Signal(object)  # Path: open this project in place of this one
 
     def __init__(self, store: ProjectStore) -> None:
         super().__init__()
@@ -167,6 +165,9 @@ class MainWindow(QMainWindow):
         tb = self.addToolBar("Main")
         tb.setObjectName("toolbar_main")
         f = mb.addMenu("&File")
+        self.file_menu = FileMenu(self, self.store, f, self._action)
+        self.file_menu.project_requested.connect(self.project_requested)
+        self.file_menu.project_changed.connect(self.project_changed_on_disk)
         self._action("Checkpoint", self.checkpoint, "Ctrl+S", "mdi.content-save", f)
         self._action("Quit", self.close, "Ctrl+Q", None, f)
         e = mb.addMenu("&Edit")
@@ -306,7 +307,8 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._shown_once:
             self._shown_once = True
-            clamp_to_screen(self)  # the window decorations are known now
+            if not self.testAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen):  # screenshots
+                clamp_to_screen(self)  # the window decorations are known now
             self.canvas.fit()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
@@ -376,6 +378,21 @@ class MainWindow(QMainWindow):
                 self.open_image(record.id)
                 return
         self.statusBar().showMessage("No image left that nobody has worked on.", 6000)
+
+    def project_changed_on_disk(self) -> None:
+        """An import or rescan changed the project: re-read images, categories and the shown
+        image. Undo histories are dropped: the instances they refer to may be gone."""
+        self.categories.refresh()
+        self.canvas.reload(self.editor.colors())
+        self.images.refresh()
+        self.editor.forget_history()
+        ids = self.images.ids()
+        current = self.current_image_id()
+        if current in ids:
+            self.editor.reopen_current()
+        elif ids:
+            self.open_image(ids[0])
+        self.versions.refresh()
 
     def checkpoint(self) -> None:
         self.store.checkpoint()

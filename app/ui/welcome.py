@@ -39,15 +39,22 @@ def remember_project(settings: QSettings, root: Path) -> None:
     settings.setValue("project/last", str(root))
 
 
-def create_from_folder(images: Path, project: Path) -> ProjectStore:
-    """A project in ``project`` holding the images found under ``images``."""
-    from app.core.scan import scan_folder
+def create_from_folder(
+    images: Path, project: Path, *, parent: QWidget | None = None
+) -> ProjectStore:
+    """A project in ``project`` (created if needed) holding the images under ``images``;
+    the scan runs in the background behind a progress dialog."""
+    from .background_task import run_in_background
+    from .file_menu import create_project
 
-    store = ProjectStore.open(project, create=True)
-    scan_folder(store, images)
-    if not store.categories():
-        store.add_category("object")
-    return store
+    run_in_background(
+        parent,
+        project,
+        f"Scanning {images}\u2026",
+        lambda store, progress: create_project(store, images, progress),
+        create=True,
+    )
+    return ProjectStore.open(project)
 
 
 def open_demo(folder: Path = DEMO_FOLDER) -> ProjectStore:
@@ -96,12 +103,12 @@ class WelcomeDialog(QDialog):
         self.accept()
 
     def _create(self) -> None:
-        images = QFileDialog.getExistingDirectory(self, "Folder of images")
-        if not images:
-            return
-        project = QFileDialog.getExistingDirectory(self, "Project folder (can be the same)", images)
-        if project:
-            self._try(lambda: create_from_folder(Path(images), Path(project)))
+        from .interchange_dialogs import NewProjectDialog  # the File menu's form
+
+        form = NewProjectDialog(self)
+        if form.exec():
+            choice = form.choice()
+            self._try(lambda: create_from_folder(choice.images, choice.project, parent=self))
 
     def _open(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, f"Project folder (holds {DB_NAME})")

@@ -8,7 +8,8 @@ from PySide6.QtCore import QRect
 from PySide6.QtGui import QGuiApplication
 
 from app.core.store import ProjectStore
-from app.ui.main_window import MainWindow, settings
+from app.ui.main_window import MainWindow
+from app.ui.preferences import settings
 from app.ui.screen_fit import fitted_rect
 
 

@@ -1,0 +1,79 @@
+"""Run a project operation (scan, import, export) off the GUI thread behind a progress dialog.
+
+The operation gets its own :class:`ProjectStore` connection in the worker thread (SQLite
+connections stay in the thread that made them; WAL lets the window's connection read on),
+so a slow scan or a large import never freezes the window. The caller waits in a local event
+loop: the window repaints, but stays modal, so nothing edits the project meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEventLoop, Qt, QThread, Signal
+from PySide6.QtWidgets import QProgressDialog, QWidget
+
+from app.core.store import ProjectStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (done, total); total 0 when unknown
+Operation = Callable[[ProjectStore, Progress], Any]
+SHOW_AFTER_MS = 300
+
+
+class _Worker(QThread):
+    progressed = Signal(int, int)
+
+    def __init__(self, project: Path, operation: Operation, create: bool) -> None:
+        super().__init__()
+        self.project, self.operation, self.create = project, operation, create
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with ProjectStore.open(self.project, create=self.create) as store:
+                self.result = self.operation(store, self.progressed.emit)
+        except Exception as exc:  # handed to the GUI thread, which reports it
+            self.error = exc
+
+
+def run_in_background(
+    parent: QWidget | None,
+    project: Path,
+    text: str,
+    operation: Operation,
+    *,
+    create: bool = False,
+) -> Any:
+    """Run ``operation(store, progress)`` on ``project`` in a worker thread, showing ``text``
+    and the progress; return its result or raise its exception here."""
+    dialog = QProgressDialog(text, "", 0, 0, parent)
+    dialog.setWindowTitle("MaskLoop")
+    dialog.setWindowModality(Qt.WindowModality.WindowModal)
+    dialog.setCancelButton(None)  # imports are one transaction; half a cancel means nothing
+    dialog.setMinimumDuration(SHOW_AFTER_MS)
+    dialog.setAutoClose(False)
+    dialog.setAutoReset(False)
+    worker = _Worker(project, operation, create)
+
+    def show(done: int, total: int) -> None:
+        dialog.setMaximum(max(total, 0))
+        dialog.setValue(min(done, total) if total else 0)
+
+    worker.progressed.connect(show)
+    loop = QEventLoop()
+    worker.finished.connect(loop.quit)
+    log.info("%s (%s)", text, project)
+    worker.start()
+    loop.exec()
+    worker.wait()
+    dialog.close()
+    dialog.deleteLater()
+    if worker.error is not None:
+        raise worker.error
+    return worker.result
