@@ -37,6 +37,10 @@ class DocumentError(MaskLoopError):
     """An edit refers to something that is not on the image (reload the image and retry)."""
 
 
+class DocumentChangedError(DocumentError):
+    """Another program changed the image since it was loaded; it has been re-read."""
+
+
 @dataclass
 class Edit:
     """One atomic change to an image: instances added / updated / deleted, status, acceptance."""
@@ -60,6 +64,20 @@ class Edit:
         )
 
 
+def _state(instances: Iterable[Instance]) -> list[tuple]:
+    """What an edit could conflict with, comparable between two reads of an image."""
+    return sorted(
+        (
+            inst.id,
+            inst.category_id,
+            str(inst.source),
+            inst.score,
+            [(p.exterior.tobytes(), [h.tobytes() for h in p.holes]) for p in inst.polygons],
+        )
+        for inst in instances
+    )
+
+
 def _edited(inst: Instance) -> Instance:
     """A copy marked as changed by a person: proposals become ``model_edited``."""
     out = inst.copy()
@@ -78,6 +96,7 @@ class ImageDocument:
 
     def reload(self) -> None:
         """Re-read the image from the store (after a background writer, e.g. proposals)."""
+        self._seen_version = self.store.data_version()
         self.status = self.store.image(self.image_id).status
         self.instances: dict[int, Instance] = {
             inst.id: inst for inst in self.store.instances(self.image_id)
@@ -104,8 +123,30 @@ class ImageDocument:
 
     # -- applying -------------------------------------------------------------------------------
 
+    def _check_current(self) -> None:
+        """Refuse an edit made on a stale view: another program (``propose --force``, a
+        second window) changed this image's instances since they were loaded. Costs one
+        pragma unless another connection has committed meanwhile."""
+        version = self.store.data_version()
+        if version == self._seen_version:
+            return
+        image = self.store.image(self.image_id)
+        saved = self.store.instances(self.image_id)
+        if image.status != self.status or _state(saved) != _state(self.instances.values()):
+            self.reload()
+            raise DocumentChangedError(
+                f"another program changed image {image.path} meanwhile; it has been "
+                "reloaded, so check it and make the edit again"
+            )
+        self._seen_version = version
+
     def apply(self, edit: Edit) -> Edit:
-        """Commit ``edit`` in one transaction; return the edit that restores the prior state."""
+        """Commit ``edit`` in one transaction; return the edit that restores the prior state.
+
+        Raises :class:`DocumentChangedError` (nothing written) when another program changed
+        the image since it was loaded.
+        """
+        self._check_current()
         before_status = self.status
         deleted = [self.instance(i) for i in edit.delete]
         updated_before = [self.instance(inst.id) for inst in edit.update]

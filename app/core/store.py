@@ -412,6 +412,10 @@ class ProjectStore:
     def instances(self, image_id: int) -> list[Instance]:
         return self._instances_where("image_id = ? ORDER BY id", image_id)
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the project."""
+        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
     def instance(self, instance_id: int) -> Instance:
         found = self._instances_where("id = ?", instance_id)
         if not found:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.core.document import DocumentError, Edit, ImageDocument
+from app.core.document import DocumentChangedError, DocumentError, Edit, ImageDocument
 from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus, Instance, Polygon, Source
 
@@ -174,3 +174,34 @@ def test_brush_adds_and_eraser_cuts_a_hole():
     assert gone == []
     same = brush_polygons(base, np.array([[500.0, 500.0]]), 3, erase=False, image_size=(100, 100))
     assert polygons_area(same) == pytest.approx(polygons_area(base))
+
+
+def test_an_edit_on_an_image_another_program_rewrote_is_refused_and_reloaded(tmp_path):
+    """`propose --force` from the command line while the GUI shows the image."""
+    with ProjectStore.open(tmp_path / "p", create=True) as store:
+        store.add_category("cell")
+        store.add_images([NewImage("a.png", 100, 100)])
+        store.replace_proposals(1, [Instance(1, [square(10, 10)], score=0.9)], None)
+        doc = ImageDocument(store, 1)
+        stale = proposal_ids(doc)  # the new proposal below may reuse the old id
+        with ProjectStore.open(tmp_path / "p") as cli:
+            cli.replace_proposals(1, [Instance(1, [square(50, 50)], score=0.8)], None)
+        before = snapshot(store)
+        with pytest.raises(DocumentChangedError, match="reloaded"):
+            doc.accept(stale)
+        assert snapshot(store) == before
+        fresh = proposal_ids(doc)
+        assert doc.instances[fresh[0]].polygons[0].exterior.min() == 50  # the new proposal
+        doc.accept(fresh)  # the reloaded view edits normally
+        assert store.accepted_ids(1) == set(fresh)
+
+
+def test_other_programs_writing_other_images_do_not_disturb_an_edit(tmp_path):
+    with ProjectStore.open(tmp_path / "p", create=True) as store:
+        store.add_category("cell")
+        store.add_images([NewImage("a.png", 100, 100), NewImage("b.png", 100, 100)])
+        doc = ImageDocument(store, 1)
+        with ProjectStore.open(tmp_path / "p") as worker:
+            worker.replace_proposals(2, [Instance(1, [square(5, 5)], score=0.5)], None)
+        doc.add_instance(Instance(1, [square(20, 20)], source=Source.HUMAN))
+        assert store.count_instances(1) == 1
