@@ -10,7 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.ml.defaults import DEFAULT_MAX_DETS, DEFAULT_PROPOSAL_SCORE, FINE_TUNE_LR, OPTIMIZERS
+from app.ml.defaults import (
+    DEFAULT_MAX_DETS,
+    DEFAULT_PROPOSAL_SCORE,
+    FINE_TUNE_BATCH_SIZE,
+    FINE_TUNE_EPOCHS,
+    FINE_TUNE_LR,
+    OPTIMIZERS,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,10 +63,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "version v<N> (default: the active model)",
     )
     p.add_argument(
-        "--epochs", type=int, metavar="N", default=10, help="passes over the training images (10)"
+        "--epochs",
+        type=int,
+        metavar="N",
+        default=FINE_TUNE_EPOCHS,
+        help="passes over the training images (%(default)s)",
     )
     p.add_argument(
-        "--batch-size", type=int, metavar="B", default=2, help="images per step, per GPU (2)"
+        "--batch-size",
+        type=int,
+        metavar="B",
+        default=FINE_TUNE_BATCH_SIZE,
+        help="images per step, per GPU (%(default)s)",
     )
     p.add_argument(
         "--lr",

@@ -47,7 +47,7 @@ from app.errors import MaskLoopError
 from app.ml import zoo
 from app.ml.active import CANDIDATE_STATUSES, Strategy, next_images
 from app.ml.dataset import ProjectDataset, category_labels
-from app.ml.defaults import FINE_TUNE_LR
+from app.ml.defaults import FINE_TUNE_BATCH_SIZE, FINE_TUNE_LR
 from app.ml.evaluate import (
     ACCEPT_IOU,
     AP_SCORE_FLOOR,
@@ -234,7 +234,7 @@ class LoopConfig:
     # over the done images less a validation share), so later rounds train longer;
     # None: ``iterations`` steps a round.
     epochs: int | None = None
-    batch_size: int = 2
+    batch_size: int = FINE_TUNE_BATCH_SIZE
     # `maskloop train`'s default. On the shifted project 1e-3 fell far below the starting AP
     # after one round (0.21 -> 0.11, 30 steps on 4 images); with 8 images a round 3e-4 rose
     # every round (0.20/0.22/0.23/0.24) where 1e-4 stalled after the first.

@@ -31,7 +31,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from app.errors import MaskLoopError
-from app.ml.defaults import OPTIMIZERS, SCHEDULES
+from app.ml.defaults import (
+    FINE_TUNE_BATCH_SIZE,
+    FINE_TUNE_EPOCHS,
+    FINE_TUNE_LR,
+    OPTIMIZERS,
+    SCHEDULES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +63,9 @@ class NonFiniteLossError(TrainingError):
 class TrainConfig:
     """Options of one training run. ``batch_size`` is per process (per GPU under torchrun)."""
 
-    epochs: int = 10
-    batch_size: int = 2
-    lr: float = 1e-3
+    epochs: int = FINE_TUNE_EPOCHS
+    batch_size: int = FINE_TUNE_BATCH_SIZE
+    lr: float = FINE_TUNE_LR
     optimizer: str = "adamw"
     weight_decay: float = 1e-4
     momentum: float = 0.9
@@ -75,7 +81,8 @@ class TrainConfig:
     resume: bool = False
     # Fine-tuning a trained model on a few images: batches of 2-4 would overwrite the
     # BatchNorm running statistics it learned, so keep them (the affine weights still train).
-    freeze_bn_stats: bool = False
+    # Training from scratch or on a large new data set passes False.
+    freeze_bn_stats: bool = True
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

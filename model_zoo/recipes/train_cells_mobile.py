@@ -198,6 +198,7 @@ def main() -> int:
         max_iters=args.iters,
         checkpoint_dir=args.cache / "run",
         resume=True,
+        freeze_bn_stats=False,  # from scratch: BatchNorm learns its statistics
     )
 
     def should_stop() -> bool:

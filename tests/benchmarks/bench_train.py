@@ -78,6 +78,7 @@ def run_ours(model, data, iters: int, batch: int, device: str, amp: bool | None)
         device=device,
         amp=amp,
         max_iters=iters + 1,
+        freeze_bn_stats=False,  # as the reference loop (model.train())
     )
     times, last = [], time.perf_counter()
     for event in train(model, data, config):

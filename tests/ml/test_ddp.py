@@ -90,6 +90,7 @@ def _config(batch_size: int) -> TrainConfig:
         clip_grad_norm=None,
         device="cpu",
         seed=0,
+        freeze_bn_stats=False,
     )
 
 

@@ -89,6 +89,7 @@ def config(tmp_path, **kw) -> TrainConfig:
         device="cpu",
         seed=3,
         checkpoint_dir=tmp_path,
+        freeze_bn_stats=False,
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -168,6 +169,16 @@ def test_diverging_run_raises_and_keeps_last_checkpoint(tmp_path):
             pass
     assert isinstance(info.value, MaskLoopError)
     assert (tmp_path / CHECKPOINT_NAME).read_bytes() == good
+
+
+def test_defaults_are_the_fine_tuning_ones():
+    """TrainConfig() is what `maskloop train` does: the measured fine-tuning lr, BatchNorm
+    statistics kept; from-scratch recipes opt out explicitly."""
+    from app.ml.defaults import FINE_TUNE_BATCH_SIZE, FINE_TUNE_EPOCHS, FINE_TUNE_LR
+
+    cfg = TrainConfig()
+    assert cfg.lr == FINE_TUNE_LR and cfg.freeze_bn_stats is True
+    assert (cfg.epochs, cfg.batch_size) == (FINE_TUNE_EPOCHS, FINE_TUNE_BATCH_SIZE)
 
 
 def test_max_iters_and_schedules():
