@@ -114,8 +114,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--crowd",
         choices=[m.value for m in Crowd],
-        default=Crowd.SKIP.value,
-        help="iscrowd=1 regions: skip them (default) or import them as ordinary instances",
+        default=Crowd.KEEP.value,
+        help="iscrowd=1 regions: keep them as crowd regions (default: exported as iscrowd=1, "
+        "left out of training targets, kept for evaluation), skip them, or import them as "
+        "ordinary instances",
     )
     p.add_argument(
         "--simplify",

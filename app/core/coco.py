@@ -200,13 +200,13 @@ def build_coco(
         instances = store.instances(record.id)
         as_polygons = _polygon_annotations(
             [
-                None if segmentation == Segmentation.RLE or inst.has_holes else inst
+                None if segmentation == Segmentation.RLE or inst.has_holes or inst.crowd else inst
                 for inst in instances
             ]
         )
         for inst, polygon_coded in zip(instances, as_polygons, strict=True):
-            as_rle = segmentation == Segmentation.RLE or inst.has_holes
-            if as_rle and segmentation == Segmentation.POLYGON:
+            as_rle = segmentation == Segmentation.RLE or inst.has_holes or inst.crowd
+            if as_rle and segmentation == Segmentation.POLYGON and not inst.crowd:
                 report.holes_as_rle += 1
             coded = _rle_annotation(inst, record.height, record.width) if as_rle else polygon_coded
             if coded is None:
@@ -222,7 +222,7 @@ def build_coco(
                     "segmentation": seg,
                     "area": area,
                     "bbox": bbox,
-                    "iscrowd": 0,
+                    "iscrowd": int(inst.crowd),
                 }
             )
             if as_rle:
@@ -389,7 +389,7 @@ def _parse_annotation(
     if outside is not None:
         problems.add(f"{where}.segmentation", outside)
         return None
-    inst = Instance(category_id=category_id, polygons=polygons, score=score)
+    inst = Instance(category_id=category_id, polygons=polygons, score=score, crowd=bool(crowd))
     return image_id, inst, bool(crowd)
 
 
@@ -500,7 +500,7 @@ def import_coco(
     images_root: Path | str,
     status: ImageStatus = ImageStatus.DONE,
     replace: bool = False,
-    crowd: Crowd | str = Crowd.SKIP,
+    crowd: Crowd | str = Crowd.KEEP,
     simplify: float = 0.0,
 ) -> ImportReport:
     """Import a COCO instances file; all or nothing (see the module docstring).
@@ -553,6 +553,7 @@ def import_coco(
                 empties += 1
             pending[image_id].dropped += 1
             continue
+        inst.crowd = is_crowd and crowd == Crowd.KEEP
         inst.source = source
         if source == Source.HUMAN:
             inst.score = None
@@ -560,7 +561,7 @@ def import_coco(
     problems.raise_if_any()
     if crowds:
         report.skipped.append(
-            (f"{crowds} crowd regions", "iscrowd=1; use --crowd import to import them")
+            (f"{crowds} crowd regions", "iscrowd=1; --crowd keep imports them as crowd regions")
         )
     if empties:
         report.skipped.append((f"{empties} annotations", "empty mask or polygon"))

@@ -15,7 +15,8 @@ class Segmentation(StrEnum):
 
 
 class Crowd(StrEnum):
-    """What import does with ``iscrowd: 1`` regions (the store has no crowd flag)."""
+    """What import does with ``iscrowd: 1`` regions."""
 
+    KEEP = "keep"  # as crowd regions: exported as such, no training target, kept for evaluation
     SKIP = "skip"
     IMPORT = "import"  # as ordinary instances

@@ -95,5 +95,10 @@ MIGRATIONS: list[list[str]] = [
         f"""DELETE FROM meta WHERE key GLOB '{_PROPOSED_BY}*' OR key GLOB '{_SCORED_BY}*'
             OR key GLOB '{_ACCEPTED}*'""",
     ],
+    [
+        # COCO crowd regions (iscrowd=1): kept through import and export, left out of
+        # training targets, kept for evaluation.
+        "ALTER TABLE instances ADD COLUMN crowd INTEGER NOT NULL DEFAULT 0 CHECK (crowd IN (0, 1))",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -441,7 +441,7 @@ class ProjectStore:
         try:
             cur = self._conn.execute(
                 "INSERT INTO instances (id, image_id, category_id, geometry, score, source, "
-                "model_version, created, modified) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "model_version, crowd, created, modified) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     inst.id,
                     image_id,
@@ -450,6 +450,7 @@ class ProjectStore:
                     inst.score,
                     Source(inst.source).value,
                     inst.model_version,
+                    int(inst.crowd),
                     now,
                     now,
                 ),
@@ -505,7 +506,7 @@ class ProjectStore:
                 # Only an unchanged proposal can be accepted: an edit made by a person ends it.
                 cur = self._conn.execute(
                     "UPDATE instances SET category_id = ?, geometry = ?, score = ?, source = ?, "
-                    "model_version = ?, modified = ?, accepted = accepted AND ? "
+                    "model_version = ?, crowd = ?, modified = ?, accepted = accepted AND ? "
                     "WHERE id = ? AND image_id = ?",
                     (
                         inst.category_id,
@@ -513,6 +514,7 @@ class ProjectStore:
                         inst.score,
                         source,
                         inst.model_version,
+                        int(inst.crowd),
                         now,
                         source == Source.MODEL.value,
                         inst.id,

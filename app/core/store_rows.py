@@ -42,7 +42,7 @@ def image_from_row(row: sqlite3.Row) -> ImageRecord:
 
 # Instances are read as plain tuples of these columns (no sqlite3.Row, no enum call per row,
 # geometry decoded in one batch): opening an image reads thousands of them.
-INSTANCE_COLUMNS = "id, image_id, category_id, geometry, score, source, model_version"
+INSTANCE_COLUMNS = "id, image_id, category_id, geometry, score, source, model_version, crowd"
 _SOURCES = {s.value: s for s in Source}
 
 
@@ -57,8 +57,9 @@ def instances_from_tuples(rows: Sequence[tuple]) -> list[Instance]:
             score=score,
             source=_SOURCES.get(source) or Source(source),
             model_version=model_version,
+            crowd=bool(crowd),
         )
-        for (id_, image_id, category_id, _, score, source, model_version), polygons in zip(
+        for (id_, image_id, category_id, _, score, source, model_version, crowd), polygons in zip(
             rows, geometries, strict=True
         )
     ]

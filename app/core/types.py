@@ -108,6 +108,7 @@ class Instance:
     model_version: int | None = None
     id: int | None = None
     image_id: int | None = None
+    crowd: bool = False  # a COCO crowd region: evaluated as "ignore", never a training target
 
     @property
     def has_holes(self) -> bool:
@@ -122,6 +123,7 @@ class Instance:
             model_version=self.model_version,
             id=self.id,
             image_id=self.image_id,
+            crowd=self.crowd,
         )
 
 

@@ -355,9 +355,11 @@ class ProjectDataset(_DetectionDataset):
                 if inst.category_id not in categories_map:
                     skipped += 1
                     continue
+                if train and inst.crowd:
+                    continue  # no training target, as torchvision's COCO recipe does
                 item.labels.append(categories_map[inst.category_id])
                 item.shapes.append(inst.polygons)
-                item.iscrowd.append(0)
+                item.iscrowd.append(int(inst.crowd))
             items.append(item)
         if skipped:
             log.warning("%d instances of categories the model does not know were left out", skipped)

@@ -179,7 +179,7 @@ def test_import_reads_uncompressed_rle_and_crowd(project, tmp_path):
         ],
     )
     with _fresh(tmp_path, "p") as store:
-        report = import_coco(store, path, images_root=tmp_path / "imgs")
+        report = import_coco(store, path, images_root=tmp_path / "imgs", crowd="skip")
         assert report.instances == 2 and "crowd" in report.skipped[0][0]
         assert store.category(40).name == "cell"
         (image,) = store.images()
@@ -370,3 +370,26 @@ def test_build_coco_skips_empty_geometry(tmp_path):
         store.set_image_status(iid, ImageStatus.DONE)
         _, report = build_coco(store, segmentation="rle")
         assert report.instances == 0 and report.skipped
+
+
+def test_crowd_regions_are_kept_through_import_and_export(project, tmp_path):
+    """Default --crowd keep: iscrowd=1 regions come back out as iscrowd=1 RLE, unchanged."""
+    mask = np.zeros((H, W), bool)
+    mask[5:20, 30:50] = True
+    crowd_rle = rle_encode(mask)
+    path = _coco_file(
+        tmp_path,
+        [
+            {"id": 1, "image_id": 5, "category_id": 40, "segmentation": [[1, 1, 9, 1, 9, 9]]},
+            {"id": 2, "image_id": 5, "category_id": 40, "segmentation": crowd_rle, "iscrowd": 1},
+        ],
+    )
+    with _fresh(tmp_path, "p") as store:
+        report = import_coco(store, path, images_root=tmp_path / "imgs")
+        assert report.instances == 2 and not report.skipped
+        (image,) = store.images()
+        assert [i.crowd for i in store.instances(image.id)] == [False, True]
+        export_coco(store, tmp_path / "out.json", segmentation="polygon")
+    out = json.loads((tmp_path / "out.json").read_text())["annotations"]
+    assert [a["iscrowd"] for a in out] == [0, 1]
+    assert out[1]["segmentation"] == crowd_rle and out[1]["area"] == mask.sum()

@@ -133,7 +133,7 @@ def _polygon(image_id: int = 1, **extra: object) -> dict:
 
 def test_coco_image_with_only_crowd_regions_is_left_alone(store, tmp_path):
     path = _coco(tmp_path, [_polygon(iscrowd=1), {**_polygon(iscrowd=1), "id": 2}])
-    report = import_coco(store, path, images_root=tmp_path / "data", replace=True)
+    report = import_coco(store, path, images_root=tmp_path / "data", replace=True, crowd="skip")
     assert _state(store) == (ImageStatus.IN_PROGRESS, 3) and report.images == 0
 
 
