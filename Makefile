@@ -26,8 +26,10 @@ $(STAMP_TEST): pyproject.toml | $(VENV)/bin/python
 	touch $@ $(STAMP_RUN)
 
 # `make run PROJECT=path` opens that project; plain `make run` opens (and first creates)
-# the offline demo project in ./demo-project.
+# the offline demo project in ./demo-project. It first checks that the system libraries Qt's
+# X11 plugin needs are installed, and prints the apt-get command if not.
 run: $(STAMP_RUN)
+	@$(PY) -m app.ui.qt_libs  # names the missing X11 libraries and the apt-get command
 	@if [ -n "$(PROJECT)" ]; then \
 		$(VENV)/bin/maskloop gui "$(PROJECT)"; \
 	else \

@@ -17,6 +17,7 @@ from app.paths import resources_dir
 
 from .main_window import MainWindow
 from .preferences import APP, ORG, settings
+from .qt_libs import check_qt_libraries
 from .welcome import WelcomeDialog, remember_project
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Session:
 
 def run_gui(project: Path | None) -> int:
     """Open ``project`` (or the last one, or ask) and run the event loop."""
+    check_qt_libraries()  # a one-line error with the install command, not a Qt abort
     app = application()
     store = ProjectStore.open(project) if project is not None else _last_project()
     if store is None:

@@ -1,12 +1,7 @@
 """The main window: docks, toolbar, menus and status bar wired to the :class:`Editor`.
 
-Keyboard review (also in Help > Keyboard shortcuts):
-A accept the selected proposal, R reject it, Shift+A accept all shown proposals,
-Tab next proposal, Ctrl+Enter mark the image done and open the next one needing review,
-D / Right / PageDown next image, Left / PageUp previous image (A is accept, so it is not
-"previous"), 1-9 category, Del delete, M merge, V select, P polygon, B brush, E eraser,
-[ and ] brush size, F fit, Ctrl+1 actual size, H show/hide instances, Space+drag pan,
-Ctrl+Z / Ctrl+Shift+Z undo / redo, Ctrl+S checkpoint (edits are saved as you make them).
+The keyboard review and its rules are in :mod:`.help_dialog` (Help > Keyboard shortcuts, F1);
+the File menu lives in :mod:`.file_menu`.
 
 The proposal worker (issue 6) attaches to :attr:`MainWindow.current_image_changed`, calls
 :meth:`MainWindow.refresh_current_instances` when it stored proposals for the shown image,
@@ -44,6 +39,7 @@ from .canvas.view import CanvasView
 from .display import pixel_text
 from .editor import Editor
 from .file_menu import FileMenu
+from .help_dialog import HelpDialog
 from .model_entries import model_entries
 from .panels.categories import CategoriesPanel
 from .panels.display_panel import DisplayPanel
@@ -94,6 +90,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(history, versions)
         history.raise_()
         self._train_dialog: TrainDialog | None = None
+        self._help: HelpDialog | None = None
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
@@ -428,7 +425,10 @@ class MainWindow(QMainWindow):
             a.setChecked(n == name)
 
     def show_help(self) -> None:
-        QMessageBox.information(self, "Keyboard shortcuts", HELP_TEXT)
+        if self._help is None:
+            self._help = HelpDialog(self)
+        self._help.show()
+        self._help.raise_()
 
     def open_log_file(self) -> None:
         path = log_file_path()
@@ -582,24 +582,3 @@ class MainWindow(QMainWindow):
         box = QMessageBox(QMessageBox.Icon.Warning, "Model not available", message, parent=self)
         box.setModal(False)
         box.show()
-
-
-HELP_TEXT = """Review
-  A  accept the selected proposal       R  reject it
-  Shift+A  accept every shown proposal  Tab  select the next proposal
-  Ctrl+Enter  mark done, open the next image needing review
-  Ctrl+K  skip the image               U  the most uncertain untouched image
-  D / Right / PageDown  next image      Left / PageUp  previous image
-Edit
-  1-9  category of the selection (and of new drawings)
-  Del  delete    M  merge selected     Ctrl+Z / Ctrl+Shift+Z  undo / redo
-Tools
-  V  select: click, Ctrl/Shift+click adds, drag moves; drag a vertex handle,
-     Shift+click a handle deletes it, double-click an edge inserts one
-  P  polygon: click points, Enter or double-click closes, Backspace undoes a point, Esc cancels
-  B / E  brush / eraser on the selected instance, [ and ] change the size
-View
-  wheel zoom   F fit   Ctrl+1 actual size   Space+drag or middle-drag pan   H show/hide
-Model
-  Ctrl+T  train a new version   Ctrl+Shift+V  versions, comparison and review analytics
-Edits are saved as you make them; Ctrl+S writes a checkpoint."""

@@ -134,3 +134,12 @@ def test_recategorising_a_selection_keeps_the_drawing_category(window):
     QTest.keyClick(canvas, Qt.Key.Key_2)
     assert "debris" in win.categories.drawing_label.text()
     assert win.editor.drawing_category() == debris
+
+
+def test_f1_shows_the_keys_and_rules_unwrapped(window, qtbot):
+    window.show_help()
+    dialog = window._help
+    qtbot.waitExposed(dialog)
+    text = dialog.text.toPlainText()
+    assert "hidden ones rejected" in text and "Tab / Shift+Tab" in text and "Ctrl+N" in text
+    qtbot.waitUntil(lambda: dialog.text.horizontalScrollBar().maximum() == 0)

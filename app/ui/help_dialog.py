@@ -1,0 +1,53 @@
+"""Help > Keyboard shortcuts (F1): every key and the review rules, in a window of its own
+that keeps its columns (a message box wraps them) and can stay open beside the image."""
+
+from __future__ import annotations
+
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QPlainTextEdit, QVBoxLayout, QWidget
+
+HELP_TEXT = """Review
+  Tab / Shift+Tab  next / previous shown proposal (on the canvas; highest score first, wraps)
+  A  accept the selected proposal       R  reject it (both move on to the next)
+  Shift+A  accept every shown proposal (score at or above the slider)
+  Ctrl+Enter  mark done: shown pending proposals are accepted, hidden ones rejected
+              (one undo step), then the next image needing review opens
+  Ctrl+K  skip the image               U  the most uncertain untouched image
+  D / Right / PageDown  next image      Left / PageUp  previous image
+Edit
+  1-9  category of the selection; with nothing selected, of the shapes drawn next
+  Del  delete    M  merge selected     Ctrl+Z / Ctrl+Shift+Z  undo / redo
+Tools
+  V  select: click, Ctrl/Shift+click adds, drag moves; drag a vertex handle,
+     Shift+click a handle deletes it, double-click an edge inserts one
+  P  polygon: click points, Enter or double-click closes, Backspace undoes a point, Esc cancels
+  B / E  brush / eraser on the selected instance, [ and ] change the size
+View
+  wheel zoom   F fit   Ctrl+1 actual size   Space+drag or middle-drag pan   H show/hide
+File
+  Ctrl+N  new project   Ctrl+O  open project   Recent projects, Add images / rescan,
+  Import (COCO, label maps, labelme), Export (COCO, label maps)
+Model
+  Ctrl+T  train a new version: it becomes active only if it scores at least as well as the
+          active model on the same validation images, or when you choose it
+  Ctrl+Shift+V  versions, comparison and review analytics
+Edits are saved as you make them; Ctrl+S writes a checkpoint."""
+
+
+class HelpDialog(QDialog):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Keyboard shortcuts")
+        self.text = QPlainTextEdit(HELP_TEXT)
+        self.text.setReadOnly(True)
+        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.close)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.text)
+        layout.addWidget(buttons)
+        metrics = self.text.fontMetrics()
+        longest = max(metrics.horizontalAdvance(line) for line in HELP_TEXT.splitlines())
+        lines = HELP_TEXT.count("\n") + 1
+        self.resize(longest + 60, min(metrics.lineSpacing() * lines + 90, 760))
