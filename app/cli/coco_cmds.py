@@ -102,7 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "created if PROJECT holds none). Category ids are kept. Polygons, compressed and "
             "uncompressed RLE are read; RLE masks become exact polygons. A malformed file is "
             "refused as a whole with the position of every bad entry; annotations of missing "
-            "image files are skipped and listed."
+            "image files are skipped and listed. An image none of whose annotations could be "
+            "imported is left as it was; one the file lists without annotations is empty."
         ),
     )
     p.add_argument("project", type=Path, help="project folder")
@@ -182,7 +183,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "sharing a group_id become one instance) from every .json under DIR. Labels "
             "become categories by name. Images are found through imagePath inside DIR, "
             "else by file stem among the project's images (a project is created if PROJECT "
-            "holds none)."
+            "holds none). Every shape is checked against its image first: an image none of "
+            'whose shapes could be read is left as it was; "shapes": [] says it is empty.'
         ),
     )
     p.add_argument("project", type=Path, help="project folder")

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "List the model cards MaskLoop knows: the bundled zoo (model_zoo/), your own "
             f"cards in {paths.user_models_dir()} (or ${paths.USER_MODELS_ENV}), and with "
-            "--project the project's trained versions (v1, v2, ...). A card is a JSON file "
+            "--project the project's registered versions (v1, v2, ...). A card is a JSON file "
             "naming the architecture, categories, input conversion and weights (a file "
             "beside the card with its sha256, or torchvision weights downloaded on first use)."
         ),
@@ -54,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "proposals (source=model, with scores) for review. Images a person has worked on "
             "are never touched. Each image is saved as soon as it is done: after Ctrl-C, run "
             "the same command again to continue (images this model already proposed are "
-            "skipped unless --force). Use --shard to split a project between machines, each "
+            "skipped unless --force). An image that cannot be read or that the model fails on "
+            "is named and skipped (exit code 1 at the end); five failures in a row stop. "
+            "Use --shard to split a project between machines, each "
             "writing to its own copy, and merge the results back with import-coco. "
             "Each image's uncertainty (how unsure the model was, from every detection "
             "scoring 0.05 or more) is stored too; 'maskloop next' orders images by it. "
