@@ -23,9 +23,27 @@ from app.core.store_errors import store_error
 from app.errors import MaskLoopError
 from app.logs import setup_logging
 
-from . import active_cmds, coco_cmds, demo_cmds, gui_cmds, model_cmds, project_cmds, train_parsers
+from . import (
+    active_cmds,
+    coco_cmds,
+    demo_cmds,
+    gui_cmds,
+    model_cmds,
+    project_cmds,
+    train_parsers,
+    yolo_roi_cmds,
+)
 
-GROUPS = [project_cmds, coco_cmds, model_cmds, train_parsers, active_cmds, demo_cmds, gui_cmds]
+GROUPS = [
+    project_cmds,
+    coco_cmds,
+    yolo_roi_cmds,
+    model_cmds,
+    train_parsers,
+    active_cmds,
+    demo_cmds,
+    gui_cmds,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
