@@ -429,6 +429,16 @@ class ProjectStore:
             "SELECT COUNT(*) FROM instances WHERE image_id = ?", (image_id,)
         ).fetchone()[0]
 
+    def images_with_human_work(self) -> set[int]:
+        """Ids of the images holding an instance a person drew or edited (one query; the
+        proposal pass leaves these images alone)."""
+        return {
+            row[0]
+            for row in self._conn.execute(
+                "SELECT DISTINCT image_id FROM instances WHERE source != ?", (Source.MODEL.value,)
+            )
+        }
+
     def instance_counts_by_source(self) -> dict[Source, int]:
         counts = dict.fromkeys(Source, 0)
         for source, n in self._conn.execute(

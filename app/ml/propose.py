@@ -25,7 +25,7 @@ from typing import Protocol
 from app.core.geometry import polygons_bbox
 from app.core.images import read_image
 from app.core.store import ProjectStore
-from app.core.types import ImageRecord, ImageStatus, Instance, Polygon, Source
+from app.core.types import ImageRecord, ImageStatus, Instance, Polygon
 from app.errors import MaskLoopError
 from app.ml.active import DEFAULT_FLOOR, image_uncertainty
 from app.ml.zoo import ModelCard
@@ -108,6 +108,7 @@ def select_images(
     project folder (``*`` crosses folders).
     """
     chosen = Selection([])
+    human = store.images_with_human_work()
     for image in store.images(status=[ImageStatus.NEW, ImageStatus.PROPOSED]):
         if patterns and not any(fnmatch.fnmatchcase(image.path, p) for p in patterns):
             chosen.not_matching += 1
@@ -119,7 +120,7 @@ def select_images(
             else image.status is ImageStatus.PROPOSED and image.proposed_by == model_id
         ):
             chosen.already_proposed += 1
-        elif any(inst.source is not Source.MODEL for inst in store.instances(image.id)):
+        elif image.id in human:
             chosen.human_work += 1
         else:
             chosen.images.append(image)

@@ -311,3 +311,17 @@ def test_migration_from_schema_1_keeps_data(tmp_path):
         assert s.image(1).path == "a.png"
         assert s.proposal_outcomes() == []
         assert s._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_images_with_human_work(filled):
+    store, ids, cat = filled
+    store.add_instances(ids[0], [Instance(cat.id, [square(0, 0)], source=Source.MODEL, score=0.9)])
+    store.add_instances(ids[1], [Instance(cat.id, [square(0, 0)], source=Source.HUMAN)])
+    store.add_instances(
+        ids[2],
+        [
+            Instance(cat.id, [square(0, 0)], source=Source.MODEL, score=0.8),
+            Instance(cat.id, [square(20, 20)], source=Source.MODEL_EDITED, score=0.8),
+        ],
+    )
+    assert store.images_with_human_work() == {ids[1], ids[2]}
