@@ -312,16 +312,19 @@ def import_rois(
     folder = folder.resolve()
     if category_id is not None:
         store.category(category_id)
-    files = sorted(
-        p for p in folder.rglob("*")
-        if p.suffix.lower() == ".zip" and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and resolve_inside(folder, p.relative_to(folder).as_posix()) is not None
-    )  # fmt: skip
+    report = ImportReport()
+    files = []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.suffix.lower() != ".zip" or any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if resolve_inside(folder, rel) is None:
+            report.skipped.append((rel, "links outside the folder; not followed"))
+        elif p.is_file():
+            files.append(p)
     if not files:
         raise RoiError(f"no ImageJ ROI sets (*.zip) under {folder}")
     problems = Problems(str(folder))
-    report = ImportReport()
     source = source_for(status)
     by_name = ImagesByName(store.images(include_missing=True))
     pending: list[tuple[PendingImage, list[str | None]]] = []
@@ -353,8 +356,8 @@ def import_rois(
                 item.dropped += 1
                 continue
             item.instances.append(Instance(category_id=-1, polygons=polygons, source=source))
-            category = roi.properties.get("category") if roi.props else None
-            names.append(str(category).strip() or None if category is not None else None)
+            category = str(roi.properties.get("category", "")).strip() if roi.props else ""
+            names.append(category or None)
         pending.append((item, names))
     problems.raise_if_any()
     with store.transaction():

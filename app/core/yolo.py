@@ -67,6 +67,10 @@ DEFAULT_FRACTIONS: Mapping[str, float] = {"val": 0.1}
 # Coordinates a writer rounded to 6 decimals may land this far past 0 or 1.
 RANGE_SLACK = 1e-6
 SNAP_PX = 0.01  # imported vertices this close to a whole pixel are put on it
+# Ultralytics finds an image's label by replacing the last "/images/" in its path with
+# "/labels/": a folder of that name below the split would send it to another label file,
+# so export renames it (and import reads it back as the original name).
+IMAGES_DIR, ESCAPED_IMAGES_DIR = "images", "images_"
 
 
 class YoloError(MaskLoopError):
@@ -225,6 +229,17 @@ def format_line(class_index: int, ring: np.ndarray, width: int, height: int) -> 
 # -- export -----------------------------------------------------------------------------------
 
 
+def dataset_name(name: str) -> str:
+    """An image's path below the split, with folders named ``images`` renamed (see above)."""
+    *folders, file = name.split("/")
+    return "/".join([ESCAPED_IMAGES_DIR if f == IMAGES_DIR else f for f in folders] + [file])
+
+
+def _project_name(name: str) -> str:
+    *folders, file = name.split("/")
+    return "/".join([IMAGES_DIR if f == ESCAPED_IMAGES_DIR else f for f in folders] + [file])
+
+
 def _data_yaml(out_dir: Path, splits: Iterable[str], names: list[str]) -> str:
     yaml = require("yaml", feature="YOLO export")
     folders = {split: f"images/{split}" for split in splits}
@@ -288,6 +303,7 @@ def export_yolo(
             report.skipped.append((record.path, f"not under the images root {root}"))
             continue
         split = splits[record.id]
+        name = dataset_name(name)
         image_target = out_dir / "images" / split / name
         label_target = (out_dir / "labels" / split / name).with_suffix(".txt")
         if label_target in labels_of:
@@ -448,20 +464,21 @@ class _ImageFiles:
         return inside if inside is not None and inside.is_file() else None
 
 
-def _label_files(folder: Path) -> list[tuple[Path, Path, str]]:
+def _label_files(folder: Path, report: ImportReport) -> list[tuple[Path, Path, str]]:
     """(label file, its images folder, name below it without extension) for every label."""
     out = []
     for path in sorted(folder.rglob("*.txt")):
         rel = path.relative_to(folder).parts
-        if any(part.startswith(".") for part in rel) or "labels" not in rel[:-1]:
+        found = [k for k, part in enumerate(rel[:-1]) if part == "labels"]
+        if any(part.startswith(".") for part in rel) or not found:
             continue
         if resolve_inside(folder, path.relative_to(folder).as_posix()) is None:
-            continue  # a link leading out of the chosen folder
-        k = len(rel) - 2 - rel[:-1][::-1].index("labels")
-        images_dir = folder.joinpath(*rel[:k], "images")
+            report.skipped.append((Path(*rel).as_posix(), "links outside the folder; not followed"))
+            continue
+        # labels/train/x -> images/train/x (Ultralytics), train/labels/x -> train/images/x
+        k = next((k for k in found if folder.joinpath(*rel[:k], IMAGES_DIR).is_dir()), found[0])
         name = Path(*rel[k + 1 :]).with_suffix("").as_posix()
-        # Ultralytics' own layout puts the split first: labels/train/x -> images/train/x.
-        out.append((path, images_dir, name))
+        out.append((path, folder.joinpath(*rel[:k], IMAGES_DIR), name))
     return out
 
 
@@ -477,7 +494,9 @@ def _pending_for(
     """The image a label file belongs to: the dataset's own file or a project image by name."""
     where = label.relative_to(folder).as_posix()
     short = name.split("/", 1)[1] if "/" in name and name.split("/", 1)[0] in SPLITS else name
-    matches = by_name.find(name) or by_name.find(short)
+    matches: list[ImageRecord] = []
+    for candidate in dict.fromkeys((name, short, _project_name(name), _project_name(short))):
+        matches = matches or by_name.find(candidate)
     if image_file is not None:
         record = store.image_by_path(store_path(store, image_file))
         if record is not None:
@@ -515,11 +534,11 @@ def import_yolo(
         raise YoloError(f"YOLO dataset folder {folder} does not exist or is not a folder")
     folder = folder.resolve()
     names = read_names(folder)
-    labels = _label_files(folder)
+    report = ImportReport()
+    labels = _label_files(folder, report)
     if not labels:
         raise YoloError(f"no label files (labels/**/*.txt beside images/) under {folder}")
     problems = Problems(str(folder))
-    report = ImportReport()
     by_name = ImagesByName(store.images(include_missing=True))
     image_files = _ImageFiles(folder)
     pending: list[PendingImage] = []

@@ -148,12 +148,15 @@ def test_a_broken_entry_names_file_and_entry_and_imports_nothing(tmp_path):
     _roi_set(tmp_path / "rois" / "x_RoiSet.zip", [good], {"bad.roi": b"Iout" + b"\x00" * 10})
     (tmp_path / "rois" / "sub").mkdir()
     (tmp_path / "rois" / "sub" / "z.zip").write_bytes(b"not a zip")
+    (tmp_path / "elsewhere.zip").write_bytes(b"not read")
+    (tmp_path / "rois" / "link.zip").symlink_to(tmp_path / "elsewhere.zip")
     with _project(tmp_path) as store:
         with pytest.raises(DatasetFormatError) as err:
             import_rois(store, tmp_path / "rois")
         message = str(err.value)
         assert "x_RoiSet.zip/bad.roi: not an ImageJ ROI" in message
         assert "sub/z.zip: not a readable zip file" in message
+        assert "link.zip" not in message
         assert all(store.instances(r.id) == [] for r in store.images())
         assert [c.name for c in store.categories()] == ["cell"]
 
@@ -163,8 +166,14 @@ def test_unmatched_and_existing_work(tmp_path):
     _roi_set(tmp_path / "rois" / "nothing_RoiSet.zip", [good])
     _roi_set(tmp_path / "rois" / "x_RoiSet.zip", [good])
     with _project(tmp_path) as store:
+        (tmp_path / "rois" / "link_RoiSet.zip").symlink_to(tmp_path / "rois" / "x_RoiSet.zip")
+        (tmp_path / "rois" / "out_RoiSet.zip").symlink_to(tmp_path / "proj" / "maskloop.sqlite")
         report = import_rois(store, tmp_path / "rois", status=ImageStatus.PROPOSED)
-        assert report.skipped == [("nothing_RoiSet.zip", "no project image named 'nothing'")]
+        assert report.skipped == [
+            ("out_RoiSet.zip", "links outside the folder; not followed"),
+            ("link_RoiSet.zip", "no project image named 'link'"),
+            ("nothing_RoiSet.zip", "no project image named 'nothing'"),
+        ]
         assert store.image_by_path("img/x.tif").status == ImageStatus.PROPOSED
         report = import_rois(store, tmp_path / "rois")
         assert report.images == 0 and "use --replace" in report.skipped[-1][1]

@@ -268,3 +268,53 @@ def test_missing_extra_names_it(tmp_path, monkeypatch):
     with ProjectStore.open(tmp_path / "proj", create=True) as store:
         with pytest.raises(MissingExtraError, match=r"pip install 'maskloop\[export\]'"):
             export_yolo(store, tmp_path / "out")
+
+
+def _ultralytics_label_path(image: Path) -> Path:
+    """How Ultralytics finds an image's label (img2label_paths): last /images/ -> /labels/."""
+    head, tail = str(image).rsplit("/images/", 1)
+    return Path(f"{head}/labels/{tail}").with_suffix(".txt")
+
+
+def test_a_folder_named_images_below_the_root_still_finds_its_labels(tmp_path):
+    with ProjectStore.open(tmp_path / "proj", create=True) as store:
+        store.add_category("cell")
+        for name in ("images/x.png", "other/y.png"):
+            path = tmp_path / "data" / name
+            path.parent.mkdir(parents=True)
+            cv2.imwrite(str(path), np.zeros((20, 30), np.uint8))
+            (iid,) = store.add_images([NewImage(f"../data/{name}", 30, 20)])
+            store.add_instances(iid, [Instance(1, [Polygon([[3, 3], [20, 3], [20, 15]])])])
+            store.set_image_status(iid, ImageStatus.DONE)
+        export_yolo(store, tmp_path / "out", fractions={})
+        images = sorted((tmp_path / "out" / "images").rglob("*.png"))
+        assert [p.relative_to(tmp_path / "out").as_posix() for p in images] == [
+            "images/train/images_/x.png",
+            "images/train/other/y.png",
+        ]
+        for image in images:
+            assert _ultralytics_label_path(image).read_text().startswith("0 ")
+        report = import_yolo(store, tmp_path / "out", replace=True)
+        assert report.images == 2 and report.images_added == 0
+
+
+def test_links_out_of_the_dataset_folder_are_not_followed(tmp_path):
+    folder = _dataset(tmp_path / "ds", ["0 0.1 0.1 0.5 0.1 0.3 0.6"])
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    cv2.imwrite(str(outside / "z.png"), np.zeros((50, 80), np.uint8))
+    (outside / "w.txt").write_text("0 0.1 0.1 0.5 0.1 0.3 0.6\n")
+    (folder / "images" / "train" / "z.png").symlink_to(outside / "z.png")
+    (folder / "labels" / "train" / "z.txt").write_text("0 0.1 0.1 0.5 0.1 0.3 0.6\n")
+    (folder / "images" / "train" / "w.png").symlink_to(folder / "images" / "train" / "x.png")
+    (folder / "labels" / "train" / "w.txt").symlink_to(outside / "w.txt")
+    with ProjectStore.open(tmp_path / "proj", create=True) as store:
+        report = import_yolo(store, folder)
+        assert sorted(Path(r.path).name for r in store.images()) == ["x.png", "y.png"]
+        assert report.skipped == [
+            ("labels/train/w.txt", "links outside the folder; not followed"),
+            (
+                "labels/train/z.txt",
+                "no image beside it in images/ and no project image named 'train/z'",
+            ),
+        ]
