@@ -292,11 +292,11 @@ def export_yolo(
     image_paths = project_image_paths(store)
     image_folders = {p.parent for p in image_paths}
     check_output_folder(store, out_dir, image_folders)
-    plan: list[tuple[ImageRecord, Path, Path]] = []
+    plan: list[tuple[ImageRecord, str, Path, Path]] = []
     labels_of: dict[Path, str] = {}
     for record in records:
         name = relative_to_root(store, record, root)
-        if record.missing:
+        if record.missing or not store.abspath(record).is_file():
             report.skipped.append((record.path, "the image file is missing"))
             continue
         if name is None:
@@ -316,10 +316,10 @@ def export_yolo(
         for target in (image_target, label_target):
             check_output_folder(store, target.parent, image_folders)
             check_output(store, target, overwrite=overwrite, image_paths=image_paths)
-        plan.append((record, image_target, label_target))
+        plan.append((record, split, image_target, label_target))
     check_output(store, report.data_yaml, overwrite=overwrite, image_paths=image_paths)
     written: set[Path] = set()
-    for record, image_target, label_target in plan:
+    for record, split, image_target, label_target in plan:
         lines = []
         for inst in store.instances(record.id):
             made = instance_ring(inst.polygons, record.width, record.height)
@@ -339,7 +339,6 @@ def export_yolo(
         except OSError as exc:
             raise YoloError(f"cannot write {label_target} or its image: {exc}") from exc
         written |= {image_target.resolve(), label_target.resolve()}
-        split = image_target.relative_to(out_dir / "images").parts[0]
         report.images[split] = report.images.get(split, 0) + 1
         report.instances += len(lines)
     used = sorted(report.images, key=SPLITS.index)
