@@ -318,3 +318,19 @@ def test_links_out_of_the_dataset_folder_are_not_followed(tmp_path):
                 "no image beside it in images/ and no project image named 'train/z'",
             ),
         ]
+
+
+def test_an_image_whose_file_has_gone_is_listed_and_the_rest_written(tmp_path):
+    with ProjectStore.open(tmp_path / "proj", create=True) as store:
+        store.add_category("cell")
+        (tmp_path / "imgs").mkdir()
+        for name in ("a.png", "b.png"):
+            cv2.imwrite(str(tmp_path / "imgs" / name), np.zeros((20, 20), np.uint8))
+            (iid,) = store.add_images([NewImage(f"../imgs/{name}", 20, 20)])
+            store.set_image_status(iid, ImageStatus.DONE)
+        (tmp_path / "imgs" / "a.png").unlink()
+        report = export_yolo(store, tmp_path / "out", fractions={})
+    assert report.skipped == [("../imgs/a.png", "the image file is missing")]
+    assert report.images == {"train": 1}
+    assert (tmp_path / "out" / "labels" / "train" / "b.txt").read_text() == ""
+    assert not (tmp_path / "out" / "labels" / "train" / "a.txt").exists()
