@@ -302,6 +302,8 @@ def _propose(args: argparse.Namespace) -> int:
                     instances += outcome.instances
                 else:
                     left_alone += 1
+                if (outcome.error or None) != outcome.image.error:
+                    store.set_error(outcome.image.id, outcome.error)
                 if not args.score_only:
                     bar.set_postfix(instances=instances)
         except KeyboardInterrupt:

@@ -100,6 +100,7 @@ def project_summary(store: ProjectStore) -> dict:
         ],
         "active_model": store.get_meta("active_model"),
         "proposal_outcomes": [o.to_dict() for o in store.proposal_outcomes()],
+        "failed_images": [{"path": im.path, "error": im.error} for im in store.failed_images()],
     }
 
 
@@ -114,6 +115,11 @@ def _info(args: argparse.Namespace) -> int:
     print(f"images: {total}  " + "  ".join(f"{k}={v}" for k, v in summary["images"].items()))
     if summary["missing_images"]:
         print(f"missing on disk: {summary['missing_images']}")
+    if summary["failed_images"]:
+        failed = summary["failed_images"]
+        print(f"could not be proposed: {len(failed)} (maskloop propose tries them again)")
+        for image in failed[:SHOW_UNREADABLE]:
+            print(f"  {image['path']}: {image['error']}")
     print(
         "categories: "
         + (", ".join(f"{c['id']}:{c['name']}" for c in summary["categories"]) or "none")

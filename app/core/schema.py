@@ -100,5 +100,9 @@ MIGRATIONS: list[list[str]] = [
         # training targets, kept for evaluation.
         "ALTER TABLE instances ADD COLUMN crowd INTEGER NOT NULL DEFAULT 0 CHECK (crowd IN (0, 1))",
     ],
+    [
+        # Why the last proposal run could not propose the image (shown by `maskloop info`).
+        "ALTER TABLE images ADD COLUMN error TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

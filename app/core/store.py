@@ -302,6 +302,15 @@ class ProjectStore:
         """Record the model that computed the image's stored uncertainty."""
         self._update_image(image_id, "scored_by", model_id)
 
+    def set_error(self, image_id: int, reason: str | None) -> None:
+        """Record why proposing failed on the image (None: it did not)."""
+        self._update_image(image_id, "error", reason)
+
+    def failed_images(self) -> list[ImageRecord]:
+        """Images the last proposal run could not propose, by path."""
+        rows = self._conn.execute("SELECT * FROM images WHERE error IS NOT NULL ORDER BY path")
+        return [image_from_row(r) for r in rows]
+
     def set_missing(self, image_ids: Iterable[int], missing: bool) -> None:
         with self.transaction():
             self._conn.executemany(

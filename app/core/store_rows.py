@@ -37,6 +37,7 @@ def image_from_row(row: sqlite3.Row) -> ImageRecord:
         missing=bool(row["missing"]),
         proposed_by=row["proposed_by"],
         scored_by=row["scored_by"],
+        error=row["error"],
     )
 
 

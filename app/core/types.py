@@ -55,6 +55,7 @@ class ImageRecord:
     missing: bool = False
     proposed_by: str | None = None  # model id that made the current proposals
     scored_by: str | None = None  # model id that computed ``uncertainty``
+    error: str | None = None  # why the last proposal run failed on it, None if it did not
 
 
 def _as_ring(points: np.ndarray | list) -> np.ndarray:

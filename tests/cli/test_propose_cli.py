@@ -227,6 +227,14 @@ def test_an_image_the_model_fails_on_is_named_and_skipped(
     assert "imgs/cells_2.tif: the model failed on it: ValueError: expected 1 or 3" in out
     assert "on 4 images" in out  # the images after it were proposed
     assert _state(project)["imgs/cells_2.tif"] == (ImageStatus.NEW, [])
+    assert main(["info", str(project)]) == 0
+    out = capsys.readouterr().out
+    assert "could not be proposed: 1" in out and "imgs/cells_2.tif: the model failed" in out
+    tifffile.imwrite(project / "imgs" / "cells_2.tif", np.zeros((64, 80), np.uint8))
+    assert main(["propose", str(project), "--model", "tiny", *FAST]) == 0  # tried again
+    assert "on 1 images" in capsys.readouterr().out
+    assert main(["info", str(project), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["failed_images"] == []
 
 
 def test_a_model_failing_on_every_image_stops_the_run(
