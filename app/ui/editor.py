@@ -167,10 +167,14 @@ class Editor(QObject):
             return
         self.stacks.push(EditCommand(self.doc, text, operation, self._applied))
 
-    def edit_geometry(self, instance_id: int, polygons: list[Polygon], merge_key) -> None:
+    def edit_geometry(
+        self, instance_id: int, polygons: list[Polygon], merge_key, label: str = "Edit shape"
+    ) -> None:
         if self.doc is None:
             return
-        self.stacks.push(GeometryCommand(self.doc, instance_id, polygons, merge_key, self._applied))
+        self.stacks.push(
+            GeometryCommand(self.doc, instance_id, polygons, merge_key, self._applied, label)
+        )
 
     def _category_for_new(self) -> int | None:
         cats = self.store.categories()
@@ -204,7 +208,7 @@ class Editor(QObject):
         if len(sel) == 1:
             inst = self.doc.instance(sel[0])
             polys = brush_polygons(inst.polygons, stroke, radius, erase=erase, image_size=size)
-            self.edit_geometry(sel[0], polys, None)
+            self.edit_geometry(sel[0], polys, None, "Erase" if erase else "Brush")
         elif not erase and not sel:
             polys = brush_polygons([], stroke, radius, erase=False, image_size=size)
             if polys:

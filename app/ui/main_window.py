@@ -199,7 +199,7 @@ class MainWindow(QMainWindow):
             ("eraser", "Eraser (cuts from selected)", "E", "mdi.eraser"),
         ):
             a = self._action(
-                text, lambda _=False, n=name: self.canvas.set_tool(n), key, icon, t, tb, True
+                text, lambda _=False, n=name: self._choose_tool(n), key, icon, t, tb, True
             )
             self.tool_actions[name] = a
         self.tool_actions["select"].setChecked(True)
@@ -233,6 +233,11 @@ class MainWindow(QMainWindow):
         self.threshold.setMaximumWidth(120)
         self.threshold.setToolTip("Hide proposals scoring below this (Shift+A accepts the rest)")
         tb.addWidget(self.threshold)
+        self.threshold_label = QLabel()
+        self.threshold_label.setMinimumWidth(
+            self.threshold_label.fontMetrics().horizontalAdvance("0.00 ")
+        )
+        tb.addWidget(self.threshold_label)
         m = mb.addMenu("&Model")
         self._action("Train\u2026", self.show_train_dialog, "Ctrl+T", "mdi.school", m, tb)
         self._action("Propose all images", self.propose_all, None, "mdi.auto-fix", m)
@@ -277,6 +282,9 @@ class MainWindow(QMainWindow):
         self.categories.categories_changed.connect(self._instances_changed)
         self.display.settings_changed.connect(ed.set_display)
         self.threshold.valueChanged.connect(lambda v: ed.set_threshold(v / 100))
+        self.threshold.valueChanged.connect(
+            lambda v: self.threshold_label.setText(f"{v / 100:.2f}")
+        )
         self.opacity.valueChanged.connect(lambda v: c.set_fill_opacity(v / 100))
         self.versions.activated.connect(self._use_model)
 
@@ -295,6 +303,7 @@ class MainWindow(QMainWindow):
             if dock.isFloating():
                 clamp_to_screen(dock, self)
         self.threshold.setValue(int(s.value("review/threshold", 50)))
+        self.threshold_label.setText(f"{self.threshold.value() / 100:.2f}")
         self.opacity.setValue(int(s.value("view/opacity", 35)))
         self.canvas.set_brush_radius(float(s.value("tools/brush_radius", 8.0)))
         self.editor.set_threshold(self.threshold.value() / 100)
@@ -398,6 +407,8 @@ class MainWindow(QMainWindow):
     # -- reactions ----------------------------------------------------------------------------
 
     def _image_shown(self, image_id: int) -> None:
+        self.cursor_label.clear()  # the last image's pixel value means nothing here
+        self.statusBar().clearMessage()
         self.images.set_current(image_id)
         self.display.set_image(self.editor.pixels)
         self._instances_changed()
@@ -419,6 +430,11 @@ class MainWindow(QMainWindow):
     def _cursor(self, x: float, y: float) -> None:
         value = pixel_text(self.editor.pixels, x, y)
         self.cursor_label.setText(f"x {x:.1f}  y {y:.1f}" + (f"  = {value}" if value else ""))
+
+    def _choose_tool(self, name: str) -> None:
+        """A tool key or button: pressed again, the tool stays chosen (and highlighted)."""
+        self.canvas.set_tool(name)
+        self._tool_changed(self.canvas.tool.name)
 
     def _tool_changed(self, name: str) -> None:
         for n, a in self.tool_actions.items():

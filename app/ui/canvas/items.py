@@ -268,7 +268,7 @@ class InstanceEditor(QGraphicsObject):
         self.instance_id = instance_id
         self.polygons = [p.copy() for p in polygons]
         self.color = QColor(color)
-        self.on_commit = on_commit  # (instance_id, polygons, merge_key | None) -> None
+        self.on_commit = on_commit  # (instance_id, polygons, merge_key | None, label) -> None
         self.syncing = False
         self.fill_opacity = 0.35
         self._path = polygons_path(self.polygons)
@@ -324,7 +324,7 @@ class InstanceEditor(QGraphicsObject):
     def drag_finished(self, key: tuple[int, int, int]) -> None:
         origin, self._drag_origin = self._drag_origin, None
         if origin is not None and origin != self.polygons:
-            self.on_commit(self.instance_id, [p.copy() for p in self.polygons], key)
+            self.on_commit(self.instance_id, [p.copy() for p in self.polygons], key, "Move vertex")
 
     def request_vertex_delete(self, key: tuple[int, int, int]) -> None:
         """Remove a vertex; a ring left with fewer than 3 is dropped (a part: the instance)."""
@@ -341,7 +341,7 @@ class InstanceEditor(QGraphicsObject):
             poly.holes.pop(ri - 1)
         else:
             poly.holes[ri - 1] = ring
-        self.on_commit(self.instance_id, polys, None)
+        self.on_commit(self.instance_id, polys, None, "Delete vertex")
 
     def insert_vertex_near(self, pos: QPointF, tolerance: float) -> bool:
         """Insert a vertex on the edge nearest ``pos`` if it is within ``tolerance``."""
@@ -367,7 +367,7 @@ class InstanceEditor(QGraphicsObject):
             poly.exterior = ring
         else:
             poly.holes[ri - 1] = ring
-        self.on_commit(self.instance_id, polys, None)
+        self.on_commit(self.instance_id, polys, None, "Insert vertex")
         return True
 
     # -- whole-instance move ------------------------------------------------------------------
@@ -380,7 +380,7 @@ class InstanceEditor(QGraphicsObject):
         shift = np.array([offset.x(), offset.y()], np.float32)
         moved = [Polygon(p.exterior + shift, [h + shift for h in p.holes]) for p in self.polygons]
         self.setPos(0, 0)
-        self.on_commit(self.instance_id, moved, None)
+        self.on_commit(self.instance_id, moved, None, "Move instance")
 
     # -- painting -----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ class AnnotationScene(QGraphicsScene):
     def __init__(self, on_commit: Callable) -> None:
         super().__init__()
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
-        self.on_commit = on_commit  # (instance_id, polygons, merge_key) -> None
+        self.on_commit = on_commit  # (instance_id, polygons, merge_key, label) -> None
         self.doc: ImageDocument | None = None
         self.colors: dict[int, QColor] = {}
         self.selection: list[int] = []

@@ -31,7 +31,8 @@ WHEEL_STEP = 1.0015  # zoom factor per wheel angle unit (120 units per notch ~ x
 
 class CanvasView(QGraphicsView):
     selection_changed = Signal(list)
-    geometry_edited = Signal(int, object, object)  # instance id, polygons, merge key | None
+    # instance id, polygons, merge key | None, History label ("Move vertex", ...)
+    geometry_edited = Signal(int, object, object, str)
     polygon_drawn = Signal(object)  # list[Polygon]
     brush_stroke = Signal(object, float, bool)  # (N, 2) points, radius, erase
     cursor_moved = Signal(float, float)  # image coordinates

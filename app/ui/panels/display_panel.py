@@ -90,7 +90,22 @@ class DisplayPanel(QWidget):
             self.settings = self.settings.with_(low=low, high=high)
             self._set_widgets(self.settings)
 
+    def _keep_min_below_max(self) -> None:
+        """Manual contrast needs min < max (else the image turns black): the field just
+        edited is moved back to one step inside the other."""
+        low, high = self.low.value(), self.high.value()
+        if low < high:
+            return
+        edited = self.high if self.sender() is self.high else self.low
+        edited.blockSignals(True)
+        if edited is self.high:
+            self.high.setValue(low + self.high.singleStep())
+        else:
+            self.low.setValue(high - self.low.singleStep())
+        edited.blockSignals(False)
+
     def _changed(self) -> None:
+        self._keep_min_below_max()
         self.settings = DisplaySettings(
             auto=self.auto.isChecked(),
             low_pct=self.low_pct.value(),

@@ -1,0 +1,88 @@
+"""Smaller points of the annotation workflow: the tool button keeps its highlight, the score
+slider shows its value, min <= max in the display, spin boxes apply on focus loss, the
+status bar forgets the last image, and the History names each geometry edit."""
+
+from __future__ import annotations
+
+import pytest
+from canvas_helpers import drag
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from app.core.store import ProjectStore
+from app.ui.main_window import MainWindow
+
+
+@pytest.fixture
+def window(qtbot, project):
+    store = ProjectStore.open(project)
+    win = MainWindow(store)
+    qtbot.addWidget(win)
+    win.resize(1000, 700)
+    win.show()
+    qtbot.waitExposed(win)
+    win.canvas.fit()
+    win.canvas.setFocus()
+    yield win
+    win.close()
+    store.close()
+
+
+def test_pressing_the_tool_key_again_keeps_the_tool_highlighted(window):
+    QTest.keyClick(window.canvas, Qt.Key.Key_P)
+    QTest.keyClick(window.canvas, Qt.Key.Key_P)
+    assert window.canvas.tool.name == "polygon"
+    assert window.tool_actions["polygon"].isChecked()
+    assert not window.tool_actions["select"].isChecked()
+
+
+def test_the_score_slider_shows_its_value(window):
+    window.threshold.setValue(73)
+    assert window.threshold_label.text() == "0.73"
+
+
+def test_manual_min_stays_below_max(window):
+    d = window.display
+    d.auto.setChecked(False)
+    d.low.setValue(100)
+    d.high.setValue(500)
+    d.low.setValue(900)  # above max: moved back inside
+    assert d.low.value() < d.high.value() == 500
+    d.high.setValue(50)  # below min: moved back inside
+    assert d.high.value() > d.low.value()
+    assert window.editor.display.low < window.editor.display.high
+
+
+def test_a_typed_value_applies_when_the_focus_leaves(window, qtbot):
+    spin = window.display.gamma
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus)
+    spin.selectAll()
+    QTest.keyClicks(spin, "0.5")
+    assert window.editor.display.gamma == pytest.approx(1.0)  # not yet: still typing
+    QTest.keyClick(spin, Qt.Key.Key_Tab)
+    assert window.editor.display.gamma == pytest.approx(0.5)
+
+
+def test_the_status_bar_forgets_the_last_image(window):
+    window.canvas.cursor_moved.emit(10.0, 10.0)
+    assert window.cursor_label.text()
+    window.next_image()
+    assert window.cursor_label.text() == ""
+
+
+def test_history_names_each_geometry_edit(window):
+    win, canvas = window, window.canvas
+    (first, _) = win.editor.doc.instances
+    canvas.set_selection([first])
+    handle = next(h for h in canvas.single_editor().handles() if h.key == (0, 0, 0))
+    x, y = handle.pos().x(), handle.pos().y()
+    drag(canvas, [(x, y), (x - 4, y - 4)])
+    canvas.set_tool("brush")
+    canvas.set_brush_radius(3)
+    drag(canvas, [(30, 30), (40, 30)])
+    canvas.set_tool("eraser")
+    drag(canvas, [(30, 30), (31, 30)])
+    stack = win.editor.undo_group.activeStack()
+    labels = [stack.text(i) for i in range(stack.count())]
+    assert labels == ["Move vertex", "Brush", "Erase"]
