@@ -97,6 +97,43 @@ def _label(name: str) -> str:
     return "".join("_" if ch in '/\\:*?"<>|\n\r\t' else ch for ch in name).strip() or "object"
 
 
+def _even_odd_crop(rings: list[np.ndarray], width: int, height: int) -> tuple[np.ndarray, int, int]:
+    """(bool crop, x0, y0) of the rings filled even-odd, as ImageJ fills shape ROIs."""
+    pts = np.concatenate(rings)
+    x0 = min(max(math.floor(float(pts[:, 0].min())), 0), width)
+    y0 = min(max(math.floor(float(pts[:, 1].min())), 0), height)
+    x1 = min(max(math.ceil(float(pts[:, 0].max())), x0), width)
+    y1 = min(max(math.ceil(float(pts[:, 1].max())), y0), height)
+    mask = np.zeros((y1 - y0, x1 - x0), bool)
+    for ring in rings:
+        crop, cx, cy = polygons_to_mask_crop([Polygon(ring)], height, width)
+        if crop.size:
+            mask[cy - y0 : cy - y0 + crop.shape[0], cx - x0 : cx - x0 + crop.shape[1]] ^= crop
+    return mask, x0, y0
+
+
+def _even_odd(rings: list[np.ndarray], width: int, height: int) -> list[Polygon]:
+    """Rings filled even-odd, traced into exact pixel-edge polygons."""
+    mask, x0, y0 = _even_odd_crop(rings, width, height)
+    return mask_to_polygons(mask, tolerance=0.0, min_area=0.0, offset=(float(x0), float(y0)))
+
+
+def composite_polygons(polygons: list[Polygon], width: int, height: int) -> list[Polygon]:
+    """Polygons whose even-odd fill is the instance's mask: its own, or traced from the mask.
+
+    Overlapping parts, or a hole reaching out of its part, would fill differently in ImageJ.
+    """
+    rings = [r for p in polygons for r in (p.exterior, *p.holes) if len(r) >= 3]
+    odd, x0, y0 = _even_odd_crop(rings, width, height)
+    crop, cx, cy = polygons_to_mask_crop(polygons, height, width)
+    ours = np.zeros_like(odd)
+    ours[cy - y0 : cy - y0 + crop.shape[0], cx - x0 : cx - x0 + crop.shape[1]] = crop
+    if np.array_equal(odd, ours):
+        return polygons
+    traced = mask_to_polygons(ours, tolerance=0.0, min_area=0.0, offset=(float(x0), float(y0)))
+    return traced or polygons
+
+
 def _polygon_roi(roifile: Any, ring: np.ndarray) -> Any:
     whole = np.round(ring)
     if np.array_equal(whole, ring) and whole.min() >= INT_RANGE[0] and whole.max() <= INT_RANGE[1]:
@@ -128,12 +165,15 @@ def _composite_roi(roifile: Any, polygons: list[Polygon]) -> Any:
 
 
 def instance_roi(
-    roifile: Any, inst: Instance, category: Category, group: int, number: int
+    roifile: Any, inst: Instance, category: Category, group: int, number: int, size: tuple[int, int]
 ) -> tuple[Any, bool]:
-    """(ImageJ ROI of one instance, whether it is composite), named ``<category>-<number>``."""
+    """(ImageJ ROI of one instance on a (width, height) image, whether it is composite).
+
+    The ROI is named ``<category>-<number>``.
+    """
     composite = len(inst.polygons) > 1 or inst.has_holes
     if composite:
-        roi = _composite_roi(roifile, inst.polygons)
+        roi = _composite_roi(roifile, composite_polygons(inst.polygons, *size))
     else:
         roi = _polygon_roi(roifile, inst.polygons[0].exterior)
     roi.name = f"{_label(category.name)}-{number:04d}"
@@ -190,7 +230,14 @@ def export_rois(
                 report.skipped.append((f"{record.path} instance {inst.id}", "no polygon"))
                 continue
             category = categories[inst.category_id]
-            roi, composite = instance_roi(roifile, inst, category, groups[inst.category_id], number)
+            roi, composite = instance_roi(
+                roifile,
+                inst,
+                category,
+                groups[inst.category_id],
+                number,
+                (record.width, record.height),
+            )
             rois.append(roi)
             report.composite += int(composite)
         data = _roi_set_bytes(rois)
@@ -210,21 +257,6 @@ def export_rois(
 
 class _NoArea(Exception):
     """A valid ROI that is not an object outline; reported and skipped."""
-
-
-def _even_odd(rings: list[np.ndarray], width: int, height: int) -> list[Polygon]:
-    """Rings filled even-odd (as ImageJ fills shape ROIs), traced into exact polygons."""
-    pts = np.concatenate(rings)
-    x0 = min(max(math.floor(float(pts[:, 0].min())), 0), width)
-    y0 = min(max(math.floor(float(pts[:, 1].min())), 0), height)
-    x1 = min(max(math.ceil(float(pts[:, 0].max())), x0), width)
-    y1 = min(max(math.ceil(float(pts[:, 1].max())), y0), height)
-    mask = np.zeros((y1 - y0, x1 - x0), bool)
-    for ring in rings:
-        crop, cx, cy = polygons_to_mask_crop([Polygon(ring)], height, width)
-        if crop.size:
-            mask[cy - y0 : cy - y0 + crop.shape[0], cx - x0 : cx - x0 + crop.shape[1]] ^= crop
-    return mask_to_polygons(mask, tolerance=0.0, min_area=0.0, offset=(float(x0), float(y0)))
 
 
 def roi_polygons(roifile: Any, roi: Any, width: int, height: int) -> list[Polygon]:

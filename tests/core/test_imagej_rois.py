@@ -17,7 +17,7 @@ from app.core.imagej_rois import RoiError, export_rois, import_rois
 from app.core.import_problems import DatasetFormatError
 from app.core.output_files import OutputRefusedError
 from app.core.store import NewImage, ProjectStore
-from app.core.types import ImageStatus, Polygon
+from app.core.types import ImageStatus, Instance, Polygon
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +205,27 @@ def test_missing_extra_names_it(tmp_path, monkeypatch):
     monkeypatch.setattr(extras.importlib, "import_module", no_roifile)
     with _project(tmp_path) as store, pytest.raises(MissingExtraError, match=r"maskloop\[export\]"):
         import_rois(store, tmp_path)
+
+
+def test_overlapping_parts_are_written_as_imagej_will_fill_them(tmp_path):
+    square = Polygon([[10, 10], [30, 10], [30, 30], [10, 30]])
+    shifted = Polygon([[20, 20], [40, 20], [40, 40], [20, 40]])
+    hole_sticking_out = Polygon(
+        [[50, 10], [70, 10], [70, 30], [50, 30]], [[[60, 5], [65, 5], [65, 20], [60, 20]]]
+    )
+    with _project(tmp_path) as store:
+        store.add_instances(1, [Instance(1, [square, shifted]), Instance(1, [hole_sticking_out])])
+        store.set_image_status(1, ImageStatus.DONE)
+        export_rois(store, tmp_path / "out")
+        insts = store.instances(1)
+    rois = roifile.roiread(tmp_path / "out" / "x_RoiSet.zip")
+    assert all(roi.composite for roi in rois)
+    for roi, inst in zip(rois, insts, strict=True):
+        mask = np.zeros((80, 100), bool)
+        for ring in roi.coordinates(multi=True):
+            crop, x0, y0 = polygons_to_mask_crop([Polygon(ring)], 80, 100)
+            mask[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] ^= crop
+        crop, x0, y0 = polygons_to_mask_crop(inst.polygons, 80, 100)
+        expected = np.zeros((80, 100), bool)
+        expected[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        assert np.array_equal(mask, expected)
