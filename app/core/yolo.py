@@ -471,6 +471,9 @@ def _label_files(folder: Path, report: ImportReport) -> list[tuple[Path, Path, s
         found = [k for k, part in enumerate(rel[:-1]) if part == "labels"]
         if any(part.startswith(".") for part in rel) or not found:
             continue
+        if path.name == "classes.txt":  # LabelImg's class list beside its labels
+            report.skipped.append((Path(*rel).as_posix(), "a class list, not labels"))
+            continue
         if resolve_inside(folder, path.relative_to(folder).as_posix()) is None:
             report.skipped.append((Path(*rel).as_posix(), "links outside the folder; not followed"))
             continue

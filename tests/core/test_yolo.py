@@ -219,16 +219,18 @@ def test_roboflow_layout_empty_labels_and_matching_by_name(tmp_path):
     (ds / "train" / "labels" / "p.txt").write_text("0 0.25 0.25 0.75 0.25 0.75 0.75 0.25 0.75\n")
     (ds / "valid" / "labels" / "q.txt").write_text("")  # an image without objects
     (ds / "valid" / "labels" / "gone.txt").write_text("0 0.1 0.1 0.5 0.1 0.3 0.6\n")
+    (ds / "train" / "labels" / "classes.txt").write_text("cell\n")
     (ds / "data.yaml").write_text("train: ../train/images\nnc: 1\nnames: ['cell']\n")
     with ProjectStore.open(tmp_path / "proj", create=True) as store:
         (qid,) = store.add_images([NewImage("elsewhere/q.tif", 40, 30)])
         report = import_yolo(store, ds, status=ImageStatus.PROPOSED)
         assert report.images == 2 and report.images_added == 1 and report.instances == 1
         assert report.skipped == [
+            ("train/labels/classes.txt", "a class list, not labels"),
             (
                 "valid/labels/gone.txt",
                 "no image beside it in images/ and no project image named 'gone'",
-            )
+            ),
         ]
         assert store.image(qid).status == ImageStatus.PROPOSED and store.instances(qid) == []
         p = store.image_by_path("../rf/train/images/p.jpg")
