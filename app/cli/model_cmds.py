@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app import paths
+from app.cli.model_ids import model_card
 from app.core.store import ProjectStore
 from app.core.store_errors import StoreError
 from app.errors import MaskLoopError
@@ -159,7 +160,7 @@ def _models(args: argparse.Namespace) -> int:
         with ProjectStore.open(args.project) as store:
             # The store's rows, not the files: a run killed before its row was committed
             # leaves files of a version that does not exist.
-            cards += [_project_card(store, f"v{v.id}") for v in store.model_versions()]
+            cards += [model_card(store, f"v{v.id}") for v in store.model_versions()]
     rows = [_card_row(c) for c in cards]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -184,21 +185,6 @@ def _models(args: argparse.Namespace) -> int:
         )
     print(f"\nAdd your own cards to {paths.user_models_dir()}")
     return 0
-
-
-def _project_card(store: ProjectStore, model_id: str) -> ModelCard:
-    """The card of a zoo model or of a registered version ("v<N>" needs the store's row)."""
-    from app.ml import zoo
-    from app.ml.versions import version_id
-
-    number = version_id(model_id)
-    if number is not None and number not in {v.id for v in store.model_versions()}:
-        # Files without a committed row (a killed training run) are not a version.
-        known = ", ".join(f"v{v.id}" for v in store.model_versions()) or "none yet"
-        raise zoo.ModelNotFoundError(
-            f"The project {store.root} has no model version {model_id} (versions: {known})."
-        )
-    return zoo.get_card(model_id, store.root)
 
 
 def _propose_each(
@@ -243,7 +229,7 @@ def _propose(args: argparse.Namespace) -> int:
 
     with ProjectStore.open(args.project) as store:
         model_id = args.model or active_model(store)
-        card = _project_card(store, model_id)
+        card = model_card(store, model_id)
         chosen = select_images(
             store,
             model_id,

@@ -23,6 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from app.cli.model_ids import model_card
 from app.core.store import ProjectStore
 from app.core.types import Category
 from app.errors import MaskLoopError
@@ -205,7 +206,7 @@ def _setup(store: ProjectStore, run: dict[str, Any]) -> _TrainSetup:
             "training images and will look better than they are",
             len(train_ids),
         )
-    card = zoo.get_card(run["base_model"], store.root)
+    card = model_card(store, run["base_model"])
     model = zoo.load_model(card, device="cpu")
     if [c.id for c in card.categories] != [c.id for c in categories]:
         log.info(
@@ -460,7 +461,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         store = stack.enter_context(ProjectStore.open(args.project)) if args.project else None
         model_id = args.model or (active_model(store) if store is not None else DEFAULT_MODEL)
-        card = zoo.get_card(model_id, store.root if store is not None else None)
+        card = model_card(store, model_id)
         images = _evaluate_images(args, store, card)
         predictor = Predictor(card, device=args.device, score_threshold=AP_SCORE_FLOOR)
         result = evaluate_predictor(

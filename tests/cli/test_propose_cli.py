@@ -262,3 +262,5 @@ def test_version_files_without_their_row_are_not_a_version(
     assert main(["propose", str(project), "--model", "v1", *FAST]) == 1
     assert "has no model version v1 (versions: none yet)" in capsys.readouterr().err
     assert _state(project)["imgs/cells_1.png"] == (ImageStatus.NEW, [])
+    assert main(["evaluate", str(project), "--model", "v1"]) == 1
+    assert "has no model version v1" in capsys.readouterr().err
