@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from app.core.store import DB_NAME, ProjectStore
@@ -67,14 +67,14 @@ def check_output(
         )
 
 
-def check_output_folder(store: ProjectStore, folder: Path, image_folders: Iterable[Path]) -> None:
+def check_output_folder(store: ProjectStore, folder: Path, image_folders: set[Path]) -> None:
     """Refuse writing per-image files into a folder that holds project images.
 
     Files written there would replace images or be scanned as new images by the next
-    ``maskloop init``.
+    ``maskloop init``. ``image_folders``: the resolved folders of the project's images.
     """
     resolved = Path(folder).expanduser().resolve()
-    if resolved in set(image_folders):
+    if resolved in image_folders:
         safe = resolved.parent / f"{resolved.name}_labels"
         raise OutputRefusedError(
             f"{folder} holds the project's images; label maps written there could replace "
