@@ -131,6 +131,7 @@ class TrainDialog(QDialog):
         self.comparison = ComparisonProcess(python, self)
         self.comparison.finished.connect(self._on_compared)
         self._candidate: str | None = None  # registered, not active, waiting for a decision
+        self._trained = (0, 0)  # the progress bar at the end of training (iterations)
         self._device = "auto"
         self._build()
         self.process.event.connect(self._on_event)
@@ -464,6 +465,7 @@ class TrainDialog(QDialog):
                 "images…"
             )
             self.progress_label.setText("Comparing with the active model…")
+            self._trained = (self.progress.value(), self.progress.maximum())
             self.progress.setRange(0, 0)
             self._candidate = candidate
         elif result.outcome is Outcome.CANCELLED:
@@ -487,8 +489,9 @@ class TrainDialog(QDialog):
 
     def _on_compared(self, comparison: Comparison) -> None:
         """Activate the candidate only if it is at least as good and the person allows it."""
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
+        _, total = self._trained
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(max(total, 1))  # the run's iterations, all done
         self.progress_label.setText("Finished.")
         c = comparison.candidate
         if comparison.candidate_at_least_as_good and self.activate.isChecked():
@@ -514,17 +517,19 @@ class TrainDialog(QDialog):
 
     def activate_candidate(self) -> None:
         """The person chose the new version after seeing both figures."""
-        if self._candidate is not None:
-            self._activate(self._candidate)
-            self._show_status(f"{self._candidate} is now the active model (your choice).")
+        chosen = self._candidate
+        if chosen is not None and self._activate(chosen):
+            self._show_status(f"{chosen} is now the active model (your choice).")
 
-    def _activate(self, model_id: str) -> None:
+    def _activate(self, model_id: str) -> bool:
         try:
             set_active_model(self.store, model_id)
         except MaskLoopError as exc:
             self._show_status(str(exc), error=True)
-            return
+            return False
         self._candidate = None
         self.activate_button.hide()
         log.info("%s is now the active model", model_id)
+        self.refresh()  # the [active] mark moves
         self.version_activated.emit(model_id)
+        return True

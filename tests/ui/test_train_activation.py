@@ -79,6 +79,7 @@ def test_a_worse_version_stays_inactive_until_the_person_chooses_it(qtbot, tmp_p
     with qtbot.waitSignal(dialog.version_activated) as activated:
         qtbot.mouseClick(dialog.activate_button, Qt.MouseButton.LeftButton)
     assert activated.args == ["v1"] and active_model(store) == "v1"
+    assert dialog.status.text() == "v1 is now the active model (your choice)."
     assert not dialog.activate_button.isVisibleTo(dialog)
 
 
