@@ -31,6 +31,9 @@ from app.core.types import ImageStatus, Instance, Polygon, Source
 from app.errors import MaskLoopError
 
 BRUSH_TOLERANCE = 0.5  # px: brush results are simplified this much when re-traced
+# An edit waits this long for another process's write, then fails (the GUI says so) rather
+# than freezing the window for the store's default lock timeout.
+EDIT_LOCK_TIMEOUT_S = 2.0
 
 
 class DocumentError(MaskLoopError):
@@ -152,7 +155,7 @@ class ImageDocument:
         updated_before = [self.instance(inst.id) for inst in edit.update]
         accepted_before = set(self.accepted)
         instances = dict(self.instances)
-        with self.store.transaction():
+        with self.store.transaction(lock_timeout=EDIT_LOCK_TIMEOUT_S):
             added = self.store.apply_edit(
                 self.image_id,
                 add=edit.add,

@@ -88,6 +88,7 @@ class ProjectStore:
         self.root = root
         self._conn = conn
         self._depth = 0
+        self._lock_timeout = LOCK_TIMEOUT_S  # the connection's own, set when it was opened
 
     # -- opening --------------------------------------------------------------------------
 
@@ -161,11 +162,12 @@ class ProjectStore:
         return self.root / DB_NAME
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, lock_timeout: float | None = None) -> Iterator[None]:
         """Group writes: all of them are committed together, or none if an exception escapes.
 
-        SQLite's own failures (locked by another writer past :data:`LOCK_TIMEOUT_S`, disk
-        full) leave as :class:`StoreLockedError` / :class:`StoreFullError`.
+        SQLite's own failures (locked by another writer past ``lock_timeout`` seconds,
+        default :data:`LOCK_TIMEOUT_S`; disk full) leave as :class:`StoreLockedError` /
+        :class:`StoreFullError`.
         """
         if self._depth:
             self._depth += 1
@@ -175,9 +177,14 @@ class ProjectStore:
                 self._depth -= 1
             return
         try:
+            if lock_timeout is not None:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise store_error(exc, self.db_path) from exc
+        finally:
+            if lock_timeout is not None:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(self._lock_timeout * 1000)}")
         self._depth = 1
         try:
             yield

@@ -63,3 +63,26 @@ def test_a_full_disk_rolls_the_whole_change_back(project):
         assert "Free some disk space" in str(err.value) and "\n" not in str(err.value)
         assert store.count_instances() == 1 and store.integrity_ok()
         store.set_meta("still", "writable")  # small writes still fit
+
+
+def test_an_edit_waits_briefly_for_another_writer_then_fails(project, monkeypatch):
+    """The GUI edits through ImageDocument: a locked project must not freeze it 30 s."""
+    import time
+
+    from app.core import document
+
+    monkeypatch.setattr(document, "EDIT_LOCK_TIMEOUT_S", 0.1)
+    with ProjectStore.open(project) as store:
+        doc = document.ImageDocument(store, 1)
+        other = _hold_write_lock(project)
+        try:
+            start = time.monotonic()
+            with pytest.raises(StoreLockedError):
+                doc.add_instance(_big_instance(0))
+            assert time.monotonic() - start < 5
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert doc.instances == {} and store.count_instances() == 0
+        doc.add_instance(_big_instance(0))  # the store's own lock timeout is back
+        assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
