@@ -245,9 +245,20 @@ def _export_coco(args: argparse.Namespace) -> int:
 
 
 def _import_coco(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from app.core.coco import import_coco
 
-    with ProjectStore.open(args.project, create=True) as store:
+    with (
+        ProjectStore.open(args.project, create=True) as store,
+        tqdm(desc="reading annotations", unit="ann", leave=False) as bar,
+    ):
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
         report = import_coco(
             store,
             args.coco,
@@ -256,6 +267,7 @@ def _import_coco(args: argparse.Namespace) -> int:
             replace=args.replace,
             crowd=Crowd(args.crowd),
             simplify=args.simplify,
+            progress=progress,
         )
     _print_import(report)
     return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +56,7 @@ from app.errors import MaskLoopError
 log = logging.getLogger(__name__)
 
 MAX_PROBLEMS_SHOWN = 20
+PROGRESS_EVERY = 500  # annotations between progress reports
 COORD_DECIMALS = 2
 
 
@@ -502,8 +503,13 @@ def import_coco(
     replace: bool = False,
     crowd: Crowd | str = Crowd.KEEP,
     simplify: float = 0.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
     """Import a COCO instances file; all or nothing (see the module docstring).
+
+    ``progress`` gets (annotations read, annotations in the file) while they are decoded,
+    the long part of a big import; the store is written afterwards, in one short
+    transaction.
 
     Images are matched by ``file_name`` under ``images_root``; images not in the project
     yet are added when their files exist. Imported images get ``status``; with
@@ -540,6 +546,8 @@ def import_coco(
     source = source_for(status)
     found = set(pending)
     for k, ann in enumerate(annotations):
+        if progress is not None and k % PROGRESS_EVERY == 0:
+            progress(k, len(annotations))
         parsed = _parse_annotation(
             ann, f"annotations[{k}]", images, category_ids, found, simplify, problems
         )
@@ -558,6 +566,8 @@ def import_coco(
         if source == Source.HUMAN:
             inst.score = None
         pending[image_id].instances.append(inst)
+    if progress is not None:
+        progress(len(annotations), len(annotations))
     problems.raise_if_any()
     if crowds:
         report.skipped.append(

@@ -393,3 +393,22 @@ def test_crowd_regions_are_kept_through_import_and_export(project, tmp_path):
     out = json.loads((tmp_path / "out.json").read_text())["annotations"]
     assert [a["iscrowd"] for a in out] == [0, 1]
     assert out[1]["segmentation"] == crowd_rle and out[1]["area"] == mask.sum()
+
+
+def test_import_reports_progress_over_the_annotations(project, tmp_path, monkeypatch):
+    from app.core import coco
+
+    monkeypatch.setattr(coco, "PROGRESS_EVERY", 2)
+    square = [[1, 1, 9, 1, 9, 9, 1, 9]]
+    anns = [
+        {"id": k, "image_id": 5, "category_id": 40, "segmentation": square} for k in range(1, 6)
+    ]
+    calls = []
+    with _fresh(tmp_path, "p") as store:
+        import_coco(
+            store,
+            _coco_file(tmp_path, anns),
+            images_root=tmp_path / "imgs",
+            progress=lambda done, total: calls.append((done, total)),
+        )
+    assert calls == [(0, 5), (2, 5), (4, 5), (5, 5)]
