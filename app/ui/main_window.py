@@ -48,6 +48,12 @@ from .panels.instance_list import InstanceListPanel
 from .panels.model_panel import ModelEntry, ModelPanel
 from .panels.versions_panel import VersionsPanel
 from .preferences import settings
+from .project_view_state import (
+    DEFAULT_THRESHOLD,
+    ProjectViewState,
+    load_view_state,
+    save_view_state,
+)
 from .screen_fit import center_on, clamp_to_screen, first_run_geometry
 from .train_dialog import TrainDialog
 from .workers import ModelChoice, ProposalController, ProposalResult, WorkerFailure
@@ -104,11 +110,11 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_actions()
         self._connect()
-        self._restore()
+        state = self._restore()
         self._shown_once = False
         ids = self.images.ids()
         if ids:
-            self.open_image(ids[0])
+            self.open_image(state.image_id if state.image_id in ids else ids[0])
 
     # -- construction -------------------------------------------------------------------------
 
@@ -252,6 +258,11 @@ class MainWindow(QMainWindow):
             "Show instances", self.canvas.set_instances_visible, "H", "mdi.eye", v, tb, True
         )
         self.visible_action.setChecked(True)
+        self.labels_action = self._action(
+            "Show score labels", self.canvas.set_score_labels_visible, "L", "mdi.label-outline", v,
+            None, True,
+        )  # fmt: skip
+        self.labels_action.setChecked(True)
         tb.addWidget(QLabel(" Opacity "))
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
@@ -272,6 +283,7 @@ class MainWindow(QMainWindow):
         ed.image_error.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
         c.selection_changed.connect(self.instances.set_selected)
         self.instances.selection_requested.connect(c.set_selection)
+        self.instances.zoom_requested.connect(c.zoom_to_instance)
         c.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
         c.cursor_moved.connect(self._cursor)
         c.tool_changed.connect(self._tool_changed)
@@ -290,7 +302,9 @@ class MainWindow(QMainWindow):
 
     # -- preferences --------------------------------------------------------------------------
 
-    def _restore(self) -> None:
+    def _restore(self) -> ProjectViewState:
+        """Window layout and tool preferences; the project's last image, threshold and
+        display mapping (returned: the image opens once the window is built)."""
         s = settings()
         geometry, state = s.value("window/geometry"), s.value("window/state")
         if geometry is not None and self.restoreGeometry(geometry):
@@ -302,12 +316,19 @@ class MainWindow(QMainWindow):
         for dock in self.findChildren(QDockWidget):
             if dock.isFloating():
                 clamp_to_screen(dock, self)
-        self.threshold.setValue(int(s.value("review/threshold", 50)))
+        state = load_view_state(
+            s, self.store.root, threshold=int(s.value("review/threshold", DEFAULT_THRESHOLD))
+        )
+        self.threshold.setValue(state.threshold)
+        self.display.set_settings(state.display)
+        self.labels_action.setChecked(str(s.value("view/score_labels", True)).lower() != "false")
+        self.canvas.set_score_labels_visible(self.labels_action.isChecked())
         self.threshold_label.setText(f"{self.threshold.value() / 100:.2f}")
         self.opacity.setValue(int(s.value("view/opacity", 35)))
         self.canvas.set_brush_radius(float(s.value("tools/brush_radius", 8.0)))
         self.editor.set_threshold(self.threshold.value() / 100)
         self.canvas.set_fill_opacity(self.opacity.value() / 100)
+        return state
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)
@@ -322,6 +343,14 @@ class MainWindow(QMainWindow):
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
         s.setValue("review/threshold", self.threshold.value())
+        s.setValue("view/score_labels", self.labels_action.isChecked())
+        save_view_state(
+            s,
+            self.store.root,
+            ProjectViewState(
+                self.current_image_id(), self.threshold.value(), self.display.settings
+            ),
+        )
         s.setValue("view/opacity", self.opacity.value())
         s.setValue("tools/brush_radius", self.canvas.brush_radius())
         s.setValue("project/last", str(self.store.root))

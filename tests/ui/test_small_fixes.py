@@ -86,3 +86,38 @@ def test_history_names_each_geometry_edit(window):
     stack = win.editor.undo_group.activeStack()
     labels = [stack.text(i) for i in range(stack.count())]
     assert labels == ["Move vertex", "Brush", "Erase"]
+
+
+def test_instances_are_numbered_sortable_and_zoomable(window):
+    panel, canvas = window.instances, window.canvas
+    assert [panel.topLevelItem(r).text(0) for r in range(panel.topLevelItemCount())] == ["1", "2"]
+    panel.sortByColumn(2, Qt.SortOrder.AscendingOrder)  # by score, as numbers
+    scores = [panel.topLevelItem(r).text(2) for r in range(panel.topLevelItemCount())]
+    assert scores == ["0.30", "0.90"]
+    low = panel.topLevelItem(0)
+    before = canvas.zoom()
+    panel.itemDoubleClicked.emit(low, 0)
+    target = low.data(0, Qt.ItemDataRole.UserRole)
+    assert canvas.selection() == [target] and canvas.zoom() > 2 * before
+    assert not canvas.is_fitted()
+
+
+def test_score_labels_can_be_hidden(window):
+    assert window.canvas.score_labels_visible()
+    QTest.keyClick(window.canvas, Qt.Key.Key_L)
+    assert not window.canvas.score_labels_visible() and not window.labels_action.isChecked()
+
+
+def test_reopening_a_project_restores_image_threshold_and_display(window, qtbot):
+    store = window.store
+    window.next_image()
+    window.threshold.setValue(81)
+    window.display.gamma.setValue(0.6)
+    window.close()  # saves the project's view state
+    again = MainWindow(store)
+    qtbot.addWidget(again)
+    assert again.current_image_id() == 2
+    assert again.threshold.value() == 81 and again.editor.threshold == pytest.approx(0.81)
+    assert again.display.gamma.value() == pytest.approx(0.6)
+    assert again.editor.display.gamma == pytest.approx(0.6)
+    again.close()

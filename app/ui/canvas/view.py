@@ -135,6 +135,23 @@ class CanvasView(QGraphicsView):
         ).boundingRect().contains(editor.sceneBoundingRect()):
             self.centerOn(editor.sceneBoundingRect().center())
 
+    def zoom_to_instance(self, instance_id: int) -> None:
+        """Select an instance and fill the view with it (and a margin around it)."""
+        shape = self.canvas_scene.layer.shape_of(instance_id)
+        if shape is None:
+            return
+        self.set_selection([instance_id])
+        box = shape.bbox
+        margin = max(box.width(), box.height()) * 0.5 + 4
+        self.fitInView(
+            box.adjusted(-margin, -margin, margin, margin), Qt.AspectRatioMode.KeepAspectRatio
+        )
+        self._fitted = False
+        if self.zoom() > MAX_ZOOM:
+            self.set_zoom(MAX_ZOOM)
+        self.centerOn(box.center())
+        self.zoom_changed.emit(self.zoom())
+
     # -- display options ----------------------------------------------------------------------
 
     def set_threshold(self, value: float) -> None:
@@ -149,6 +166,14 @@ class CanvasView(QGraphicsView):
         for editor in self.canvas_scene.editors.values():
             editor.fill_opacity = value
             editor.update()
+
+    def set_score_labels_visible(self, visible: bool) -> None:
+        """Proposal scores next to the outlines (off where they crowd dense images)."""
+        self.canvas_scene.layer.show_labels = visible
+        self.canvas_scene.layer.update()
+
+    def score_labels_visible(self) -> bool:
+        return self.canvas_scene.layer.show_labels
 
     def set_instances_visible(self, visible: bool) -> None:
         self.canvas_scene.layer.setVisible(visible)

@@ -72,6 +72,12 @@ class DisplayPanel(QWidget):
         for w in widgets:
             w.blockSignals(False)
 
+    def set_settings(self, settings: DisplaySettings) -> None:
+        """Show and apply saved settings (e.g. the project's, when it is reopened)."""
+        self.settings = settings
+        self._set_widgets(settings)
+        self.settings_changed.emit(settings)
+
     def set_image(self, image: np.ndarray | None) -> None:
         """Offer this image's channels and show the range auto contrast picked."""
         self.channels.blockSignals(True)

@@ -1,4 +1,6 @@
-"""Instance list dock: category, score and source of each instance; click selects on canvas."""
+"""Instance list dock: category, score and source of each instance; click selects on canvas,
+double-click zooms to it. Instances are numbered 1..N on their image (database ids mean
+nothing to a person); every column sorts, numbers and scores as numbers."""
 
 from __future__ import annotations
 
@@ -12,8 +14,23 @@ from app.core.types import Category
 SOURCE_LABELS = {"human": "drawn", "model": "proposal", "model_edited": "edited proposal"}
 
 
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+class _Row(QTreeWidgetItem):
+    """Sorts by the value stored for sorting (numbers as numbers), else by text."""
+
+    def __lt__(self, other: QTreeWidgetItem) -> bool:
+        column = self.treeWidget().sortColumn() if self.treeWidget() else 0
+        mine, theirs = self.data(column, SORT_ROLE), other.data(column, SORT_ROLE)
+        if mine is not None and theirs is not None:
+            return mine < theirs
+        return self.text(column) < other.text(column)
+
+
 class InstanceListPanel(QTreeWidget):
     selection_requested = Signal(list)
+    zoom_requested = Signal(int)  # double-click: show this instance large
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -22,6 +39,11 @@ class InstanceListPanel(QTreeWidget):
         self.setUniformRowHeights(True)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.itemSelectionChanged.connect(self._selected)
+        self.itemDoubleClicked.connect(
+            lambda item, _col: self.zoom_requested.emit(item.data(0, Qt.ItemDataRole.UserRole))
+        )
+        self.setSortingEnabled(True)
+        self.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self._items: dict[int, QTreeWidgetItem] = {}
         self._syncing = False
 
@@ -32,20 +54,23 @@ class InstanceListPanel(QTreeWidget):
         cats = {c.id: c for c in categories}
         if doc is not None:
             rows = []
-            for i, inst in doc.instances.items():
+            for number, (i, inst) in enumerate(doc.instances.items(), 1):
                 cat = cats.get(inst.category_id)
                 source = SOURCE_LABELS[inst.source.value]
                 if inst.source.value == "model":
                     source += " (pending)" if doc.is_pending(i) else " (accepted)"
-                item = QTreeWidgetItem(
+                item = _Row(
                     [
-                        str(i),
+                        str(number),
                         cat.name if cat else f"? {inst.category_id}",
                         "" if inst.score is None else f"{inst.score:.2f}",
                         source,
                     ]
                 )
                 item.setData(0, Qt.ItemDataRole.UserRole, i)
+                item.setData(0, SORT_ROLE, number)
+                item.setData(2, SORT_ROLE, -1.0 if inst.score is None else inst.score)
+                item.setToolTip(0, f"instance {number} of {len(doc.instances)}")
                 if cat is not None:
                     item.setForeground(1, QColor(cat.color))
                 rows.append(item)
