@@ -507,13 +507,12 @@ def import_coco(
 ) -> ImportReport:
     """Import a COCO instances file; all or nothing (see the module docstring).
 
-    ``progress`` gets (annotations read, annotations in the file) while they are decoded,
-    the long part of a big import; the store is written afterwards, in one short
-    transaction.
-
     Images are matched by ``file_name`` under ``images_root``; images not in the project
     yet are added when their files exist. Imported images get ``status``; with
-    ``proposed`` the instances are model proposals to review.
+    ``proposed`` the instances are model proposals to review. ``crowd`` says what becomes
+    of ``iscrowd`` regions. ``progress`` gets (annotations read, annotations in the file)
+    while they are decoded, the long part of a big import; the store is written after
+    that, in one short transaction.
     """
     coco_path = Path(coco_path)
     root = Path(images_root).expanduser()
@@ -554,12 +553,11 @@ def import_coco(
         if parsed is None:
             continue
         image_id, inst, is_crowd = parsed
-        if (is_crowd and crowd == Crowd.SKIP) or not inst.polygons:
-            if is_crowd and crowd == Crowd.SKIP:
-                crowds += 1
-            else:
-                empties += 1
-            pending[image_id].dropped += 1
+        skip_crowd = is_crowd and crowd == Crowd.SKIP
+        if skip_crowd or not inst.polygons:
+            crowds += skip_crowd
+            empties += not skip_crowd
+            pending[image_id].dropped += 1  # an image with only these is left as it was
             continue
         inst.crowd = is_crowd and crowd == Crowd.KEEP
         inst.source = source
