@@ -59,13 +59,18 @@ class LabelExportReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def read_label_map(path: Path) -> np.ndarray:
+def read_label_map(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """A 2-D integer array of ids from a PNG (8/16-bit, palette) or TIFF (any integer type).
 
-    Headers are checked before anything is decoded: the pixel limit, a single channel and,
-    for TIFFs, a single page (a stack would otherwise be decoded whole before refusal).
+    Headers are checked before anything is decoded: the pixel limit, ``size`` (width,
+    height) when given, a single channel and, for TIFFs, a single page (a stack would
+    otherwise be decoded whole before refusal).
     """
-    read_image_size(path)  # header check: pixel limit, real image
+    width, height = read_image_size(path)  # header check: pixel limit, real image
+    if size is not None and (width, height) != size:
+        raise ImageReadError(
+            path, f"the label map is {width}x{height} px, its image {size[0]}x{size[1]} px"
+        )
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             with tifffile.TiffFile(path) as tif:
@@ -87,6 +92,12 @@ def read_label_map(path: Path) -> np.ndarray:
     labels = np.squeeze(labels)
     if labels.ndim != 2:
         raise ImageReadError(path, f"a label map must be 2-D, not shape {labels.shape}")
+    if size is not None and labels.shape != (size[1], size[0]):  # e.g. an EXIF-rotated PNG
+        raise ImageReadError(
+            path,
+            f"the label map is {labels.shape[1]}x{labels.shape[0]} px, its image "
+            f"{size[0]}x{size[1]} px",
+        )
     return labels
 
 
@@ -146,12 +157,7 @@ def import_label_maps(
             report.skipped.append((path.name, f"{claimed[record.id]} already maps this image"))
             continue
         try:
-            labels = read_label_map(path)
-            if labels.shape != (record.height, record.width):
-                raise GeometryError(
-                    f"label map is {labels.shape[1]}x{labels.shape[0]} px, the image "
-                    f"{record.path} is {record.width}x{record.height} px"
-                )
+            labels = read_label_map(path, (record.width, record.height))
             parts = label_map_to_instances(labels, tolerance=simplify, min_area=min_area)
         except (ImageReadError, GeometryError) as exc:
             report.skipped.append((path.name, str(exc)))

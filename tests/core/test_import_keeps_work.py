@@ -210,10 +210,13 @@ def test_label_map_whose_ids_all_drop_leaves_the_image(store, tmp_path):
     assert _state(store) == (ImageStatus.DONE, 0)
 
 
-def test_multi_page_label_tiff_is_refused_from_its_header(store, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("shape", "reason"), [((5, H, W), "5 pages"), ((H * 50, W * 50), "3000x2000 px, its image")]
+)
+def test_label_tiff_is_refused_from_its_header(store, tmp_path, monkeypatch, shape, reason):
     labels = tmp_path / "labels"
     labels.mkdir()
-    tifffile.imwrite(labels / "a.tif", np.ones((5, H, W), np.uint16))
+    tifffile.imwrite(labels / "a.tif", np.ones(shape, np.uint16))
     decoded = []
     real = tifffile.TiffPage.asarray
     monkeypatch.setattr(
@@ -221,5 +224,5 @@ def test_multi_page_label_tiff_is_refused_from_its_header(store, tmp_path, monke
     )
     monkeypatch.setattr(tifffile, "imread", lambda *a, **k: decoded.append(1))
     report = import_label_maps(store, labels, replace=True)
-    assert report.images == 0 and "5 pages" in report.skipped[0][1]
+    assert report.images == 0 and reason in report.skipped[0][1]
     assert decoded == [] and _state(store) == (ImageStatus.IN_PROGRESS, 3)
