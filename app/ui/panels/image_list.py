@@ -1,4 +1,9 @@
-"""Image list dock: status icons, filter by status, sort by name / status / uncertainty, counts."""
+"""Image list dock: status icons, filter by status, sort by name / status / uncertainty, counts.
+
+Names are shown relative to the folder all images share (``nuclei_004.png``, not
+``../imgs/nuclei_004.png``); the full path is in the tooltip. The model's uncertainty
+(expected corrections) follows the name of images still to review, labelled.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.store import ProjectStore
-from app.core.types import ImageStatus
+from app.core.types import ImageRecord, ImageStatus
 
 STATUS_ICONS = {
     ImageStatus.NEW: ("mdi.circle-outline", "#9e9e9e"),
@@ -25,6 +30,28 @@ STATUS_ICONS = {
     ImageStatus.SKIPPED: ("mdi.skip-next-circle-outline", "#bdbdbd"),
 }
 SORTS = {"Name": "path", "Status": "status", "Uncertainty": "uncertainty"}
+REVIEWED = (ImageStatus.DONE, ImageStatus.SKIPPED)
+
+
+def common_folder(paths: list[str]) -> str:
+    """The folder prefix (``a/b/``) every stored path shares, '' if none."""
+    if not paths:
+        return ""
+    parts = [p.split("/")[:-1] for p in paths]
+    prefix: list[str] = []
+    for names in zip(*parts, strict=False):
+        if len(set(names)) != 1:
+            break
+        prefix.append(names[0])
+    return "/".join(prefix) + "/" if prefix else ""
+
+
+def row_label(record: ImageRecord, prefix: str) -> str:
+    """The name under the shared folder, and the uncertainty of an image still to review."""
+    name = record.path[len(prefix) :] if record.path.startswith(prefix) else record.path
+    if record.uncertainty is not None and record.status not in REVIEWED:
+        name += f"  \u2013 {record.uncertainty:.1f} expected fixes"
+    return name
 
 
 class ImageListPanel(QWidget):
@@ -61,6 +88,7 @@ class ImageListPanel(QWidget):
         self.sort.currentIndexChanged.connect(self.refresh)
         self.list.currentItemChanged.connect(self._picked)
         self._current: int | None = None
+        self._prefix = ""
         self.refresh()
 
     def order(self) -> str:
@@ -70,11 +98,17 @@ class ImageListPanel(QWidget):
         """Re-read the list from the store (statuses change with every review)."""
         self.list.blockSignals(True)
         self.list.clear()
+        prefix = self._prefix = common_folder([im.path for im in self.store.images()])
         for im in self.store.images(status=self.filter.currentData(), order=self.order()):
-            label = im.path if im.uncertainty is None else f"{im.path}  ({im.uncertainty:.2f})"
-            item = QListWidgetItem(self._icons[im.status], label)
+            item = QListWidgetItem(self._icons[im.status], row_label(im, prefix))
             item.setData(Qt.ItemDataRole.UserRole, im.id)
-            item.setToolTip(f"{im.path}\n{im.width} x {im.height}, {im.status.value}")
+            tip = f"{self.store.abspath(im)}\n{im.width} x {im.height}, {im.status.value}"
+            if im.uncertainty is not None:
+                tip += (
+                    f"\nuncertainty {im.uncertainty:.2f}: corrections the model expects this "
+                    "image's review to need"
+                )
+            item.setToolTip(tip)
             self.list.addItem(item)
             if im.id == self._current:
                 self.list.setCurrentItem(item)
@@ -83,11 +117,12 @@ class ImageListPanel(QWidget):
 
     def update_status(self, image_id: int) -> None:
         """Cheap update of one row's icon after an edit."""
-        status = self.store.image(image_id).status
+        record = self.store.image(image_id)
         for row in range(self.list.count()):
             item = self.list.item(row)
             if item.data(Qt.ItemDataRole.UserRole) == image_id:
-                item.setIcon(self._icons[status])
+                item.setIcon(self._icons[record.status])
+                item.setText(row_label(record, self._prefix))
         self.refresh_counts()
 
     def refresh_counts(self) -> None:
