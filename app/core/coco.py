@@ -48,7 +48,7 @@ from app.core.interchange import (
     safe_relative_name,
     source_for,
 )
-from app.core.output_files import check_output, write_atomic
+from app.core.output_files import check_output, remove_stale_temps, write_atomic
 from app.core.store import ProjectStore
 from app.core.types import Category, ImageStatus, Instance, Polygon, Source
 from app.errors import MaskLoopError
@@ -265,6 +265,7 @@ def export_coco(
     """
     out_path = Path(out_path)
     check_output(store, out_path, overwrite=overwrite)
+    remove_stale_temps(out_path.parent, {out_path.name})
     coco, report = build_coco(
         store,
         segmentation=Segmentation(segmentation),

@@ -33,6 +33,7 @@ from app.core.output_files import (
     check_output,
     check_output_folder,
     project_image_paths,
+    remove_stale_temps,
     write_atomic,
 )
 from app.core.store import ProjectStore
@@ -222,6 +223,11 @@ def export_label_maps(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LabelMapError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
+    by_folder: dict[Path, set[str]] = {}
+    for _, target in targets:
+        by_folder.setdefault(target.parent, set()).add(target.name)
+    for folder, names in by_folder.items():
+        remove_stale_temps(folder, names)
     for record, target in targets:
         instances = store.instances(record.id)
         if len(instances) > MAX_PNG_ID:

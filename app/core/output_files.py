@@ -3,8 +3,8 @@
 An export must never destroy what the user made: the project store and the project's
 images are never written over, whatever the flags; any other existing file is replaced
 only when the caller says so (``--overwrite``). Files are written to a temporary name
-beside the target and renamed over it, so a target is never half-written; a temporary
-file a killed run left behind is removed by the next write to the same target.
+beside the target and renamed over it, so a target is never half-written; temporary files
+a killed run left behind are removed by the next export to the same targets.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from app.core.store import DB_NAME, ProjectStore
@@ -107,16 +107,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(target: Path) -> int:
-    """Delete temporary files of ``target`` whose writing process is gone; returns how many."""
+def remove_stale_temps(folder: Path, names: Collection[str]) -> int:
+    """Delete the temporary files of ``folder``/``names`` whose writing process is gone.
+
+    One listing of ``folder`` for all its targets; returns how many files were removed.
+    """
     removed = 0
     try:
-        siblings = list(target.parent.iterdir())
+        entries = list(Path(folder).iterdir())
     except OSError:
         return 0
-    for path in siblings:
+    for path in entries:
         match = _TEMP.match(path.name)
-        if match is None or match["name"] != target.name or _pid_alive(int(match["pid"])):
+        if match is None or match["name"] not in names or _pid_alive(int(match["pid"])):
             continue
         try:
             path.unlink()
@@ -134,7 +137,6 @@ def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
     as it was and the exception propagates.
     """
     target = Path(target)
-    remove_stale_temps(target)
     tmp = _temp_name(target, os.getpid())
     try:
         write(tmp)

@@ -97,7 +97,17 @@ def test_temp_files_of_killed_exports_are_cleaned(tmp_path):
     assert main(["export-coco", str(proj), str(out)]) == 0
     assert not dead.exists() and other.exists() and out.exists()
     assert not list(tmp_path.glob(".out.json.*"))
-    assert remove_stale_temps(out) == 0
+    assert remove_stale_temps(tmp_path, {"out.json", "other.json"}) == 0  # pid 1 is alive
+
+
+def test_temp_label_maps_of_a_killed_export_are_cleaned(tmp_path):
+    proj = _project(tmp_path)
+    out = tmp_path / "labels"
+    out.mkdir()
+    dead = out / f".a.png.{2**22 + 12345}.tmp"
+    dead.write_bytes(b"half")
+    assert main(["export-labels", str(proj), str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
 
 
 def test_failed_write_leaves_no_temp_and_the_old_file(tmp_path, monkeypatch):
