@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -92,17 +93,24 @@ def _temp_name(target: Path, pid: int) -> Path:
     return target.with_name(f".{target.name}.{pid}.tmp")
 
 
+WINDOWS_STALE_AFTER_S = 24 * 3600  # no cheap pid check there: an old temp file is stale
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
 
 
-def _pid_alive(pid: int) -> bool:
+def _writer_alive(pid: int, path: Path) -> bool:
+    """Whether the process that named a temporary file ``pid`` may still be writing it."""
     if pid == os.getpid():
         return True
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        try:
+            return time.time() - path.stat().st_mtime < WINDOWS_STALE_AFTER_S
+        except OSError:
+            return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:
         return True  # someone else's live process, or no way to tell: leave its file alone
     return True
 
@@ -119,7 +127,7 @@ def remove_stale_temps(folder: Path, names: Collection[str]) -> int:
         return 0
     for path in entries:
         match = _TEMP.match(path.name)
-        if match is None or match["name"] not in names or _pid_alive(int(match["pid"])):
+        if match is None or match["name"] not in names or _writer_alive(int(match["pid"]), path):
             continue
         try:
             path.unlink()
