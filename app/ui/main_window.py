@@ -34,6 +34,7 @@ from app.core.store import ProjectStore
 from app.core.types import ImageStatus
 from app.logs import log_file_path
 from app.ml.active import next_images
+from app.ml.versions import DEFAULT_MODEL
 
 from .canvas.view import CanvasView
 from .display import pixel_text
@@ -103,6 +104,8 @@ class MainWindow(QMainWindow):
         self.log_dock = self._dock("Log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.log_dock.hide()
         self.proposals: ProposalController | None = None
+        self._fallback_model: str | None = None  # the model proposals used before this one
+        self._broken_models: set[str] = set()
         self.model_panel: ModelPanel | None = None
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setInterval(300)
@@ -506,7 +509,7 @@ class MainWindow(QMainWindow):
         controller.proposals_ready.connect(self._proposals_ready)
         controller.failed.connect(self._worker_failed)
         controller.notice.connect(lambda text: self.statusBar().showMessage(text, 10000))
-        controller.model_error.connect(self._model_error)
+        controller.model_failed.connect(self._model_error)
         self.current_image_changed.connect(self._request_proposals)
         current = self.current_image_id()
         if current is not None:
@@ -518,6 +521,7 @@ class MainWindow(QMainWindow):
             return
         settings().setValue("model/device", choice.device)
         if choice.model_id != self.proposals.choice.model_id:
+            self._fallback_model = self.proposals.choice.model_id
             self.store.set_meta("active_model", choice.model_id)
         self.proposals.set_model(choice)
         current = self.current_image_id()
@@ -622,8 +626,30 @@ class MainWindow(QMainWindow):
         self.log_view.appendPlainText(f"Proposal failed{where}: {failure.message}")
         self.log_view.appendPlainText(failure.details)
 
-    def _model_error(self, message: str) -> None:
+    def _model_error(self, failing: str, message: str) -> None:
+        """A model did not load: say why, and go on with the last model that worked (or the
+        bundled one), so proposals do not stop."""
+        assert self.proposals is not None
+        self._broken_models.add(failing)
+        if failing != self.proposals.choice.model_id:  # a late report: already moved on
+            log.info("model %s could not be loaded (already replaced)", failing)
+            return
+        fallback = next(
+            (
+                m
+                for m in (self._fallback_model, DEFAULT_MODEL)
+                if m and m not in self._broken_models
+            ),
+            None,
+        )
+        if fallback is not None:
+            message += f"\n\nProposals go on with {fallback}."
         self.log_view.appendPlainText(message)
+        if self.model_panel is not None:
+            self.model_panel.eta.setText(f"{failing} could not be loaded.")
         box = QMessageBox(QMessageBox.Icon.Warning, "Model not available", message, parent=self)
         box.setModal(False)
         box.show()
+        self._model_box = box
+        if fallback is not None:
+            self._use_model(fallback)

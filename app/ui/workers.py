@@ -27,6 +27,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance
+from app.errors import MaskLoopError
 from app.ml.propose import ImageOutcome, detection_threshold, propose_images
 from app.ml.zoo import ModelCard
 
@@ -211,6 +212,10 @@ class _WorkerThread(QThread):
         self._predictor = None
         try:
             self._predictor = self._c.predictor_factory(choice, self._c.project_root)
+        except MaskLoopError as exc:  # expected (offline weights, bad card): no traceback
+            log.warning("cannot load model %s: %s", choice.model_id, exc)
+            self._c._model_failed(generation, choice, exc)
+            return None
         except Exception as exc:
             log.exception("cannot load model %s", choice.model_id)
             self._c._model_failed(generation, choice, exc)
@@ -315,6 +320,7 @@ class ProposalController(QObject):
     proposals_ready = Signal(object)  # ProposalResult
     failed = Signal(object)  # WorkerFailure: one image failed, the worker goes on
     model_error = Signal(str)  # the model could not be loaded: show a dialog, keep working
+    model_failed = Signal(str, str)  # (model id, message): which model model_error is about
     notice = Signal(str)  # a one-line message for the status bar
     status_changed = Signal(object)  # WorkerStatus
     batch_progress = Signal(int, int, float)  # done, total, eta seconds (-1 unknown)
@@ -438,10 +444,12 @@ class ProposalController(QObject):
         self._model_broken = True
         self._queue.drop()
         self.cancel_batch()
-        self.model_error.emit(
+        message = (
             f"The model '{choice.model_id}' could not be loaded, so no proposals will be made "
             f"until another model is chosen. Annotation works as usual.\n\n{exc}"
         )
+        self.model_failed.emit(choice.model_id, message)
+        self.model_error.emit(message)
 
     def _switch_device_silently(self, choice: ModelChoice) -> None:
         """Keep the generation (queued work stays valid) but run on another device."""

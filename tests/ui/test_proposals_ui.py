@@ -164,3 +164,29 @@ def test_next_most_uncertain_image(qtbot, window):
     assert window.current_image_id() == ids[2]
     window.most_uncertain_image()  # the current one is skipped: next in line
     assert window.current_image_id() == ids[1]
+
+
+def test_a_model_that_cannot_load_falls_back_without_a_traceback(
+    qtbot, window, caplog, monkeypatch
+):
+    from app.ml.zoo import WeightsDownloadError
+
+    monkeypatch.setattr(QMessageBox, "show", lambda self: None)
+
+    def factory(choice, root):
+        if choice.model_id == "other":
+            raise WeightsDownloadError("offline: cannot download the COCO weights from https://x")
+        return Fake()
+
+    controller = attach(window, factory)
+    qtbot.waitUntil(lambda: window.store.count_images(ImageStatus.PROPOSED) == N, timeout=5000)
+    window.set_model(ModelChoice("other"))
+    assert controller.choice.model_id == "other"
+    qtbot.waitUntil(lambda: controller.choice.model_id == "fake", timeout=5000)
+    assert window.store.get_meta("active_model") == "fake"
+    assert "could not be loaded" in window.log_view.toPlainText()
+    assert "Proposals go on with fake" in window.log_view.toPlainText()
+    assert window.log_view.toPlainText().count("Proposals go on with") == 1  # late reports ignored
+    worker_records = [r for r in caplog.records if r.name == "app.ui.workers"]
+    assert any("offline" in r.getMessage() for r in worker_records)
+    assert not any(r.exc_info for r in worker_records)
