@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from app import __version__
+from app.core.atomic import remove_stale_temps, write_json_atomic
 from app.core.coco_options import Crowd, Segmentation
 from app.core.geometry import (
     MAX_COORD,
@@ -48,7 +49,7 @@ from app.core.interchange import (
     safe_relative_name,
     source_for,
 )
-from app.core.output_files import check_output, remove_stale_temps, write_atomic
+from app.core.output_files import check_output
 from app.core.store import ProjectStore
 from app.core.types import Category, ImageStatus, Instance, Polygon, Source
 from app.errors import MaskLoopError
@@ -239,12 +240,10 @@ def build_coco(
     return coco, report
 
 
-def write_json_atomic(data: dict, path: Path) -> None:
-    """Write JSON so that ``path`` holds the old file or the whole new one, never a part."""
-    # dumps, not dump: only dumps uses the C encoder for the whole document.
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+def _write_coco_json(data: dict, path: Path) -> None:
+    """Write the COCO file atomically; a failed write names the file and the reason."""
     try:
-        write_atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_json_atomic(path, data, separators=(",", ":"), ensure_ascii=False)
     except OSError as exc:
         raise CocoExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
@@ -273,7 +272,7 @@ def export_coco(
         images_root=Path(images_root) if images_root is not None else None,
         out_path=out_path,
     )
-    write_json_atomic(coco, out_path)
+    _write_coco_json(coco, out_path)
     return report
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core.atomic import write_bytes_atomic
 from app.core.extras import require
 from app.core.geometry import mask_to_polygons, polygons_to_mask_crop
 from app.core.import_problems import Problems
@@ -43,12 +44,7 @@ from app.core.interchange import (
     source_for,
 )
 from app.core.name_match import ImagesByName
-from app.core.output_files import (
-    check_output,
-    check_output_folder,
-    project_image_paths,
-    write_atomic,
-)
+from app.core.output_files import check_output, check_output_folder, project_image_paths
 from app.core.store import ProjectStore
 from app.core.types import Category, ImageRecord, ImageStatus, Instance, Polygon
 from app.errors import MaskLoopError
@@ -243,7 +239,7 @@ def export_rois(
         data = _roi_set_bytes(rois)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(target, lambda tmp, d=data: tmp.write_bytes(d))
+            write_bytes_atomic(target, data)
         except OSError as exc:
             raise RoiError(f"cannot write {target}: {exc.strerror or exc}") from exc
         report.files += 1

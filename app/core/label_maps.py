@@ -19,6 +19,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from app.core.atomic import remove_stale_temps, write_bytes_atomic
 from app.core.geometry import GeometryError, label_map_to_instances, polygons_to_mask_crop
 from app.core.images import ImageReadError, read_image_size
 from app.core.interchange import (
@@ -29,13 +30,7 @@ from app.core.interchange import (
     relative_to_root,
     source_for,
 )
-from app.core.output_files import (
-    check_output,
-    check_output_folder,
-    project_image_paths,
-    remove_stale_temps,
-    write_atomic,
-)
+from app.core.output_files import check_output, check_output_folder, project_image_paths
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance
 from app.errors import MaskLoopError
@@ -187,7 +182,7 @@ def _write_png16(labels: np.ndarray, path: Path) -> None:
     ok, encoded = cv2.imencode(".png", labels)
     if not ok:
         raise OSError(f"cannot encode a {labels.shape[1]}x{labels.shape[0]} label map as PNG")
-    write_atomic(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))
+    write_bytes_atomic(path, encoded.tobytes())
 
 
 def export_label_maps(

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.core.atomic import write_atomic, write_text_atomic
 from app.core.extras import require
 from app.core.geometry import mask_to_polygons, polygons_to_mask_crop
 from app.core.images import SUPPORTED_EXTENSIONS, ImageReadError, read_image_size
@@ -50,12 +51,7 @@ from app.core.interchange import (
     store_path,
 )
 from app.core.name_match import ImagesByName
-from app.core.output_files import (
-    check_output,
-    check_output_folder,
-    project_image_paths,
-    write_atomic,
-)
+from app.core.output_files import check_output, check_output_folder, project_image_paths
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance, Polygon
 from app.errors import MaskLoopError
@@ -335,7 +331,7 @@ def export_yolo(
                 target.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(image_target, lambda tmp, src=source: shutil.copyfile(src, tmp))
             text = "".join(line + "\n" for line in lines)
-            write_atomic(label_target, lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"))
+            write_text_atomic(label_target, text)
         except OSError as exc:
             raise YoloError(f"cannot write {label_target} or its image: {exc}") from exc
         written |= {image_target.resolve(), label_target.resolve()}
@@ -344,7 +340,7 @@ def export_yolo(
     used = sorted(report.images, key=SPLITS.index)
     text = _data_yaml(out_dir, used, [c.name for c in categories])
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(report.data_yaml, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text_atomic(report.data_yaml, text)
     report.stale = _stale_files(out_dir, written)
     log.info("exported %d images as YOLO to %s", sum(report.images.values()), out_dir)
     return report

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from app.cli import main
+from app.core.atomic import remove_stale_temps
 from app.core.geometry import mask_to_polygons
-from app.core.output_files import remove_stale_temps
 from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus, Instance
 
