@@ -116,10 +116,12 @@ def attach_proposals(window: MainWindow, store: ProjectStore) -> None:
     import torch
 
     from .model_entries import model_entries
-    from .workers import ModelChoice, ProposalController
+    from .workers import PROPOSAL_THRESHOLD_KEY, ModelChoice, ProposalController
 
     model_id = store.get_meta("active_model") or "cells-mobile"
-    choice = ModelChoice(model_id, str(settings().value("model/device", "auto")))
+    device = str(settings().value("model/device", "auto"))
+    saved = store.get_meta(PROPOSAL_THRESHOLD_KEY)
+    choice = ModelChoice(model_id, device, float(saved)) if saved else ModelChoice(model_id, device)
     controller = ProposalController(store.root, choice=choice, parent=window)
     window.attach_proposals(controller, model_entries(store), cuda=torch.cuda.is_available())
     if not torch.cuda.is_available():

@@ -57,7 +57,13 @@ from .project_view_state import (
 )
 from .screen_fit import center_on, clamp_to_screen, first_run_geometry
 from .train_dialog import TrainDialog
-from .workers import ModelChoice, ProposalController, ProposalResult, WorkerFailure
+from .workers import (
+    PROPOSAL_THRESHOLD_KEY,
+    ModelChoice,
+    ProposalController,
+    ProposalResult,
+    WorkerFailure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +242,7 @@ class MainWindow(QMainWindow):
             "Previous image", self.previous_image, ["Left", "PgUp"], "mdi.arrow-left", r, tb
         )
         tb.addSeparator()
-        tb.addWidget(QLabel(" Score \u2265 "))
+        tb.addWidget(QLabel(" Show score \u2265 "))
         self.threshold = QSlider(Qt.Orientation.Horizontal)
         self.threshold.setRange(0, 100)
         self.threshold.setMaximumWidth(120)
@@ -523,6 +529,8 @@ class MainWindow(QMainWindow):
         if choice.model_id != self.proposals.choice.model_id:
             self._fallback_model = self.proposals.choice.model_id
             self.store.set_meta("active_model", choice.model_id)
+        if choice.score_threshold != self.proposals.choice.score_threshold:
+            self.store.set_meta(PROPOSAL_THRESHOLD_KEY, f"{choice.score_threshold:.2f}")
         self.proposals.set_model(choice)
         current = self.current_image_id()
         if current is not None:

@@ -49,6 +49,9 @@ class Predictor(Protocol):
     ) -> list[Instance]: ...
 
 
+PROPOSAL_THRESHOLD_KEY = "proposal_threshold"  # project meta: the Model dock's store score
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """Which model proposes, where it runs and what it keeps."""
@@ -230,7 +233,11 @@ class _WorkerThread(QThread):
         image = store.image(job.image_id)
         if image.status not in (ImageStatus.NEW, ImageStatus.PROPOSED):
             return  # a person works on it: nothing to propose
-        if image.status is ImageStatus.PROPOSED and image.proposed_by == choice.model_id:
+        if (
+            image.status is ImageStatus.PROPOSED
+            and image.proposed_by == choice.model_id
+            and not c._needs_reproposal(job)
+        ):
             return  # this model's proposals are already stored
 
         def stale() -> bool:
@@ -243,6 +250,7 @@ class _WorkerThread(QThread):
             c.failed.emit(WorkerFailure(job.image_id, outcome.error, ""))
             return
         c._last_seconds = outcome.seconds
+        c._reproposed.add(job.image_id)
         c.proposals_ready.emit(
             ProposalResult(
                 job.image_id,
@@ -348,6 +356,8 @@ class ProposalController(QObject):
         self._device_name = ""
         self._last_seconds: float | None = None
         self._model_broken = False
+        self._repropose_generation = -1  # generation whose jobs re-propose (threshold changed)
+        self._reproposed: set[int] = set()  # images re-proposed in that generation
         self._batch_total = 0
         self._batch_done = 0
         self._batch_t0 = 0.0
@@ -394,11 +404,20 @@ class ProposalController(QObject):
     def set_model(self, choice: ModelChoice) -> None:
         """Switch model, device or threshold: queued work is cancelled, the in-flight job dropped."""
         with self._lock:
+            same_model = choice.model_id == self.choice.model_id
+            if same_model and choice.score_threshold != self.choice.score_threshold:
+                self._repropose_generation = self.generation + 1
             self.choice = choice
             self.generation += 1
             self._model_broken = False
+            self._reproposed = set()
         self._queue.drop()
         self.cancel_batch()
+
+    def _needs_reproposal(self, job: _Job) -> bool:
+        """The keep-score threshold changed: this model's stored proposals were kept at the
+        old one, so each untouched image is proposed once more."""
+        return job.generation == self._repropose_generation and job.image_id not in self._reproposed
 
     def shutdown(self, timeout_ms: int = 10000) -> None:
         """Stop the worker (the job in flight is abandoned at its next cancellation point)."""

@@ -190,3 +190,28 @@ def test_a_model_that_cannot_load_falls_back_without_a_traceback(
     worker_records = [r for r in caplog.records if r.name == "app.ui.workers"]
     assert any("offline" in r.getMessage() for r in worker_records)
     assert not any(r.exc_info for r in worker_records)
+
+
+class TwoScores(Fake):
+    def predict(self, image, *, should_stop=None):
+        x = float(image.flat[0])
+        return [
+            Instance(
+                1, [Polygon([[x, x], [x + 8, x], [x + 8, x + 8]])], score=s, source=Source.MODEL
+            )
+            for s in (0.8, 0.3)
+        ]
+
+
+def test_changing_the_store_score_reproposes_and_is_saved(qtbot, window):
+    controller = attach(window, lambda c, r: TwoScores())
+    qtbot.waitUntil(lambda: window.store.count_images(ImageStatus.PROPOSED) == N, timeout=5000)
+    image = window.current_image_id()
+    assert [i.score for i in window.store.instances(image)] == [0.8]  # 0.3 < 0.5: not stored
+    window.set_model(ModelChoice("fake", "auto", 0.2))
+    qtbot.waitUntil(
+        lambda: all(len(window.store.instances(r.id)) == 2 for r in window.store.images()),
+        timeout=10000,
+    )
+    assert window.store.get_meta("proposal_threshold") == "0.20"
+    assert controller.choice.score_threshold == 0.2

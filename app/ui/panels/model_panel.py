@@ -64,7 +64,11 @@ class ModelPanel(QWidget):
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.05, 0.95)
         self.threshold.setSingleStep(0.05)
-        self.threshold.setToolTip("Proposals scoring below this are not kept")
+        self.threshold.setToolTip(
+            "Detections scoring below this are not stored as proposals (saved with the "
+            "project; changing it proposes the untouched images again). The toolbar's "
+            "'Show score' slider hides stored proposals below its value without re-running."
+        )
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.propose_all = QPushButton("Propose all")
@@ -80,7 +84,7 @@ class ModelPanel(QWidget):
         form = QFormLayout()
         form.addRow("Model", self.model)
         form.addRow("Device", self.device)
-        form.addRow("Keep score ≥", self.threshold)
+        form.addRow("Store score ≥", self.threshold)
         buttons = QHBoxLayout()
         buttons.addWidget(self.propose_all)
         buttons.addWidget(self.cancel)
