@@ -24,6 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from app.cli.model_ids import model_card
+from app.core.atomic import remove_stale_temps, write_json_atomic
 from app.core.store import ProjectStore
 from app.core.types import Category
 from app.errors import MaskLoopError
@@ -75,10 +76,18 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _atomic_json(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+def _write_run_file(run: dict[str, Any], ckpt_dir: Path) -> None:
+    """Record the run's options for ``--resume``; a failed write names what to do."""
+    path = ckpt_dir / RUN_FILE
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(ckpt_dir, {RUN_FILE})
+        write_json_atomic(path, run, indent=2)
+    except OSError as exc:
+        raise TrainCommandError(
+            f"Cannot write {path} ({exc.strerror or exc}). Free some disk space (or make the "
+            "folder writable) and run again."
+        ) from exc
 
 
 @contextmanager
@@ -294,8 +303,7 @@ def _run_train(args: argparse.Namespace) -> int:
         run = _prepare_run(args, store, ckpt_dir)
         setup = _setup(store, run)
         if main_process:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_json(run, ckpt_dir / RUN_FILE)
+            _write_run_file(run, ckpt_dir)
         config = TrainConfig(
             epochs=args.epochs,
             batch_size=args.batch_size,

@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from app.core.atomic import remove_stale_temps, write_atomic
 from app.errors import MaskLoopError
 from app.ml.defaults import (
     FINE_TUNE_BATCH_SIZE,
@@ -306,14 +307,39 @@ def _seed_all(seed: int) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file then rename: a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """``torch.save`` through :mod:`app.core.atomic`: a failed write leaves no temp file.
+
+    The previous file stays as it was, so a run stopped by a full disk resumes from it.
+    """
+
+    def save(tmp: Path) -> None:
+        # A file object, not the path: torch's own writer turns ENOSPC into a RuntimeError.
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, save)
+    except OSError as exc:
+        raise TrainingError(
+            f"Cannot write {path} ({exc.strerror or exc}). Free some disk space (or make the "
+            "folder writable) and run again; the last good checkpoint was kept."
+        ) from exc
+
+
+def _remove_stale_checkpoint_temps(folder: Path) -> None:
+    """Delete the temporary checkpoint files that killed runs left in ``folder``.
+
+    Those of dead writers (see :func:`app.core.atomic.remove_stale_temps`) and the fixed
+    ``<name>.tmp`` names that versions before the shared helper wrote.
+    """
+    names = (CHECKPOINT_NAME, MODEL_STATE_NAME)
+    remove_stale_temps(folder, names)
+    for name in names:
+        legacy = folder / f"{name}.tmp"
+        if legacy.is_file():
+            legacy.unlink(missing_ok=True)
+            log.info("removed %s, left by an interrupted run", legacy)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -504,6 +530,8 @@ def train(
     dctx = _init_distributed(config.device)
     try:
         loop = _Loop(model, dataset, config, dctx)
+        if config.checkpoint_dir is not None and dctx.is_main:
+            _remove_stale_checkpoint_temps(config.checkpoint_dir)
         if config.resume:
             loop.restore()
         else:

@@ -180,6 +180,27 @@ def test_failed_run_registers_nothing(
     assert not list((project / "models").glob("v*"))
 
 
+def test_full_disk_is_one_line_and_leaves_no_temp_file(
+    tmp_path: Path,
+    tiny_card: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    project = make_project(tmp_path / "p")
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"PK half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert main(["train", str(project), "--base-model", tiny_card, *TRAIN]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Free some disk space" in err
+    assert "Traceback" not in err
+    checkpoints = project / "models" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["run.json"]
+
+
 def test_stopped_run_keeps_a_checkpoint_and_resumes(
     tmp_path: Path,
     tiny_card: str,

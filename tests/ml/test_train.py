@@ -237,3 +237,30 @@ def test_freeze_bn_stats_keeps_running_statistics_but_trains_affine():
 
     assert run(freeze=True) == (True, True)
     assert run(freeze=False) == (False, True)  # the test can tell the difference
+
+
+def test_failed_checkpoint_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    """A full disk while saving stops the run with a TrainingError and leaves no *.tmp."""
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        real_save({"half": torch.zeros(1)}, f)  # part of the file is on disk already
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(TrainingError, match="No space left on device.*Free some disk space"):
+        list(train(tiny_model(), TinyDataset(2), config(tmp_path)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_next_run_removes_temp_files_a_killed_run_left(tmp_path):
+    dead_pid = 2**22 + 12345  # above any Linux pid_max: that writer is gone
+    left = [
+        tmp_path / f".{CHECKPOINT_NAME}.{dead_pid}-0123456789ab.tmp",
+        tmp_path / f"{CHECKPOINT_NAME}.tmp",  # the fixed name earlier versions wrote
+        tmp_path / f"{MODEL_STATE_NAME}.tmp",
+    ]
+    for path in left:
+        path.write_bytes(b"half a checkpoint")
+    list(train(tiny_model(), TinyDataset(2), config(tmp_path)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CHECKPOINT_NAME, MODEL_STATE_NAME])
