@@ -13,9 +13,7 @@ import dataclasses
 import hashlib
 import io
 import logging
-import os
 import re
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.core.atomic import remove_stale_temps, write_bytes_atomic
 from app.core.store import NotFoundError, ProjectStore
 from app.core.types import Category, ModelVersion
 from app.errors import MaskLoopError
@@ -44,18 +43,6 @@ def version_id(model_id: str) -> int | None:
     """N for a project version id "v<N>", None for a zoo card id."""
     match = _VERSION_ID.match(model_id)
     return int(match.group(1)) if match else None
-
-
-def _write_bytes_atomic(data: bytes, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _version_card(
@@ -134,9 +121,10 @@ def register_version(
             project=store.root,
             recipe=recipe,
         )
+        remove_stale_temps(models_dir, {pt.name, card_path.name})
         try:
-            _write_bytes_atomic(weights, pt)
-            _write_bytes_atomic(card.to_json().encode("utf-8"), card_path)
+            write_bytes_atomic(pt, weights)
+            write_bytes_atomic(card_path, card.to_json().encode("utf-8"))
             version = store.add_model_version(
                 card_base.id,
                 f"{MODELS_DIR}/{pt.name}",

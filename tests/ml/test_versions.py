@@ -123,17 +123,17 @@ def test_failed_row_leaves_no_files(
 def test_interrupted_write_registers_nothing(
     store: ProjectStore, base_card: zoo.ModelCard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = versions._write_bytes_atomic
+    real = versions.write_bytes_atomic
     calls = []
 
-    def killed_on_card(data: bytes, path: Path) -> None:
+    def killed_on_card(path: Path, data: bytes) -> None:
         calls.append(path.name)
         if path.suffix == ".json":
             raise KeyboardInterrupt
-        real(data, path)
+        real(path, data)
 
     with monkeypatch.context() as patch:
-        patch.setattr(versions, "_write_bytes_atomic", killed_on_card)
+        patch.setattr(versions, "write_bytes_atomic", killed_on_card)
         with pytest.raises(KeyboardInterrupt):
             _register(store, base_card, nn.Linear(2, 2))
     assert calls == ["v1.pt", "v1.json"]
@@ -154,3 +154,16 @@ def test_active_model(store: ProjectStore, base_card: zoo.ModelCard) -> None:
         set_active_model(store, "no-such-card")
     assert active_model(store) == "base"
     assert (version_id("v12"), version_id("cells-mobile"), version_id("v")) == (12, None, None)
+
+
+def test_registration_removes_temp_files_a_killed_registration_left(
+    store: ProjectStore, base_card: zoo.ModelCard
+) -> None:
+    models = store.root / "models"
+    models.mkdir()
+    dead_pid = 2**22 + 12345  # above any Linux pid_max: that writer is gone
+    left = [models / f".v1.pt.{dead_pid}-0123456789ab.tmp", models / f".v1.json.{dead_pid}.tmp"]
+    for path in left:
+        path.write_bytes(b"half")
+    _register(store, base_card, nn.Linear(2, 2))
+    assert sorted(p.name for p in models.iterdir()) == ["v1.json", "v1.pt"]
