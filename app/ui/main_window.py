@@ -10,7 +10,6 @@ and shows its state in :attr:`MainWindow.model_status`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -18,11 +17,9 @@ import qtawesome as qta
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication,
     QDockWidget,
     QLabel,
     QMainWindow,
-    QMessageBox,
     QPlainTextEdit,
     QScrollArea,
     QSlider,
@@ -34,19 +31,18 @@ from app.core.store import ProjectStore
 from app.core.types import ImageStatus
 from app.logs import log_file_path
 from app.ml.active import next_images
-from app.ml.versions import DEFAULT_MODEL
 
 from .canvas.view import CanvasView
 from .display import pixel_text
 from .editor import Editor
 from .file_menu import FileMenu
 from .help_dialog import HelpDialog
-from .model_entries import model_entries
+from .model_wiring import ModelWiring
 from .panels.categories import CategoriesPanel
 from .panels.display_panel import DisplayPanel
 from .panels.image_list import ImageListPanel
 from .panels.instance_list import InstanceListPanel
-from .panels.model_panel import ModelEntry, ModelPanel
+from .panels.model_panel import ModelPanel
 from .panels.versions_panel import VersionsPanel
 from .preferences import settings
 from .project_view_state import (
@@ -55,24 +51,16 @@ from .project_view_state import (
     load_view_state,
     save_view_state,
 )
-from .screen_fit import center_on, clamp_to_screen, first_run_geometry
+from .screen_fit import clamp_to_screen, first_run_geometry
 from .train_dialog import TrainDialog
 from .workers import (
-    PROPOSAL_THRESHOLD_KEY,
-    ModelChoice,
     ProposalController,
-    ProposalResult,
-    WorkerFailure,
 )
 
 log = logging.getLogger(__name__)
 
-# The versions and analytics tables need about this much width to show their columns.
-VERSIONS_MIN_WIDTH = 560
-VERSIONS_WINDOW_SIZE = (900, 640)
 
-
-class MainWindow(QMainWindow):
+class MainWindow(ModelWiring, QMainWindow):
     current_image_changed = Signal(int)
     project_requested = Signal(object)  # Path: open this project in place of this one
 
@@ -490,174 +478,3 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"No log file yet ({path}).", 6000)
             return
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
-
-    # -- background proposals -----------------------------------------------------------------
-
-    def attach_proposals(
-        self, controller: ProposalController, entries: list[ModelEntry], *, cuda: bool = False
-    ) -> None:
-        """Show proposals from ``controller`` and let the model dock drive it."""
-        self.proposals = controller
-        self.model_panel = ModelPanel(entries, controller.choice, cuda_available=cuda)
-        dock = self._dock("Model", self.model_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
-        for menu_action in self.menuBar().actions():
-            if menu_action.text() == "&View":
-                menu_action.menu().addAction(dock.toggleViewAction())
-        p = self.model_panel
-        p.choice_changed.connect(self.set_model)
-        p.choice_changed.connect(lambda _choice: self.versions.refresh())
-        p.propose_all_requested.connect(self.propose_all)
-        p.cancel_requested.connect(controller.cancel_batch)
-        controller.status_changed.connect(self._worker_status)
-        controller.batch_progress.connect(p.show_progress)
-        controller.batch_finished.connect(p.batch_finished)
-        controller.batch_finished.connect(lambda _: self.images.refresh())
-        controller.proposals_ready.connect(self._proposals_ready)
-        controller.failed.connect(self._worker_failed)
-        controller.notice.connect(lambda text: self.statusBar().showMessage(text, 10000))
-        controller.model_failed.connect(self._model_error)
-        self.current_image_changed.connect(self._request_proposals)
-        current = self.current_image_id()
-        if current is not None:
-            self._request_proposals(current)
-
-    def set_model(self, choice: ModelChoice) -> None:
-        """Switch model/device/threshold: queued work is dropped, untouched images re-proposed."""
-        if self.proposals is None or choice == self.proposals.choice:
-            return
-        settings().setValue("model/device", choice.device)
-        if choice.model_id != self.proposals.choice.model_id:
-            self._fallback_model = self.proposals.choice.model_id
-            self.store.set_meta("active_model", choice.model_id)
-        if choice.score_threshold != self.proposals.choice.score_threshold:
-            self.store.set_meta(PROPOSAL_THRESHOLD_KEY, f"{choice.score_threshold:.2f}")
-        self.proposals.set_model(choice)
-        current = self.current_image_id()
-        if current is not None:
-            self._request_proposals(current)
-        # Re-propose every image nobody has touched with the new model, in the background.
-        self.propose_all()
-
-    def show_train_dialog(self) -> None:
-        if self._train_dialog is None:
-            self._train_dialog = TrainDialog(self.store, self)
-            self._train_dialog.version_registered.connect(self._version_registered)
-            self._train_dialog.version_activated.connect(self._use_model)
-        if not self._train_dialog.process.is_running():
-            self._train_dialog.refresh()  # done count and versions may have changed
-        self._train_dialog.show()
-        clamp_to_screen(self._train_dialog, self)
-        self._train_dialog.raise_()
-        self._train_dialog.activateWindow()
-
-    def show_versions(self) -> None:
-        """The versions panel, in its own window when its dock is too narrow for the tables."""
-        dock = self.versions_dock
-        if not dock.isFloating() and dock.width() < VERSIONS_MIN_WIDTH:
-            dock.setFloating(True)
-            dock.resize(VERSIONS_WINDOW_SIZE[0], VERSIONS_WINDOW_SIZE[1])
-            center_on(dock, self)
-        elif dock.isFloating():
-            clamp_to_screen(dock, self)
-        dock.show()
-        dock.raise_()
-        self.versions.refresh()
-
-    def _version_registered(self, number: int) -> None:
-        """A version was registered (not active: the Train dialog compares it first)."""
-        model_id = f"v{number}"
-        self.versions.refresh()
-        if self.proposals is not None and self.model_panel is not None:
-            self.model_panel.set_entries(model_entries(self.store), self.proposals.choice)
-        self.statusBar().showMessage(f"Model version {model_id} registered.", 8000)
-
-    def _use_model(self, model_id: str) -> None:
-        """A version became active: propose with it (untouched images are re-proposed)."""
-        if self.proposals is None or self.model_panel is None:
-            return
-        choice = dataclasses.replace(self.proposals.choice, model_id=model_id)
-        self.model_panel.set_entries(model_entries(self.store), choice)  # blocks its signals
-        self.set_model(choice)
-        self.versions.refresh()
-
-    def propose_all(self) -> None:
-        if self.proposals is not None:
-            todo = self.store.images(status=(ImageStatus.NEW, ImageStatus.PROPOSED))
-            self.proposals.propose_all([r.id for r in todo])
-
-    def _request_proposals(self, image_id: int) -> None:
-        if self.proposals is None:
-            return
-        ids = self.images.ids()
-        upcoming = ids[ids.index(image_id) + 1 :] if image_id in ids else []
-        self.proposals.set_current(image_id, upcoming)
-
-    def _proposals_ready(self, result: ProposalResult) -> None:
-        if not result.stored:
-            return
-        self.images.update_status(result.image_id)
-        if result.image_id == self.current_image_id():
-            self._refresh_when_idle()
-
-    def _annotator_busy(self) -> bool:
-        """A stroke, drag or polygon is under way: new proposals wait until it is over."""
-        tool = self.canvas.tool
-        drawing = bool(getattr(tool, "points", None))
-        return drawing or QApplication.mouseButtons() != Qt.MouseButton.NoButton
-
-    def _refresh_when_idle(self) -> None:
-        if self._annotator_busy():
-            self._refresh_timer.start()
-            return
-        self._refresh_timer.stop()
-        selected = self.canvas.selection()
-        self.refresh_current_instances()
-        still_there = [i for i in selected if self.editor.doc and i in self.editor.doc.instances]
-        if still_there:
-            self.canvas.set_selection(still_there)
-
-    def _worker_status(self, status) -> None:
-        if self.model_panel is not None:
-            self.model_panel.show_status(status)
-        text = f"{status.model_id}: {'proposing' if status.busy else 'idle'}"
-        if status.queue_length:
-            text += f", {status.queue_length} queued"
-        if status.device_name.lower().startswith("cpu") and status.last_seconds is not None:
-            text += f" (CPU, {status.last_seconds:.1f} s/image)"
-        self.model_status.setText(text)
-
-    def _worker_failed(self, failure: WorkerFailure) -> None:
-        where = "" if failure.image_id is None else f" on image {failure.image_id}"
-        self.statusBar().showMessage(
-            f"Proposal failed{where}: {failure.message} (details in View > Log)", 10000
-        )
-        self.log_view.appendPlainText(f"Proposal failed{where}: {failure.message}")
-        self.log_view.appendPlainText(failure.details)
-
-    def _model_error(self, failing: str, message: str) -> None:
-        """A model did not load: say why, and go on with the last model that worked (or the
-        bundled one), so proposals do not stop."""
-        assert self.proposals is not None
-        self._broken_models.add(failing)
-        if failing != self.proposals.choice.model_id:  # a late report: already moved on
-            log.info("model %s could not be loaded (already replaced)", failing)
-            return
-        fallback = next(
-            (
-                m
-                for m in (self._fallback_model, DEFAULT_MODEL)
-                if m and m not in self._broken_models
-            ),
-            None,
-        )
-        if fallback is not None:
-            message += f"\n\nProposals go on with {fallback}."
-        self.log_view.appendPlainText(message)
-        if self.model_panel is not None:
-            self.model_panel.eta.setText(f"{failing} could not be loaded.")
-        box = QMessageBox(QMessageBox.Icon.Warning, "Model not available", message, parent=self)
-        box.setModal(False)
-        box.show()
-        self._model_box = box
-        if fallback is not None:
-            self._use_model(fallback)

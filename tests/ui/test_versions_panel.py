@@ -168,7 +168,8 @@ def test_tables_show_several_rows_in_a_short_dock(qtbot, store: ProjectStore) ->
 
 
 def test_model_menu_opens_the_versions_in_a_window_wide_enough(qtbot, project) -> None:
-    from app.ui.main_window import VERSIONS_MIN_WIDTH, MainWindow
+    from app.ui.main_window import MainWindow
+    from app.ui.model_wiring import VERSIONS_MIN_WIDTH
 
     with ProjectStore.open(project) as s:
         win = MainWindow(s)
