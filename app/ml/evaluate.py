@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import io
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -385,7 +385,6 @@ def evaluate_predictor(
     proposal_score: float = DEFAULT_PROPOSAL_SCORE,
     accept_iou: float = ACCEPT_IOU,
     edit_iou: float = EDIT_IOU,
-    should_stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Run ``predictor`` on every image and score its instances like COCOeval.
 
@@ -404,7 +403,7 @@ def evaluate_predictor(
         truth = _truth_records(image_id, ev, first_ann)
         first_ann += len(truth)
         preds = _instance_records(
-            image_id, predictor.predict(ev.image, should_stop=should_stop), labels, height, width
+            image_id, predictor.predict(ev.image), labels, height, width
         )
         shown = [p for p in preds if p["score"] >= proposal_score]
         plain = [t for t in truth if not t["iscrowd"]]
@@ -487,16 +486,6 @@ def _summarise(
     )
 
 
-def evaluation_predictor(
-    model: nn.Module, card: ModelCard, *, device: str | torch.device = "cpu", **options: Any
-) -> Predictor:
-    """The Predictor evaluation runs ``model`` through: the card's settings, every detection
-    down to :data:`AP_SCORE_FLOOR`."""
-    return Predictor.from_model(
-        model, card, device=str(device), score_threshold=AP_SCORE_FLOOR, **options
-    )
-
-
 def evaluate_model(
     model: nn.Module,
     card: ModelCard,
@@ -505,6 +494,10 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     **options: Any,
 ) -> EvalResult:
-    """:func:`evaluate_predictor` of ``model`` (described by ``card``) on ``images``; the
-    model itself is left as it was (the predictor works on a copy)."""
-    return evaluate_predictor(evaluation_predictor(model, card, device=device), images, **options)
+    """:func:`evaluate_predictor` of ``model`` (described by ``card``) on ``images``, with
+    every detection down to :data:`AP_SCORE_FLOOR`; the model itself is left as it was (the
+    predictor works on a copy)."""
+    predictor = Predictor.from_model(
+        model, card, device=str(device), score_threshold=AP_SCORE_FLOOR
+    )
+    return evaluate_predictor(predictor, images, **options)

@@ -187,7 +187,7 @@ class ReplayPredictor:
         self.outputs = outputs
         self.calls = 0
 
-    def predict(self, image: np.ndarray, *, should_stop=None) -> list[Instance]:
+    def predict(self, image: np.ndarray) -> list[Instance]:
         out = self.outputs[self.calls]
         self.calls += 1
         return out
