@@ -23,7 +23,9 @@ Tools
   P  polygon: click points, Enter or double-click closes, Backspace undoes a point, Esc cancels
   B / E  brush / eraser on the selected instance, [ and ] change the size
 View
-  wheel zoom   F fit   Ctrl+1 actual size   Space+drag or middle-drag pan   H show/hide
+  wheel zoom   F fit   Ctrl+1 actual size   Space+drag or middle-drag pan
+  H show/hide instances   L show/hide score labels   double-click in Instances: zoom to it
+  Show score slider: hides proposals below it (Shift+A and Ctrl+Enter follow it)
 File
   Ctrl+N  new project   Ctrl+O  open project   Recent projects, Add images / rescan,
   Import (COCO, label maps, labelme), Export (COCO, label maps)
