@@ -152,20 +152,35 @@ def _card_row(card: ModelCard) -> dict:
     return row
 
 
-def _models(args: argparse.Namespace) -> int:
+def _listed_cards(project: Path | None) -> list[tuple[ModelCard, dict]]:
+    """Every card with its listing row; a broken one is a warning line, the rest are listed."""
     from app.ml import zoo
 
-    cards = zoo.list_cards()
-    if args.project is not None:
-        with ProjectStore.open(args.project) as store:
+    cards: list[ModelCard] = zoo.list_cards()
+    if project is not None:
+        with ProjectStore.open(project) as store:
             # The store's rows, not the files: a run killed before its row was committed
             # leaves files of a version that does not exist.
-            cards += [model_card(store, f"v{v.id}") for v in store.model_versions()]
-    rows = [_card_row(c) for c in cards]
+            for version in store.model_versions():
+                try:
+                    cards.append(model_card(store, f"v{version.id}"))
+                except zoo.ZooError as exc:
+                    log.warning("skipping project model version v%d: %s", version.id, exc)
+    listed = []
+    for card in cards:
+        try:
+            listed.append((card, _card_row(card)))
+        except zoo.ZooError as exc:
+            log.warning("skipping model card %s: %s", card.path or card.id, exc)
+    return listed
+
+
+def _models(args: argparse.Namespace) -> int:
+    listed = _listed_cards(args.project)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([row for _, row in listed], indent=2))
         return 0
-    for card, row in zip(cards, rows, strict=True):
+    for card, row in listed:
         source = (
             f"torchvision {card.weights.torchvision}"
             if card.weights.torchvision

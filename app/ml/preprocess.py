@@ -22,6 +22,11 @@ INVERT_MODES = ("none", "auto", "always")
 # Percentiles of very large images are estimated on a strided subsample: same result to a
 # fraction of a grey level, a fraction of the time.
 _PERCENTILE_MAX_SAMPLES = 1 << 22
+# Resize bounds a card may ask for. Below 32 px the backbone's coarsest feature map (stride
+# 32) is empty; above 4096 px one image's features and pasted masks take many GB (a card
+# asking 1e5 px would pass and then fail allocating); larger images are tiled instead.
+MIN_INPUT_SIZE = 32
+MAX_INPUT_SIZE = 4096
 
 
 class InputSpecError(MaskLoopError):
@@ -72,9 +77,14 @@ class InputSpec:
         lo, hi = self.percentiles
         if not 0.0 <= lo < hi <= 100.0:
             raise InputSpecError(f"percentiles={self.percentiles}; need 0 <= low < high <= 100.")
-        if self.min_size < 1 or self.max_size < self.min_size:
+        sizes = (self.min_size, self.max_size)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes) or not (
+            MIN_INPUT_SIZE <= self.min_size <= self.max_size <= MAX_INPUT_SIZE
+        ):
             raise InputSpecError(
-                f"min_size={self.min_size}, max_size={self.max_size}; need 1 <= min_size <= max_size."
+                f"min_size={self.min_size!r}, max_size={self.max_size!r}; need whole numbers "
+                f"{MIN_INPUT_SIZE} <= min_size <= max_size <= {MAX_INPUT_SIZE} (pixels). "
+                "Images larger than max_size are cut into tiles, so a larger one is never needed."
             )
 
     @classmethod

@@ -17,7 +17,6 @@ import os
 import pickle
 import re
 import urllib.error
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from app import paths
+from app.core.atomic import write_text_atomic
 from app.core.types import Category
 from app.errors import MaskLoopError
 from app.ml.models import ARCHITECTURES, build_model
@@ -48,6 +48,11 @@ _TORCHVISION_ARCH = {
     "MaskRCNN_ResNet50_FPN_Weights": "maskrcnn_resnet50_fpn",
     "MaskRCNN_ResNet50_FPN_V2_Weights": "maskrcnn_resnet50_fpn_v2",
 }
+# Bounds a card's detection settings must keep: every proposal runs through the box head
+# (about 50 KB of features each) and every detection gets a mask, so a card asking for
+# millions would pass and then fail allocating. Ten times the dense cells card's values.
+MAX_DETECTIONS_PER_IMG = 10_000
+MAX_RPN_PROPOSALS = 20_000
 _CARD_KEYS = {
     "id", "title", "architecture", "categories", "input", "detections_per_img", "weights",
     "metrics", "license", "recipe", "description", "rpn_proposals",
@@ -189,10 +194,15 @@ class ModelCard:
             raise CardError(
                 f'{where}: weights must name either "file" (with "sha256") or "torchvision".'
             )
-        if detections < 1:
-            raise CardError(f"{where}: detections_per_img must be at least 1.")
-        if proposals is not None and proposals < 1:
-            raise CardError(f"{where}: rpn_proposals must be at least 1 (or left out).")
+        if not 1 <= detections <= MAX_DETECTIONS_PER_IMG:
+            raise CardError(
+                f"{where}: detections_per_img={detections}; use 1 to {MAX_DETECTIONS_PER_IMG}."
+            )
+        if proposals is not None and not 1 <= proposals <= MAX_RPN_PROPOSALS:
+            raise CardError(
+                f"{where}: rpn_proposals={proposals}; use 1 to {MAX_RPN_PROPOSALS} (or leave it "
+                "out for torchvision's 1000)."
+            )
         if nms_iou is not None and not 0.0 < nms_iou <= 1.0:
             raise CardError(f"{where}: nms_iou must be in (0, 1] (or left out).")
         return cls(
@@ -260,12 +270,7 @@ class ModelCard:
     def save(self, path: Path | str) -> None:
         """Write the card atomically (a crash never leaves half a card)."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_text_atomic(path, self.to_json() + "\n")
         self.path = path
 
     def weights_path(self) -> Path | None:
@@ -295,13 +300,27 @@ def card_dirs(extra_dirs: Iterable[Path | str] = ()) -> list[Path]:
     return [BUNDLED_DIR, user_models_dir(), *(Path(d) for d in extra_dirs)]
 
 
+def _check_weights_source(card: ModelCard) -> None:
+    """Raise :class:`CardError` when ``card``'s weights cannot be located at all.
+
+    A weights file outside the card's folder, or a torchvision name this torchvision does
+    not know: such a card could never load, so listings skip it instead of failing later.
+    """
+    if card.weights.torchvision:
+        torchvision_weights(card.weights.torchvision)
+    else:
+        card.weights_path()
+
+
 def _cards_in(folder: Path) -> dict[str, ModelCard]:
+    """The usable cards of ``folder``; each broken one is logged as a warning and skipped."""
     cards: dict[str, ModelCard] = {}
     if not folder.is_dir():
         return cards
     for path in sorted(folder.glob("*.json")):
         try:
             card = ModelCard.load(path)
+            _check_weights_source(card)
         except ZooError as exc:
             log.warning("skipping model card %s: %s", path, exc)
             continue

@@ -208,6 +208,31 @@ def test_models_lists_zoo_user_and_project_cards(
     assert "tiny  (tiny test model)" in text and "not downloaded" in text
 
 
+def test_one_broken_card_is_a_warning_and_the_others_are_listed(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = Path(os.environ["XDG_DATA_HOME"]) / "maskloop" / "models"
+    card = json.loads((user / "tiny.json").read_text())
+    escaping = {**card, "id": "escaping", "weights": {"file": "../../x.pt", "sha256": "0" * 64}}
+    (user / "escaping.json").write_text(json.dumps(escaping))
+    unknown = {**card, "id": "unknown-tv", "weights": {"torchvision": "NoSuch_Weights.V1"}}
+    (user / "unknown-tv.json").write_text(json.dumps(unknown))
+    _install_card(project / "models", "v1")
+    with ProjectStore.open(project) as store:
+        store.add_model_version("tiny", "models/v1.pt")
+        store.add_model_version("tiny", "models/v2.pt")  # its card file is gone
+    assert main(["models", "--project", str(project)]) == 0
+    captured = capsys.readouterr()
+    assert "tiny  (tiny test model)" in captured.out and "v1  (" in captured.out
+    assert "escaping" not in captured.out and "unknown-tv" not in captured.out
+    warnings = [line for line in captured.err.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 3
+    assert "escaping.json" in captured.err and "outside the card's folder" in captured.err
+    assert "unknown-tv.json" in captured.err and "v2" in captured.err
+    assert main(["models", "--json"]) == 0
+    assert "tiny" in {r["id"] for r in json.loads(capsys.readouterr().out)}
+
+
 def test_an_image_the_model_fails_on_is_named_and_skipped(
     project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

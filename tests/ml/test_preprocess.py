@@ -69,6 +69,10 @@ def test_dict_round_trip():
         {"normalize": "fixed", "low": 5.0},
         {"percentiles": (99.0, 1.0)},
         {"min_size": 900, "max_size": 800},
+        {"min_size": 16, "max_size": 96},
+        {"min_size": 800, "max_size": 100_000},
+        {"min_size": 512.0, "max_size": 512},
+        {"min_size": True, "max_size": 512},
     ],
 )
 def test_invalid_specs_raise_typed_errors(kwargs):

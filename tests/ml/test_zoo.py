@@ -94,6 +94,13 @@ def test_card_json_round_trip_keeps_unknown_keys(tmp_path: Path) -> None:
         (lambda d: d.update(rpn_proposals=0), "rpn_proposals"),
         (lambda d: d.update(rpn_proposals="many"), "malformed"),
         (lambda d: d.update(nms_iou=1.5), "nms_iou"),
+        (lambda d: d.update(nms_iou=0), "nms_iou"),
+        (lambda d: d.update(input={"min_size": 1e5, "max_size": 1e5}), "max_size <= 4096"),
+        (lambda d: d.update(input={"min_size": 8, "max_size": 96}), "32 <= min_size"),
+        (lambda d: d.update(input={"min_size": 64.5, "max_size": 96}), "whole numbers"),
+        (lambda d: d.update(detections_per_img=10**6), "detections_per_img=1000000; use 1 to"),
+        (lambda d: d.update(detections_per_img=0), "detections_per_img"),
+        (lambda d: d.update(rpn_proposals=10**7), "rpn_proposals=10000000; use 1 to"),
     ],
 )
 def test_invalid_cards_raise_card_error(change, message: str) -> None:
@@ -109,6 +116,17 @@ def test_broken_user_card_is_skipped_with_a_warning(caplog: pytest.LogCaptureFix
         ids = [c.id for c in zoo.list_cards()]
     assert "broken" not in ids and "maskrcnn-resnet50-fpn-coco" in ids
     assert "broken.json" in caplog.text
+
+
+def test_user_card_with_weights_outside_its_folder_is_skipped_with_a_warning(
+    caplog: pytest.LogCaptureFixture, tiny_state
+) -> None:
+    _install(_user_dir(), "good", tiny_state)
+    (_user_dir() / "esc.json").write_text(json.dumps(_card_dict("esc", "../out.pt", "00" * 32)))
+    with caplog.at_level(logging.WARNING, logger="app.ml.zoo"):
+        ids = [c.id for c in zoo.list_cards()]
+    assert "esc" not in ids and "good" in ids and "maskrcnn-resnet50-fpn-coco" in ids
+    assert "esc.json" in caplog.text and "outside" in caplog.text
 
 
 def test_weights_outside_the_card_folder_are_refused(tmp_path: Path) -> None:
