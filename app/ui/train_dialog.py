@@ -12,6 +12,7 @@ model's asks first: the box and mask heads then start from scratch.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,27 @@ class TrainOptions:
             args += ["--name", self.name]
         args += ["--no-activate", "--events-json"]
         return args
+
+
+# The trainer's messages for a terminal, as the dialog's buttons say them.
+_GUI_WORDING = (
+    (
+        re.compile(r"\(Ctrl-C again to abort without a checkpoint\)"),
+        "(Stop now: end at once, no checkpoint)",
+    ),
+    (re.compile(r"Continue with: maskloop train \S+ --resume"), "Press Train to continue it."),
+    (
+        re.compile(r"; start over with --restart"),
+        "; untick 'Continue the interrupted run' to start over",
+    ),
+)
+
+
+def gui_wording(text: str) -> str:
+    """Trainer output with its command-line hints put in terms of the dialog."""
+    for pattern, replacement in _GUI_WORDING:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def format_duration(seconds: float) -> str:
@@ -449,7 +471,7 @@ class TrainDialog(QDialog):
 
     def _on_stderr(self, text: str) -> None:
         self.details.moveCursor(QTextCursor.MoveOperation.End)
-        self.details.insertPlainText(text)
+        self.details.insertPlainText(gui_wording(text))
 
     def _on_finished(self, result: TrainResult) -> None:
         if self.progress.maximum() == 0:  # ended before the first iteration
@@ -476,7 +498,7 @@ class TrainDialog(QDialog):
             )
             self.progress_label.setText("Stopped.")
         else:
-            tail = f"\n\n{result.stderr_tail}" if result.stderr_tail else ""
+            tail = f"\n\n{gui_wording(result.stderr_tail)}" if result.stderr_tail else ""
             self._show_status(f"Training failed: {result.message}{tail}", error=True)
             self.progress_label.setText("Failed.")
             self.details_button.setChecked(True)

@@ -159,3 +159,12 @@ def test_comparison_rule_and_evaluate_output():
     assert not Comparison("v2", "v1", score, None, "offline").candidate_at_least_as_good
     with pytest.raises(ValueError):
         parse_evaluation("v2", "Traceback")
+
+
+def test_trainer_hints_are_worded_for_the_dialog():
+    from app.ui.train_dialog import gui_wording
+
+    stopping = "Stopping after this iteration (Ctrl-C again to abort without a checkpoint)..."
+    assert "Ctrl-C" not in gui_wording(stopping) and "Stop now" in gui_wording(stopping)
+    resume = "The checkpoint is in /p/models/checkpoints. Continue with: maskloop train /p --resume"
+    assert gui_wording(resume).endswith("Press Train to continue it.")
