@@ -25,7 +25,9 @@ from app.ml.dataset import (
     rasterize,
     split_ids,
 )
+from app.ml.evaluate import evaluate_predictor
 from app.ml.preprocess import InputSpec
+from app.ml.zoo import ModelCard
 
 SPEC = InputSpec(min_size=64, max_size=96)
 
@@ -175,6 +177,60 @@ def test_training_samples_shrink_and_stay_consistent(tmp_path: Path) -> None:
         assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
     assert (64, 85) in sizes  # shrunk to the model's input size before the masks are made
     assert any(s != (64, 85) for s in sizes)  # zoomed out
+
+
+class _Replay:
+    """A Predictor stand-in that returns the given instances (what evaluation runs)."""
+
+    def __init__(self, instances: list[Instance], category_id: int) -> None:
+        self.card = ModelCard.from_dict(
+            {
+                "id": "replay",
+                "title": "replay",
+                "architecture": "maskrcnn_mobilenet_v3_fpn",
+                "categories": [{"id": category_id, "name": "nucleus"}],
+                "weights": {"file": "x.pt", "sha256": "0" * 64},
+            }
+        )
+        self.instances = instances
+
+    def predict(self, image: np.ndarray) -> list[Instance]:
+        return self.instances
+
+
+def test_crowd_regions_are_no_training_target_but_count_in_evaluation(tmp_path: Path) -> None:
+    store = ProjectStore.create(tmp_path)
+    nucleus = store.add_category("nucleus")
+    write_image(tmp_path / "a.png", 60, 80)
+    (image_id,) = store.add_images([NewImage("a.png", 80, 60)])
+    plain = [
+        Instance(nucleus.id, [ellipse(20, 20, 9, 6)]),
+        Instance(nucleus.id, [ellipse(55, 35, 12, 8)]),
+    ]
+    crowd = Instance(nucleus.id, [ellipse(20, 48, 8, 6)], crowd=True)
+    store.add_instances(image_id, [*plain, crowd])
+    store.set_image_status(image_id, ImageStatus.DONE)
+    assert [i.crowd for i in store.instances(image_id)] == [False, False, True]
+    mapping = {nucleus.id: 1}
+    still = Augmentation(
+        flip=False, crop_p=0, zoom_out_p=0, brightness=0, contrast=0, blur_p=0, noise_p=0
+    )
+    _, train_target = ProjectDataset(
+        store, [image_id], mapping, SPEC, train=True, augmentation=still
+    )[0]
+    assert train_target["labels"].tolist() == [1, 1] and "iscrowd" not in train_target
+    expected = [polygons_to_mask(i.polygons, 60, 80).astype(np.uint8) for i in plain]
+    np.testing.assert_array_equal(train_target["masks"].numpy(), np.stack(expected))
+
+    evaluation = ProjectDataset(store, [image_id], mapping, SPEC, train=False)
+    assert evaluation[0][1]["iscrowd"].tolist() == [0, 0, 1]
+    (ev,) = evaluation.eval_images()
+    assert ev.iscrowd == [0, 0, 1]
+    # A detection on the crowd region is ignored, as COCOeval does: the two nuclei found
+    # score AP 1; had the region been dropped, that detection would be a false positive.
+    found = [Instance(nucleus.id, i.polygons, score=0.9) for i in [*plain, crowd]]
+    result = evaluate_predictor(_Replay(found, nucleus.id), evaluation.eval_images())
+    assert result.segm.ap == pytest.approx(1.0) and result.instances == 2
 
 
 def test_changed_image_is_reported(tmp_path: Path) -> None:
