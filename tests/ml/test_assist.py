@@ -1,0 +1,395 @@
+"""Assists (app.ml.assist): box -> mask, click -> instance, refine, and the feature cache.
+
+Tiny random-weight models as in test_predictor. Where a test needs definite masks the mask
+logits are biased up (``mask_fcn_logits.bias``), which makes every mask its full box: the
+paste convention can then be checked pixel for pixel. The 80x96 image is resized by the
+model's transform (min_size 64: scale 0.8), so box coordinates go through that scale.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from app.core.geometry import mask_to_polygons, polygons_bbox, polygons_to_mask
+from app.core.types import Instance, Polygon, Source
+from app.ml.assist import (
+    Assistant,
+    AssistError,
+    FeatureCache,
+    ModelIdentity,
+    NoObjectFound,
+    typical_size,
+)
+from app.ml.models import build_model
+from app.ml.predictor import Predictor, masks_in_boxes
+from app.ml.preprocess import to_model_input
+from app.ml.tiling import Tile, tile_grid
+from app.ml.zoo import ModelCard
+
+CARD = {
+    "id": "tiny",
+    "title": "tiny random model",
+    "architecture": "maskrcnn_mobilenet_v3_fpn",
+    "categories": [{"id": 7, "name": "nucleus"}, {"id": 9, "name": "cell"}],
+    "input": {"min_size": 64, "max_size": 96},
+    "detections_per_img": 50,
+    "weights": {"file": "tiny.pt", "sha256": "0" * 64},
+}
+
+
+@pytest.fixture(scope="module")
+def card() -> ModelCard:
+    return ModelCard.from_dict(CARD)
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    m = build_model("maskrcnn_mobilenet_v3_fpn", num_classes=3, min_size=64, max_size=96)
+    m.train()  # settle the batch norms' running statistics to something non-trivial
+    with torch.no_grad():
+        m.backbone(torch.rand(2, 3, 64, 64))
+    return m.eval()
+
+
+def _biased(model: torch.nn.Module, mask_bias: float) -> torch.nn.Module:
+    """A copy whose masks are all whole boxes (bias > 0) or all empty (bias < 0)."""
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        m.roi_heads.mask_predictor.mask_fcn_logits.bias.fill_(mask_bias)
+    return m
+
+
+@pytest.fixture(scope="module")
+def solid(model) -> torch.nn.Module:
+    return _biased(model, 8.0)
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return cv2.GaussianBlur(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8), (5, 5), 0)
+
+
+def _predictor(model, card, **options) -> Predictor:
+    return Predictor.from_model(model, card, device="cpu", model_version=3, **options)
+
+
+@pytest.fixture(scope="module")
+def pred(card, model) -> Predictor:
+    """Random masks; ``detect`` keeps every detection (up to 20)."""
+    return _predictor(model, card, score_threshold=0.0, max_detections=20)
+
+
+@pytest.fixture(scope="module")
+def solid_pred(card, solid) -> Predictor:
+    """Whole-box masks; ``predict`` proposes down to the assistant's default floor."""
+    return _predictor(solid, card, score_threshold=0.05)
+
+
+@pytest.fixture
+def count_calls():
+    """``count_calls(module)``: the input shapes of its forward calls during the test."""
+    handles = []
+
+    def count(module: torch.nn.Module) -> list[tuple[int, ...]]:
+        calls: list[tuple[int, ...]] = []
+        handles.append(
+            module.register_forward_hook(lambda _m, a, _o: calls.append(tuple(a[0].shape)))
+        )
+        return calls
+
+    yield count
+    for handle in handles:
+        handle.remove()
+
+
+def _pixels(instance: Instance, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The columns and rows the instance's mask covers."""
+    mask = polygons_to_mask(instance.polygons, h, w)
+    return np.flatnonzero(mask.any(0)), np.flatnonzero(mask.any(1))
+
+
+def _rect(x0: float, y0: float, x1: float, y1: float) -> list[Polygon]:
+    return [Polygon(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32))]
+
+
+# -- box -> mask --------------------------------------------------------------------------
+
+
+def test_a_box_gives_a_mask_filling_exactly_that_box(solid_pred, image) -> None:
+    assistant = Assistant(solid_pred)
+    inst = assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    mask = polygons_to_mask(inst.polygons, 80, 96)
+    expected = np.zeros_like(mask)
+    expected[12:40, 10:30] = True
+    assert np.array_equal(mask, expected)
+    assert inst.source is Source.MODEL and inst.model_version == 3
+    assert inst.category_id in (7, 9) and 0.0 < inst.score < 1.0
+    # Continuous coordinates: a pixel is in when its centre is inside the box.
+    inst = assistant.box_to_mask(image, (10.6, 12.4, 30.4, 40.5), image_key="a")
+    cols, rows = _pixels(inst, 80, 96)
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (11, 29, 12, 39)
+
+
+def test_box_masks_are_the_predictors_masks_for_its_own_detections(pred, image) -> None:
+    """Same features, same RoIAlign, same scale: the mask head on a detection's box gives
+    the very mask ``predict`` pasted for that detection."""
+    (raw,) = pred.detect([to_model_input(image, pred.spec)])
+    assert len(raw.scores) >= 5
+    ours = Assistant(pred).box_masks(image, raw.boxes.numpy(), image_key="a", labels=raw.labels)
+    assert torch.allclose(ours.masks, raw.masks, atol=1e-4)
+    assert np.array_equal(ours.labels, raw.labels)
+    for a, b in zip(masks_in_boxes(ours, 80, 96), masks_in_boxes(raw, 80, 96), strict=True):
+        assert (a.x0, a.y0) == (b.x0, b.y0)
+        assert np.count_nonzero(a.mask != b.mask) <= 1  # probabilities within 1e-4 of 0.5
+
+
+def test_category_chooses_the_mask_and_is_kept(card, pred, image) -> None:
+    assistant = Assistant(pred)
+    box = (20.0, 15.0, 60.0, 55.0)
+    raw = assistant.box_masks(image, [box, box], image_key="a", labels=[1, 2])
+    assert not torch.allclose(raw.masks[0], raw.masks[1])  # each class has its own mask
+    as_cell = assistant.box_to_mask(image, box, image_key="a", category_id=9)
+    (crop,) = masks_in_boxes(assistant.box_masks(image, [box], image_key="a", labels=[2]), 80, 96)
+    assert as_cell.category_id == 9
+    assert as_cell.polygons == mask_to_polygons(
+        crop.mask, tolerance=pred.polygon_tolerance, min_area=pred.min_area, offset=(20, 15)
+    )
+    found = assistant.box_to_mask(image, box, image_key="a")
+    best = int(assistant.box_masks(image, [box], image_key="a").labels[0])
+    assert found.category_id == card.category_for_label(best).id
+    # A project category the model does not know stays on the result.
+    assert assistant.box_to_mask(image, box, image_key="a", category_id=42).category_id == 42
+
+
+def test_bad_boxes_are_refused_with_a_reason(pred, image) -> None:
+    assistant = Assistant(pred)
+    with pytest.raises(AssistError, match="no area"):
+        assistant.box_to_mask(image, (30.0, 10.0, 30.0, 20.0), image_key="a")
+    with pytest.raises(AssistError, match="no area inside"):
+        assistant.box_to_mask(image, (100.0, 10.0, 120.0, 20.0), image_key="a")
+    with pytest.raises(AssistError, match="labels"):
+        assistant.box_masks(image, [(1, 1, 9, 9)], image_key="a", labels=[1, 2])
+    with pytest.raises(AssistError, match="labels must be"):
+        assistant.box_masks(image, [(1, 1, 9, 9)], image_key="a", labels=[3])
+
+
+def test_an_empty_mask_is_no_object(card, model, image) -> None:
+    assistant = Assistant(_predictor(_biased(model, -8.0), card))
+    with pytest.raises(NoObjectFound, match="drag a box closer"):
+        assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+
+
+# -- the feature cache --------------------------------------------------------------------
+
+
+def test_a_cached_image_runs_only_the_heads(pred, image, count_calls) -> None:
+    backbone, rpn = count_calls(pred.model.backbone), count_calls(pred.model.rpn)
+    masks = count_calls(pred.model.roi_heads.mask_head)
+    assistant = Assistant(pred)
+    assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    assert len(backbone) == 1
+    assistant.box_to_mask(image, (40.0, 30.0, 70.0, 60.0), image_key="a")
+    assistant.refine(image, Instance(7, _rect(20, 20, 40, 30)), image_key="a")
+    assert (len(backbone), len(rpn), len(masks)) == (1, 0, 3)
+    assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="b")
+    assert len(backbone) == 2
+    assistant.forget("a")
+    assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    assert len(backbone) == 3
+
+
+def test_the_cache_is_bounded_and_keeps_the_recently_used(pred, image, count_calls) -> None:
+    first = Assistant(pred)
+    first.prepare(image, image_key="x")
+    size = first.cache.nbytes
+    assert size > 0 and len(first.cache) == 1
+    assistant = Assistant(pred, cache_bytes=int(2.5 * size))
+    backbone = count_calls(pred.model.backbone)
+    for key in ("a", "b", "a", "c"):  # "a" used again, so "b" is the least recently used
+        assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key=key)
+        assert assistant.cache.nbytes <= assistant.cache.max_bytes
+    assert len(assistant.cache) == 2 and len(backbone) == 3
+    assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="c")
+    assert len(backbone) == 3
+    assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="b")
+    assert len(backbone) == 4
+    # Features larger than the whole cache are used but not kept.
+    tiny = Assistant(pred, cache_bytes=size // 2)
+    tiny.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    assert len(tiny.cache) == 0 and tiny.cache.nbytes == 0
+
+
+def test_a_model_change_drops_the_cache(card, model, pred, image, count_calls) -> None:
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.backbone.parameters():
+            p.mul_(1.5)
+    old, new = pred, _predictor(other, card)
+    assistant = Assistant(old)
+    before = assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    assert len(assistant.cache) == 1
+    assistant.use(old)  # the same model keeps its features
+    assert len(assistant.cache) == 1
+    assistant.use(new)
+    assert len(assistant.cache) == 0
+    backbone = count_calls(new.model.backbone)
+    inst = assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    assert len(backbone) == 1 and assistant.cache.model == ModelIdentity.of(new)
+    fresh = Assistant(new).box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    assert inst.polygons == fresh.polygons != before.polygons
+
+
+def test_feature_cache_stores_one_models_features() -> None:
+    """Storing another model's features drops the first model's, and a lookup with the
+    other identity never answers."""
+    from torchvision.models.detection.image_list import ImageList
+
+    from app.ml.assist import WindowFeatures
+
+    def entry(x: int) -> WindowFeatures:
+        t = torch.zeros(1, 3, 8, 8)
+        return WindowFeatures(Tile(x, 0, x + 8, 8), (8, 64), ImageList(t, [(8, 8)]), {"0": t})
+
+    a, b = ModelIdentity("m", 1, 1), ModelIdentity("m", 2, 2)
+    cache = FeatureCache()
+    cache.put(a, "img", entry(0))
+    assert cache.get(a, "img", entry(0).window) is not None
+    assert cache.get(b, "img", entry(0).window) is None
+    cache.put(b, "img", entry(8))
+    assert len(cache) == 1 and cache.get(a, "img", entry(8).window) is None
+    assert cache.nbytes == entry(8).nbytes
+    with pytest.raises(AssistError, match="at least 0"):
+        FeatureCache(max_bytes=-1)
+
+
+def test_a_key_reused_for_an_image_of_another_size_is_recomputed(solid_pred, image) -> None:
+    assistant = Assistant(solid_pred)
+    assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    small = np.ascontiguousarray(image[:64, :64])
+    inst = assistant.box_to_mask(small, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    cols, rows = _pixels(inst, 64, 64)
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (10, 29, 12, 39)
+    assert len(assistant.cache) == 1
+
+
+# -- click -> instance --------------------------------------------------------------------
+
+
+def test_a_click_inside_a_detection_returns_it(solid_pred, image) -> None:
+    """The click picks what ``predict`` proposes at the floor score: the best-scoring
+    detection whose mask covers the point."""
+    proposals = solid_pred.predict(image)
+    assert len(proposals) >= 3
+    assistant = Assistant(solid_pred, score_floor=0.05)
+    for target in proposals[:3]:
+        bx, by, bw, bh = polygons_bbox(target.polygons)
+        x, y = bx + bw / 2, by + bh / 2
+        covering = [p for p in proposals if polygons_to_mask(p.polygons, 80, 96)[int(y), int(x)]]
+        got = assistant.click(image, (x, y), image_key="a")
+        assert got.polygons == covering[0].polygons and got.score == covering[0].score
+        assert got.category_id == covering[0].category_id and got.source is Source.MODEL
+        # An object already on the image is not proposed again: the next one is.
+        if len(covering) > 1:
+            again = assistant.click(image, (x, y), image_key="a", others=[covering[0]])
+            assert again.polygons == covering[1].polygons
+
+
+def test_a_click_on_nothing_prompts_a_box_of_the_typical_size(solid_pred, image) -> None:
+    assistant = Assistant(solid_pred, score_floor=1.0)  # no detection reaches the floor
+    others = [Instance(7, _rect(0, 0, 10, 16)), Instance(7, _rect(50, 50, 60, 66))]
+    assert typical_size(others) == (10.0, 16.0)
+    inst = assistant.click(image, (40.0, 30.0), image_key="a", others=others)
+    cols, rows = _pixels(inst, 80, 96)
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (35, 44, 22, 37)
+    inst = assistant.click(image, (40.0, 30.0), image_key="a", box_size=(20.0, 8.0))
+    cols, rows = _pixels(inst, 80, 96)
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (30, 49, 26, 33)
+    with pytest.raises(NoObjectFound, match="drag a box"):
+        assistant.click(image, (40.0, 30.0), image_key="a")
+    with pytest.raises(AssistError, match="outside"):
+        assistant.click(image, (96.0, 30.0), image_key="a")
+
+
+def test_a_click_without_sizes_uses_the_detections_sizes(solid_pred, image) -> None:
+    """No detection under the point and no instance on the image: the prompt box has the
+    median size of the model's detections in the window."""
+    (raw,) = solid_pred.detect([to_model_input(image, solid_pred.spec)])  # floor 0.05 too
+    boxes = raw.boxes.numpy().astype(np.float64)
+    covered = np.zeros((80, 96), np.uint8)
+    for crop in masks_in_boxes(raw, 80, 96):
+        covered[crop.y0 : crop.y1, crop.x0 : crop.x1] |= crop.mask
+    far = cv2.distanceTransform(1 - covered, cv2.DIST_L2, 3)
+    row, col = np.unravel_index(int(np.argmax(far)), far.shape)
+    x, y = col + 0.5, row + 0.5
+    inst = Assistant(solid_pred).click(image, (x, y), image_key="a")
+    w, h = np.median(boxes[:, 2:] - boxes[:, :2], axis=0)
+    x0, x1 = max(x - w / 2, 0), min(x + w / 2, 96)
+    y0, y1 = max(y - h / 2, 0), min(y + h / 2, 80)
+    centres_x, centres_y = np.arange(96) + 0.5, np.arange(80) + 0.5
+    cols, rows = _pixels(inst, 80, 96)
+    assert np.array_equal(cols, np.flatnonzero((centres_x > x0) & (centres_x < x1)))
+    assert np.array_equal(rows, np.flatnonzero((centres_y > y0) & (centres_y < y1)))
+
+
+# -- refine -------------------------------------------------------------------------------
+
+
+def test_refine_keeps_category_and_identity_and_enlarges_the_box(solid_pred, image) -> None:
+    assistant = Assistant(solid_pred)
+    drawn = Instance(42, _rect(20, 20, 40, 30), source=Source.HUMAN, id=5, image_id=3)
+    same = assistant.refine(image, drawn, image_key="a")
+    assert np.array_equal(
+        polygons_to_mask(same.polygons, 80, 96), polygons_to_mask(drawn.polygons, 80, 96)
+    )
+    out = assistant.refine(image, drawn, image_key="a", enlarge=1.5)
+    assert (out.category_id, out.id, out.image_id) == (42, 5, 3)
+    cols, rows = _pixels(out, 80, 96)
+    # Box (15, 17.5)-(45, 32.5): the pixels whose centres lie inside it (rows 17 and 32 have
+    # theirs on the border, where the bilinear paste gives half the probability).
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (15, 44, 18, 31)
+    assert out.source is Source.MODEL and out.model_version == 3
+    with pytest.raises(AssistError, match="enlarge"):
+        assistant.refine(image, drawn, image_key="a", enlarge=0)
+    with pytest.raises(AssistError, match="no area"):
+        assistant.refine(image, Instance(7, []), image_key="a")
+
+
+# -- large images -------------------------------------------------------------------------
+
+
+def test_a_tiled_image_is_seen_through_the_tile_holding_the_box(solid_pred, count_calls) -> None:
+    rng = np.random.default_rng(1)
+    big = rng.integers(0, 4000, (120, 150), dtype=np.uint16)
+    pred = solid_pred  # tile size 96 (the card's max_size), overlap 47
+    grid = tile_grid(150, 120, pred.tile_size, pred.tile_overlap)
+    assert len(grid) == 6
+    backbone = count_calls(pred.model.backbone)
+    assistant = Assistant(pred)
+    inst = assistant.box_to_mask(big, (60.0, 40.0, 80.0, 64.0), image_key="big")
+    cols, rows = _pixels(inst, 120, 150)
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (60, 79, 40, 63)
+    # Of the tiles holding the box, the one with the most margin to an inner tile border.
+    ((_, window),) = list(assistant.cache._entries)
+    assert (window.x0, window.y0, window.x1, window.y1) == (27, 0, 123, 96)
+    assert len(backbone) == 1 and backbone[0][-2:] == (64, 64)  # a 96 px tile, scaled to 64
+    # A box larger than the tile overlap fits no tile: a window of its own (here the whole
+    # image, downscaled by the model's transform) still pastes onto exactly the box.
+    inst = assistant.box_to_mask(big, (20.0, 10.0, 130.0, 100.0), image_key="big")
+    cols, rows = _pixels(inst, 120, 150)
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (20, 129, 10, 99)
+    own = assistant.cache.get(assistant.cache.model, "big", Tile(0, 0, 150, 120))
+    assert len(backbone) == 2 and own is not None and own.images.image_sizes == [(64, 80)]
+    # prepare() computes the other tiles once; assists then run only the heads.
+    assistant.prepare(big, image_key="big")
+    assert len(backbone) == 2 + len(grid) - 1
+    assistant.click(big, (60.0, 70.0), image_key="big", box_size=(12.0, 12.0))
+    assistant.box_to_mask(big, (100.0, 80.0, 120.0, 110.0), image_key="big")
+    assert len(backbone) == 2 + len(grid) - 1
