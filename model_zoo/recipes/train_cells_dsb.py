@@ -46,14 +46,16 @@ from app.core.images import read_image  # noqa: E402
 from app.ml.dataset import make_sample, model_scale  # noqa: E402
 from app.ml.models import build_model  # noqa: E402
 from app.ml.preprocess import InputSpec, to_model_input  # noqa: E402
-from app.ml.train import IterationEvent, TrainConfig, train  # noqa: E402
+from app.ml.train import TrainConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_cells_mobile import (  # noqa: E402
     NMS_IOU,
     RPN_PROPOSALS,
+    fp16_state,
     sample_file,
     synthetic_eval_images,
+    train_logged,
 )
 
 from app.ml.eval_sources import eval_images, find_labelled_images  # noqa: E402
@@ -178,11 +180,6 @@ def _photometric(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.3:
         x = x + rng.normal(0.0, rng.uniform(0.005, 0.04), x.shape).astype(np.float32)
     return np.clip(x, 0.0, 1.0).astype(np.float32)
-
-
-def fp16_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Halve the file size; load_state_dict casts back to the model's float32."""
-    return {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
 
 
 def _figures(prefix: str, result: EvalResult) -> dict[str, float]:
@@ -353,25 +350,7 @@ def main() -> int:
         freeze_bn_stats=False,  # a large new data set: BatchNorm learns its statistics
     )
 
-    def should_stop() -> bool:
-        return args.stop_at is not None and time.time() > args.stop_at
-
-    iterations = 0
-    for event in train(model, dataset, config, should_stop=should_stop):
-        if isinstance(event, IterationEvent):
-            iterations = event.iteration
-            if event.iteration % 10 == 0:
-                log.info(
-                    "iter %d/%d loss %.3f %s lr %.2e eta %.0f s",
-                    event.iteration,
-                    event.total_iterations,
-                    event.loss,
-                    " ".join(f"{k[5:]}={v:.3f}" for k, v in event.losses.items()),
-                    event.lr,
-                    event.eta_s,
-                )
-        else:
-            log.info("%s", event.to_dict())
+    iterations = train_logged(model, dataset, config, args.stop_at)
     torch.save(fp16_state(model), weights)
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     summary = {

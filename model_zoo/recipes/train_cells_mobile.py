@@ -103,6 +103,38 @@ class SyntheticNuclei(torch.utils.data.Dataset):
         return augment(sample, AUGMENTATION) if self.train else sample
 
 
+def train_logged(
+    model: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    config: TrainConfig,
+    stop_at: float | None,
+) -> int:
+    """Run app.ml.train, logging every 10th iteration and each event; stop (checkpoint
+    kept) at the Unix time ``stop_at``. Returns the iterations done."""
+
+    def should_stop() -> bool:
+        return stop_at is not None and time.time() > stop_at
+
+    iterations = 0
+    for event in train(model, dataset, config, should_stop=should_stop):
+        if isinstance(event, IterationEvent):
+            iterations = event.iteration
+            if event.iteration % 10 == 0:
+                log.info(
+                    "iter %d/%d loss %.3f %s lr %.2e eta %.0f s",
+                    event.iteration,
+                    event.total_iterations,
+                    event.loss,
+                    " ".join(f"{k[5:]}={v:.3f}" for k, v in event.losses.items()),
+                    event.lr,
+                    event.eta_s,
+                )
+        else:
+            log.info("%s", event.to_dict())
+            iterations = getattr(event, "iterations", iterations)
+    return iterations
+
+
 def fp16_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Halve the file size; load_state_dict casts back to the model's float32."""
     return {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
@@ -201,28 +233,9 @@ def main() -> int:
         freeze_bn_stats=False,  # from scratch: BatchNorm learns its statistics
     )
 
-    def should_stop() -> bool:
-        return args.stop_at is not None and time.time() > args.stop_at
-
-    iterations = 0
-    for event in train(
-        model, SyntheticNuclei(train_files, train_spec, train=True), config, should_stop=should_stop
-    ):
-        if isinstance(event, IterationEvent):
-            iterations = event.iteration
-            if event.iteration % 10 == 0:
-                log.info(
-                    "iter %d/%d loss %.3f %s lr %.2e eta %.0f s",
-                    event.iteration,
-                    event.total_iterations,
-                    event.loss,
-                    " ".join(f"{k[5:]}={v:.3f}" for k, v in event.losses.items()),
-                    event.lr,
-                    event.eta_s,
-                )
-        else:
-            log.info("%s", event.to_dict())
-            iterations = getattr(event, "iterations", iterations)
+    iterations = train_logged(
+        model, SyntheticNuclei(train_files, train_spec, train=True), config, args.stop_at
+    )
     train_s = time.time() - t0
     state = fp16_state(model)
     weights = args.out / "cells-mobile.pt"
