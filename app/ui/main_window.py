@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QSlider,
     QUndoView,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -41,6 +42,7 @@ from .model_wiring import ModelWiring
 from .panels.categories import CategoriesPanel
 from .panels.display_panel import DisplayPanel
 from .panels.image_list import ImageListPanel
+from .panels.instance_filter import InstanceFilterBar
 from .panels.instance_list import InstanceListPanel
 from .panels.model_panel import ModelPanel
 from .panels.versions_panel import VersionsPanel
@@ -78,7 +80,14 @@ class MainWindow(ModelWiring, QMainWindow):
         self.history = QUndoView(self.editor.undo_group)
         self.history.setEmptyLabel("<opened>")
         self._dock("Images", self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._dock("Instances", self.instances, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.instance_filter = InstanceFilterBar()
+        self.instance_filter.set_categories(store.categories())
+        instances_box = QWidget()
+        box_layout = QVBoxLayout(instances_box)
+        box_layout.setContentsMargins(2, 2, 2, 2)
+        box_layout.addWidget(self.instance_filter)
+        box_layout.addWidget(self.instances)
+        self._dock("Instances", instances_box, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Categories", self.categories, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Display", self.display, Qt.DockWidgetArea.LeftDockWidgetArea)
         history = self._dock("History", self.history, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -281,6 +290,10 @@ class MainWindow(ModelWiring, QMainWindow):
         c.selection_changed.connect(self.instances.set_selected)
         self.instances.selection_requested.connect(c.set_selection)
         self.instances.zoom_requested.connect(c.zoom_to_instance)
+        self.instance_filter.changed.connect(self.instances.set_filter)
+        self.categories.categories_changed.connect(
+            lambda: self.instance_filter.set_categories(self.store.categories())
+        )
         c.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
         c.cursor_moved.connect(self._cursor)
         c.tool_changed.connect(self._tool_changed)
@@ -291,6 +304,7 @@ class MainWindow(ModelWiring, QMainWindow):
         self.categories.categories_changed.connect(self._instances_changed)
         self.display.settings_changed.connect(ed.set_display)
         self.threshold.valueChanged.connect(lambda v: ed.set_threshold(v / 100))
+        self.threshold.valueChanged.connect(lambda _: self._show_review_status())
         self.threshold.valueChanged.connect(
             lambda v: self.threshold_label.setText(f"{v / 100:.2f}")
         )
@@ -415,6 +429,7 @@ class MainWindow(ModelWiring, QMainWindow):
         """An import or rescan changed the project: re-read images, categories and the shown
         image. Undo histories are dropped: the instances they refer to may be gone."""
         self.categories.refresh()
+        self.instance_filter.set_categories(self.store.categories())
         self.canvas.reload(self.editor.colors())
         self.images.refresh()
         self.editor.forget_history()
@@ -445,13 +460,22 @@ class MainWindow(ModelWiring, QMainWindow):
         self.instances.show_document(doc, self.store.categories())
         self.instances.set_selected(self.canvas.selection())
         if doc is not None:
-            record = self.store.image(doc.image_id)
-            pending = len(doc.pending_ids())
-            self.status_label.setText(
-                f"{record.path}: {doc.status.value.replace('_', ' ')}, "
-                f"{len(doc.instances)} instances, {pending} to review"
-            )
+            self._show_review_status()
             self.images.update_status(doc.image_id)
+
+    def _show_review_status(self) -> None:
+        """The image's status and how many proposals wait: shown, and hidden by the slider."""
+        doc = self.editor.doc
+        if doc is None:
+            return
+        record = self.store.image(doc.image_id)
+        pending = len(doc.pending_ids())
+        shown = len(self.editor.review_order())
+        hidden = f" ({pending - shown} hidden below the slider)" if pending > shown else ""
+        self.status_label.setText(
+            f"{record.path}: {doc.status.value.replace('_', ' ')}, "
+            f"{len(doc.instances)} instances, {shown} to review{hidden}"
+        )
 
     def _cursor(self, x: float, y: float) -> None:
         value = pixel_text(self.editor.pixels, x, y)

@@ -143,3 +143,9 @@ def test_f1_shows_the_keys_and_rules_unwrapped(window, qtbot):
     text = dialog.text.toPlainText()
     assert "hidden ones rejected" in text and "Tab / Shift+Tab" in text and "Ctrl+N" in text
     qtbot.waitUntil(lambda: dialog.text.horizontalScrollBar().maximum() == 0)
+
+
+def test_status_bar_counts_shown_and_hidden_proposals(window):
+    assert "3 to review (1 hidden below the slider)" in window.status_label.text()
+    window.threshold.setValue(0)
+    assert window.status_label.text().endswith("4 to review")

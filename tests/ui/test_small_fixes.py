@@ -121,3 +121,24 @@ def test_reopening_a_project_restores_image_threshold_and_display(window, qtbot)
     assert again.display.gamma.value() == pytest.approx(0.6)
     assert again.editor.display.gamma == pytest.approx(0.6)
     again.close()
+
+
+def test_instances_filter_by_category_source_and_score(window):
+    win, bar, panel = window, window.instance_filter, window.instances
+    doc = win.editor.doc
+    high, low = sorted(doc.instances, key=lambda i: -doc.instances[i].score)
+    win.editor.canvas.set_selection([high])
+    win.editor.accept_selected()
+    bar.source.setCurrentIndex(bar.source.findData("pending"))
+    assert panel.shown_ids() == [low]
+    bar.source.setCurrentIndex(bar.source.findData("accepted"))
+    assert panel.shown_ids() == [high]
+    bar.source.setCurrentIndex(0)
+    bar.min_score.setValue(0.5)
+    assert panel.shown_ids() == [high]
+    bar.min_score.setValue(0.0)
+    debris = win.store.categories()[1].id
+    bar.category.setCurrentIndex(bar.category.findData(debris))
+    assert panel.shown_ids() == []
+    bar.category.setCurrentIndex(0)
+    assert sorted(panel.shown_ids()) == sorted([high, low])

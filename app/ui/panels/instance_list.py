@@ -11,6 +11,8 @@ from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, Q
 from app.core.document import ImageDocument
 from app.core.types import Category
 
+from .instance_filter import InstanceFilter
+
 SOURCE_LABELS = {"human": "drawn", "model": "proposal", "model_edited": "edited proposal"}
 
 
@@ -46,11 +48,14 @@ class InstanceListPanel(QTreeWidget):
         self.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self._items: dict[int, QTreeWidgetItem] = {}
         self._syncing = False
+        self._filter = InstanceFilter()
+        self._row_keys: dict[int, tuple[int, str, bool, float | None]] = {}
 
     def show_document(self, doc: ImageDocument | None, categories: list[Category]) -> None:
         self._syncing = True
         self.clear()
         self._items = {}
+        self._row_keys = {}
         cats = {c.id: c for c in categories}
         if doc is not None:
             rows = []
@@ -71,12 +76,28 @@ class InstanceListPanel(QTreeWidget):
                 item.setData(0, SORT_ROLE, number)
                 item.setData(2, SORT_ROLE, -1.0 if inst.score is None else inst.score)
                 item.setToolTip(0, f"instance {number} of {len(doc.instances)}")
+                pending = doc.is_pending(i)
+                self._row_keys[i] = (inst.category_id, inst.source.value, pending, inst.score)
                 if cat is not None:
                     item.setForeground(1, QColor(cat.color))
                 rows.append(item)
                 self._items[i] = item
             self.addTopLevelItems(rows)
+            self._apply_filter()
         self._syncing = False
+
+    def set_filter(self, flt: InstanceFilter) -> None:
+        self._filter = flt
+        self._apply_filter()
+
+    def _apply_filter(self) -> None:
+        for i, item in self._items.items():
+            item.setHidden(not self._filter.passes(*self._row_keys[i]))
+
+    def shown_ids(self) -> list[int]:
+        """Instance ids of the rows the filter shows, in row order."""
+        rows = (self.topLevelItem(r) for r in range(self.topLevelItemCount()))
+        return [it.data(0, Qt.ItemDataRole.UserRole) for it in rows if not it.isHidden()]
 
     def set_selected(self, ids: list[int]) -> None:
         self._syncing = True
