@@ -35,8 +35,14 @@ class DoneSummary:
     accepted: int
     rejected: int
     threshold: float
+    blocked: int = 0  # pending proposals of hidden categories: nothing was done
 
     def message(self) -> str:
+        if self.blocked:
+            return (
+                f"Not marked done: {self.blocked} pending proposal(s) belong to hidden "
+                "categories. Show all categories (Categories dock) to review them first."
+            )
         if not (self.accepted or self.rejected):
             return "Marked done."
         return (
@@ -63,6 +69,7 @@ class Editor(QObject):
         self.pixels: np.ndarray | None = None
         self.display = DisplaySettings()
         self.threshold = 0.0
+        self.hidden_categories: frozenset[int] = frozenset()
         self.current_category: int | None = None
         canvas.geometry_edited.connect(self.edit_geometry)
         canvas.polygon_drawn.connect(self.add_polygon)
@@ -269,15 +276,26 @@ class Editor(QObject):
 
     def accept_all(self) -> None:
         t = self.threshold
-        if self.doc is not None and self.doc.pending_ids():
-            n = len(self.review_order())
+        shown = self.review_order()
+        if self.doc is not None and shown:
             self._push(
-                f"Accept {n} shown proposal(s) (score \u2265 {t:.2f})", lambda d: d.accept_above(t)
+                f"Accept {len(shown)} shown proposal(s) (score \u2265 {t:.2f})",
+                lambda d: d.accept(shown),
             )
 
-    def _shown(self, instance: Instance) -> bool:
-        """A pending proposal is shown when its score reaches the review threshold."""
+    def set_hidden_categories(self, ids: frozenset[int]) -> None:
+        self.hidden_categories = frozenset(ids)
+        self.canvas.set_hidden_categories(self.hidden_categories)
+
+    def _above_threshold(self, instance: Instance) -> bool:
         return instance.score is None or instance.score >= self.threshold
+
+    def _shown(self, instance: Instance) -> bool:
+        """A pending proposal is shown when its score reaches the review threshold and its
+        category is not hidden."""
+        return (
+            self._above_threshold(instance) and instance.category_id not in self.hidden_categories
+        )
 
     def review_order(self) -> list[int]:
         """The shown pending proposals in review order: highest score first."""
@@ -321,10 +339,15 @@ class Editor(QObject):
 
     def mark_done(self) -> DoneSummary | None:
         """Mark the image done by the done rule: pending proposals that are shown (score at
-        or above the threshold) are accepted, the hidden ones are rejected; one undo step."""
+        or above the threshold) are accepted, the hidden ones are rejected; one undo step.
+        While a category with pending proposals is hidden nothing is done (they would be
+        decided unseen): the summary says so."""
         if self.doc is None:
             return None
         pending = [self.doc.instances[i] for i in self.doc.pending_ids()]
+        blocked = [inst for inst in pending if inst.category_id in self.hidden_categories]
+        if blocked:
+            return DoneSummary(0, 0, self.threshold, blocked=len(blocked))
         accept = [inst.id for inst in pending if self._shown(inst)]
         reject = [inst.id for inst in pending if not self._shown(inst)]
         summary = DoneSummary(len(accept), len(reject), self.threshold)

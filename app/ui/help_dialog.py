@@ -16,6 +16,7 @@ HELP_TEXT = """Review
   D / Right / PageDown  next image      Left / PageUp  previous image
 Edit
   1-9  category of the selection; with nothing selected, of the shapes drawn next
+       (untick a category in its dock to hide it; Ctrl+Enter waits until it is shown)
   Del  delete    M  merge selected     Ctrl+Z / Ctrl+Shift+Z  undo / redo
 Tools
   V  select: click, Ctrl/Shift+click adds, drag moves; drag a vertex handle,

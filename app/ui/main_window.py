@@ -299,6 +299,8 @@ class MainWindow(ModelWiring, QMainWindow):
         c.tool_changed.connect(self._tool_changed)
         c.review_step.connect(ed.select_next_pending)
         self.categories.category_picked.connect(ed.set_category_of_selected)
+        self.categories.visibility_changed.connect(ed.set_hidden_categories)
+        self.categories.visibility_changed.connect(lambda _: self._show_review_status())
         ed.drawing_category_changed.connect(self.categories.show_drawing_category)
         self.categories.categories_changed.connect(lambda: c.reload(ed.colors()))
         self.categories.categories_changed.connect(self._instances_changed)
@@ -400,6 +402,9 @@ class MainWindow(ModelWiring, QMainWindow):
     def done_and_next(self) -> None:
         """Mark done by the done rule (shown proposals accepted, hidden ones rejected)."""
         summary = self.editor.mark_done()
+        if summary is not None and summary.blocked:
+            self.statusBar().showMessage(summary.message(), 10000)
+            return
         self.versions.refresh()  # the analytics count what is done
         self._go_to_next_review(summary.message() if summary is not None else "")
 

@@ -149,3 +149,23 @@ def test_status_bar_counts_shown_and_hidden_proposals(window):
     assert "3 to review (1 hidden below the slider)" in window.status_label.text()
     window.threshold.setValue(0)
     assert window.status_label.text().endswith("4 to review")
+
+
+def test_hidden_categories_are_neither_reviewed_nor_decided_unseen(window):
+    win, canvas, store = window, window.canvas, window.store
+    cell = store.categories()[0].id
+    layer = canvas.canvas_scene.layer
+    win.categories.set_category_visible(cell, False)
+    assert win.editor.hidden_categories == {cell}
+    assert not any(layer.is_shown(i) for i in layer.ids())
+    QTest.keyClick(canvas, Qt.Key.Key_Tab)
+    assert canvas.selection() == []
+    QTest.keyClick(canvas, Qt.Key.Key_A, Qt.KeyboardModifier.ShiftModifier)
+    assert store.accepted_ids(1) == set()
+    QTest.keyClick(canvas, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert store.image(1).status != ImageStatus.DONE and win.current_image_id() == 1
+    assert "belong to hidden categories" in win.statusBar().currentMessage()
+    win.categories.set_category_visible(cell, True)
+    assert sum(layer.is_shown(i) for i in layer.ids()) == 3
+    win.done_and_next()
+    assert store.image(1).status == ImageStatus.DONE

@@ -50,6 +50,7 @@ class Shape:
     pending: bool  # an unreviewed proposal: dashed, with its score
     score: float | None
     bbox: QRectF
+    category_id: int | None = None
 
     def contains(self, pos: QPointF) -> bool:
         if isinstance(self.outline, QPolygonF):
@@ -77,6 +78,7 @@ class InstanceLayer(QGraphicsItem):
         self._hidden: set[int] = set()
         self._groups: list[tuple[QColor, bool, list[Shape]]] | None = None
         self.threshold = 0.0
+        self.hidden_categories: frozenset[int] = frozenset()
         self.opacity_fill = 0.35
         self.show_labels = True
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
@@ -121,7 +123,14 @@ class InstanceLayer(QGraphicsItem):
         self.opacity_fill = value
         self._invalidate()
 
+    def set_hidden_categories(self, ids: frozenset[int]) -> None:
+        if ids != self.hidden_categories:
+            self.hidden_categories = ids
+            self._invalidate()
+
     def _passes(self, s: Shape) -> bool:
+        if s.category_id in self.hidden_categories:
+            return False
         return not (s.pending and s.score is not None and s.score < self.threshold)
 
     def is_shown(self, instance_id: int) -> bool:

@@ -71,6 +71,7 @@ class AnnotationScene(QGraphicsScene):
                 pending=is_pending(inst.id),
                 score=inst.score,
                 bbox=outline.boundingRect(),
+                category_id=inst.category_id,
             )
             for inst, outline in zip(instances, outlines, strict=True)
         }

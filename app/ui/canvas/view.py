@@ -160,6 +160,14 @@ class CanvasView(QGraphicsView):
         if hidden:
             self.set_selection([i for i in self.selection() if i not in hidden])
 
+    def set_hidden_categories(self, ids: frozenset[int]) -> None:
+        """Hide every instance of these categories (and drop them from the selection)."""
+        layer = self.canvas_scene.layer
+        layer.set_hidden_categories(ids)
+        hidden = [i for i in self.selection() if not layer.is_shown(i)]
+        if hidden:
+            self.set_selection([i for i in self.selection() if i not in hidden])
+
     def set_fill_opacity(self, value: float) -> None:
         self.canvas_scene.fill_opacity = value
         self.canvas_scene.layer.set_fill_opacity(value)

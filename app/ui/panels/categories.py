@@ -43,6 +43,7 @@ def color_icon(color: str) -> QIcon:
 class CategoriesPanel(QWidget):
     categories_changed = Signal()
     category_picked = Signal(int)  # the user chose this category (click or digit key)
+    visibility_changed = Signal(frozenset)  # ids of the categories whose instances are hidden
 
     def __init__(self, store: ProjectStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -54,6 +55,8 @@ class CategoriesPanel(QWidget):
         )
         self.list = QListWidget()
         self.list.itemClicked.connect(self._clicked)
+        self.list.itemChanged.connect(self._check_changed)
+        self._hidden: frozenset[int] = frozenset()
         self.list.itemDoubleClicked.connect(lambda _: self.rename())
         buttons = QHBoxLayout()
         for icon, tip, slot in (
@@ -76,18 +79,45 @@ class CategoriesPanel(QWidget):
 
     def refresh(self) -> None:
         current = self.current_id()
+        self.list.blockSignals(True)
         self.list.clear()
         for n, cat in enumerate(self.store.categories(), 1):
             key = f"[{n}] " if n <= 9 else ""
             item = QListWidgetItem(color_icon(cat.color), f"{key}{cat.name}")
             item.setData(Qt.ItemDataRole.UserRole, cat.id)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            shown = cat.id not in self._hidden
+            item.setCheckState(Qt.CheckState.Checked if shown else Qt.CheckState.Unchecked)
             item.setToolTip(
-                f"{cat.name} (id {cat.id})" + (f"; press {n} to apply it" if n <= 9 else "")
+                f"{cat.name} (id {cat.id})"
+                + (f"; press {n} to apply it" if n <= 9 else "")
+                + "; untick to hide its instances"
             )
             self.list.addItem(item)
             if cat.id == current:
                 self.list.setCurrentItem(item)
+        self.list.blockSignals(False)
         self._show_drawing()
+
+    def hidden_categories(self) -> frozenset[int]:
+        return self._hidden
+
+    def set_category_visible(self, category_id: int, visible: bool) -> None:
+        for row in range(self.list.count()):
+            item = self.list.item(row)
+            if item.data(Qt.ItemDataRole.UserRole) == category_id:
+                item.setCheckState(Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked)
+
+    def _check_changed(self, item: QListWidgetItem) -> None:
+        cat_id = item.data(Qt.ItemDataRole.UserRole)
+        hidden = set(self._hidden)
+        if item.checkState() == Qt.CheckState.Checked:
+            hidden.discard(cat_id)
+        else:
+            hidden.add(cat_id)
+        if frozenset(hidden) != self._hidden:
+            self._hidden = frozenset(hidden)
+            self.visibility_changed.emit(self._hidden)
 
     def show_drawing_category(self, category_id: int | None) -> None:
         """Mark the category new shapes get (bold, and in the "New shapes" line)."""
