@@ -155,6 +155,7 @@ def _card_row(card: ModelCard) -> dict:
 def _listed_cards(project: Path | None) -> list[tuple[ModelCard, dict]]:
     """Every card with its listing row; a broken one is a warning line, the rest are listed."""
     from app.ml import zoo
+    from app.ml.versions import version_model_id
 
     cards: list[ModelCard] = zoo.list_cards()
     if project is not None:
@@ -162,10 +163,11 @@ def _listed_cards(project: Path | None) -> list[tuple[ModelCard, dict]]:
             # The store's rows, not the files: a run killed before its row was committed
             # leaves files of a version that does not exist.
             for version in store.model_versions():
+                model_id = version_model_id(version.id)
                 try:
-                    cards.append(model_card(store, f"v{version.id}"))
+                    cards.append(model_card(store, model_id))
                 except zoo.ZooError as exc:
-                    log.warning("skipping project model version v%d: %s", version.id, exc)
+                    log.warning("skipping project model version %s: %s", model_id, exc)
     listed = []
     for card in cards:
         try:

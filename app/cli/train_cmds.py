@@ -58,6 +58,7 @@ from app.ml.versions import (
     register_version,
     set_active_model,
     version_id,
+    version_model_id,
 )
 
 log = logging.getLogger(__name__)
@@ -382,9 +383,9 @@ def _run_train(args: argparse.Namespace) -> int:
         for name in (CHECKPOINT_NAME, MODEL_STATE_NAME, RUN_FILE):
             (ckpt_dir / name).unlink(missing_ok=True)
         if not args.no_activate:
-            set_active_model(store, f"v{version.id}")
+            set_active_model(store, version_model_id(version.id))
         print(
-            f"Registered model version v{version.id} (from {setup.card.id}, "
+            f"Registered model version {version_model_id(version.id)} (from {setup.card.id}, "
             f"{len(setup.train_ids)} images)"
             + (", now the active model." if not args.no_activate else "."),
             file=out,

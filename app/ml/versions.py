@@ -22,17 +22,18 @@ import torch
 from torch import nn
 
 from app.core.atomic import remove_stale_temps, write_bytes_atomic
-from app.core.store import NotFoundError, ProjectStore
+from app.core.store import MODELS_DIR, NotFoundError, ProjectStore
 from app.core.types import Category, ModelVersion
 from app.errors import MaskLoopError
 from app.ml import zoo
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR = "models"
 ACTIVE_MODEL_KEY = "active_model"
 DEFAULT_MODEL = "cells-mobile"
-_VERSION_ID = re.compile(r"^v(\d+)$")
+# The one spelling of a project version's model id; version_id parses it, version_model_id
+# writes it. MODELS_DIR (PROJECT/models) comes from the store, since scanning skips it too.
+_VERSION_ID = re.compile(r"v(\d+)")
 
 
 class VersionError(MaskLoopError):
@@ -41,8 +42,18 @@ class VersionError(MaskLoopError):
 
 def version_id(model_id: str) -> int | None:
     """N for a project version id "v<N>", None for a zoo card id."""
-    match = _VERSION_ID.match(model_id)
+    match = _VERSION_ID.fullmatch(model_id)
     return int(match.group(1)) if match else None
+
+
+def version_model_id(number: int) -> str:
+    """The model id "v<N>" of project version ``number``."""
+    return f"v{number}"
+
+
+def version_card_path(project_root: Path | str, model_id: str) -> Path:
+    """PROJECT/models/v<N>.json, the card of project version ``model_id``."""
+    return Path(project_root) / MODELS_DIR / f"{model_id}.json"
 
 
 def _version_card(
@@ -62,8 +73,8 @@ def _version_card(
     """The base card with this version's identity, categories, weights and metrics."""
     return dataclasses.replace(
         card_base,
-        id=f"v{number}",
-        title=name or f"{project.name} v{number} (from {card_base.id})",
+        id=version_model_id(number),
+        title=name or f"{project.name} {version_model_id(number)} (from {card_base.id})",
         categories=list(categories),
         weights=zoo.WeightsSource(file=weights_file, sha256=sha256),
         metrics=dict(metrics),
@@ -106,8 +117,8 @@ def register_version(
     with store.transaction():
         # The transaction holds the database's write lock: no other run takes this number.
         number = store.next_model_version_id()
-        pt = models_dir / f"v{number}.pt"
-        card_path = models_dir / f"v{number}.json"
+        pt = models_dir / f"{version_model_id(number)}.pt"
+        card_path = version_card_path(store.root, version_model_id(number))
         card = _version_card(
             card_base,
             number=number,
@@ -159,7 +170,9 @@ def set_active_model(store: ProjectStore, model_id: str) -> None:
         try:
             store.model_version(number)
         except NotFoundError as exc:
-            known = ", ".join(f"v{v.id}" for v in store.model_versions()) or "none yet"
+            known = (
+                ", ".join(version_model_id(v.id) for v in store.model_versions()) or "none yet"
+            )
             raise VersionError(
                 f"The project has no model version {model_id} (versions: {known})."
             ) from exc

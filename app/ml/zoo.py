@@ -37,9 +37,7 @@ from app.paths import model_zoo_dir
 log = logging.getLogger(__name__)
 
 BUNDLED_DIR = model_zoo_dir()  # source checkout, pip install and frozen build alike
-PROJECT_MODELS_DIR = "models"
 NO_NETWORK_ENV = "MASKLOOP_NO_NETWORK"
-_VERSION_ID = re.compile(r"^v(\d+)$")
 _CARD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # torch hub names cached files "<name>-<first hex digits of sha256>.<ext>".
 _HUB_HASH = re.compile(r"-([a-f0-9]*)\.")
@@ -338,12 +336,14 @@ def list_cards(extra_dirs: Iterable[Path | str] = ()) -> list[ModelCard]:
 
 def get_card(model_id: str, project_root: Path | str | None = None) -> ModelCard:
     """The card of a zoo/user model id, or of project version "v<N>" (needs ``project_root``)."""
-    if _VERSION_ID.match(model_id):
+    from app.ml.versions import version_card_path, version_id  # versions builds on this module
+
+    if version_id(model_id) is not None:
         if project_root is None:
             raise ModelNotFoundError(
                 f"{model_id} is a project model version; give the project folder to use it."
             )
-        path = Path(project_root) / PROJECT_MODELS_DIR / f"{model_id}.json"
+        path = version_card_path(project_root, model_id)
         if not path.is_file():
             raise ModelNotFoundError(
                 f"The project {project_root} has no model version {model_id} ({path} is missing)."

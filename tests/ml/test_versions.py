@@ -19,7 +19,9 @@ from app.ml.versions import (
     active_model,
     register_version,
     set_active_model,
+    version_card_path,
     version_id,
+    version_model_id,
 )
 
 
@@ -167,3 +169,15 @@ def test_registration_removes_temp_files_a_killed_registration_left(
         path.write_bytes(b"half")
     _register(store, base_card, nn.Linear(2, 2))
     assert sorted(p.name for p in models.iterdir()) == ["v1.json", "v1.pt"]
+
+
+def test_one_spelling_of_a_version_id(store: ProjectStore, base_card: zoo.ModelCard) -> None:
+    assert version_id(version_model_id(7)) == 7
+    for not_a_version in ("v1\n", "V1", "v1x", "xv1", "v-1", " v1"):
+        assert version_id(not_a_version) is None
+    version = _register(store, base_card, nn.Linear(2, 2))
+    model_id = version_model_id(version.id)
+    assert version_card_path(store.root, model_id) == store.root / "models" / "v1.json"
+    assert zoo.get_card(model_id, store.root).path == version_card_path(store.root, model_id)
+    with pytest.raises(zoo.ModelNotFoundError, match="No model card with id"):
+        zoo.get_card("v1\n", store.root)  # not a version id: no card file v1\n.json is read
