@@ -41,6 +41,7 @@ from .welcome import recent_projects
 log = logging.getLogger(__name__)
 
 SHOW_SKIPPED = 10
+_OWN_WINDOW_BOXES: list[QMessageBox] = []  # message boxes outliving their window, until closed
 DEFAULT_CATEGORY = "object"
 
 
@@ -174,13 +175,21 @@ class FileMenu(QObject):
 
     # -- reporting ----------------------------------------------------------------------------
 
-    def notify(self, title: str, text: str, *, error: bool = False) -> None:
-        """Say how an operation went, in a box that does not block the window."""
+    def notify(
+        self, title: str, text: str, *, error: bool = False, outlives_window: bool = False
+    ) -> None:
+        """Say how an operation went, in a box that does not block the window (a box of its
+        own when the window is about to be replaced by another project's)."""
         self.last_message = text
         icon = QMessageBox.Icon.Warning if error else QMessageBox.Icon.Information
-        self._box = QMessageBox(icon, title, text, parent=self.parent_widget)
-        self._box.setModal(False)
-        self._box.show()
+        parent = None if outlives_window else self.parent_widget
+        box = QMessageBox(icon, title, text, parent=parent)
+        box.setModal(False)
+        if outlives_window:  # nothing else holds it once this window is gone
+            _OWN_WINDOW_BOXES.append(box)
+            box.finished.connect(lambda _result: _OWN_WINDOW_BOXES.remove(box))
+        self._box = box
+        box.show()
 
     def _run(self, title: str, text: str, project: Path, operation, *, create: bool = False):
         try:
@@ -220,7 +229,9 @@ class FileMenu(QObject):
             create=True,
         )
         if report is not None:
-            self.notify("New project", f"{choice.project}: {scan_summary(report)}")
+            self.notify(
+                "New project", f"{choice.project}: {scan_summary(report)}", outlives_window=True
+            )
             self.project_requested.emit(choice.project)
         return report
 
@@ -303,4 +314,3 @@ class FileMenu(QObject):
         if text is not None:
             self.notify(title, text)
         return text
-

@@ -478,7 +478,7 @@ class MainWindow(ModelWiring, QMainWindow):
         shown = len(self.editor.review_order())
         hidden = f" ({pending - shown} hidden below the slider)" if pending > shown else ""
         self.status_label.setText(
-            f"{record.path}: {doc.status.value.replace('_', ' ')}, "
+            f"{self.images.display_name(record)}: {doc.status.value.replace('_', ' ')}, "
             f"{len(doc.instances)} instances, {shown} to review{hidden}"
         )
 

@@ -85,6 +85,8 @@ def test_new_project_creates_the_folder_and_asks_to_open_it(qtbot, window, tmp_p
     with ProjectStore.open(target) as created:
         assert len(created.images()) == 2 and [c.name for c in created.categories()] == ["object"]
     assert "2 images added" in menu.last_message
+    assert menu._box.parent() is None  # the summary outlives the window it replaces
+    menu._box.close()
 
 
 def test_new_project_form_needs_an_existing_images_folder(qtbot, tmp_path):

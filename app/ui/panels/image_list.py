@@ -142,6 +142,11 @@ class ImageListPanel(QWidget):
                 self.list.blockSignals(False)
                 return
 
+    def display_name(self, record: ImageRecord) -> str:
+        """The image's name as the list shows it (under the images' shared folder)."""
+        prefix = self._prefix
+        return record.path[len(prefix) :] if record.path.startswith(prefix) else record.path
+
     def ids(self) -> list[int]:
         return [self.list.item(r).data(Qt.ItemDataRole.UserRole) for r in range(self.list.count())]
 
