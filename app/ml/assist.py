@@ -34,7 +34,8 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -460,7 +461,7 @@ class Assistant:
         heads = self._predictor.model.roi_heads
         sx, sy = feats.scale
         sizes = feats.images.image_sizes
-        with torch.inference_mode():
+        with torch.inference_mode(), _one_cpu_thread(self._predictor.device):
             scaled = torch.from_numpy(boxes * [sx, sy, sx, sy]).float().to(self._predictor.device)
             pooled = heads.box_roi_pool(feats.features, [scaled], sizes)
             class_logits, _ = heads.box_predictor(heads.box_head(pooled))
@@ -572,6 +573,25 @@ class Assistant:
             source=Source.MODEL,
             model_version=pred.model_version,
         )
+
+
+@contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run the CPU heads on one thread. On a few boxes they are a few MFLOPs: a second
+    OpenMP thread saves nothing, and on a busy 2-core machine (the GUI thread, a training
+    run) waiting for it once the scheduler has moved it away made a mask-head convolution
+    take up to 150 ms (p95) instead of 3.5 ms. torch's thread count is process-wide: torch
+    work on other threads meanwhile also runs on one (the proposal worker, the only other
+    torch user in the app, is the thread that calls the assistant)."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _OtherMasks:

@@ -168,6 +168,23 @@ def test_category_chooses_the_mask_and_is_kept(card, pred, image) -> None:
     assert assistant.box_to_mask(image, box, image_key="a", category_id=42).category_id == 42
 
 
+def test_the_heads_run_on_one_cpu_thread(pred, image) -> None:
+    """A few boxes are too little work for two threads (see _one_cpu_thread);
+    the process's thread count comes back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen: list[int] = []
+    handle = pred.model.roi_heads.mask_head.register_forward_hook(
+        lambda *_: seen.append(torch.get_num_threads())
+    )
+    try:
+        Assistant(pred).box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        handle.remove()
+        torch.set_num_threads(before)
+
+
 def test_bad_boxes_are_refused_with_a_reason(pred, image) -> None:
     assistant = Assistant(pred)
     with pytest.raises(AssistError, match="no area"):
