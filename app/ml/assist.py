@@ -342,14 +342,17 @@ class Assistant:
         image_key: Hashable,
         others: Sequence[Instance] = (),
         box_size: tuple[float, float] | None = None,
+        category_id: int | None = None,
     ) -> Instance:
         """An instance for the object under ``point`` (x, y image pixels).
 
         The best-scoring detection down to ``score_floor`` whose mask covers the point,
         skipping detections that are one of ``others`` (the image's instances, mask IoU >=
         0.5). Else the mask head prompted with a box centred on the point, of ``box_size``
-        (width, height), else of the median size of ``others``, else of the model's
-        detections nearby. Raises :class:`NoObjectFound` when none gives a mask.
+        (width, height), else of the median size of ``others``, else of the median size of
+        the model's detections in the window. ``category_id`` as in :meth:`box_to_mask`
+        (a detection keeps its own mask). Raises :class:`NoObjectFound` when none gives a
+        mask.
         """
         with self._lock:
             arr = np.asarray(image)
@@ -364,6 +367,8 @@ class Assistant:
             floor = self._floor(feats)
             found = self._detection_at(arr, feats, floor, x, y, others)
             if found is not None:
+                if category_id is not None:
+                    found.category_id = category_id
                 return found
             if size is None and len(floor.boxes):
                 size = tuple(np.median(floor.boxes[:, 2:] - floor.boxes[:, :2], axis=0).tolist())
@@ -372,7 +377,8 @@ class Assistant:
                     f"The model finds no object at ({x:.0f}, {y:.0f}) and there is no object "
                     "size to prompt it with; drag a box around the object instead."
                 )
-            return self.box_to_mask(arr, _centred_box(x, y, size, w, h), image_key=image_key)
+            box = tuple(_centred_box(x, y, size, w, h).tolist())
+            return self.box_to_mask(arr, box, image_key=image_key, category_id=category_id)
 
     def refine(
         self,

@@ -313,6 +313,8 @@ def test_a_click_inside_a_detection_returns_it(solid_pred, image) -> None:
         got = assistant.click(image, (x, y), image_key="a")
         assert got.polygons == covering[0].polygons and got.score == covering[0].score
         assert got.category_id == covering[0].category_id and got.source is Source.MODEL
+        relabelled = assistant.click(image, (x, y), image_key="a", category_id=42)
+        assert relabelled.category_id == 42 and relabelled.polygons == got.polygons
         # An object already on the image is not proposed again: the next one is.
         if len(covering) > 1:
             again = assistant.click(image, (x, y), image_key="a", others=[covering[0]])
@@ -326,7 +328,8 @@ def test_a_click_on_nothing_prompts_a_box_of_the_typical_size(solid_pred, image)
     inst = assistant.click(image, (40.0, 30.0), image_key="a", others=others)
     cols, rows = _pixels(inst, 80, 96)
     assert (cols.min(), cols.max(), rows.min(), rows.max()) == (35, 44, 22, 37)
-    inst = assistant.click(image, (40.0, 30.0), image_key="a", box_size=(20.0, 8.0))
+    inst = assistant.click(image, (40.0, 30.0), image_key="a", box_size=(20.0, 8.0), category_id=9)
+    assert inst.category_id == 9
     cols, rows = _pixels(inst, 80, 96)
     assert (cols.min(), cols.max(), rows.min(), rows.max()) == (30, 49, 26, 33)
     with pytest.raises(NoObjectFound, match="drag a box"):
