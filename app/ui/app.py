@@ -74,7 +74,9 @@ class Session:
         remember_project(settings(), store.root)  # after the old window saved its own
         return window
 
-    def open_path(self, folder: Path) -> None:
+    def open_path(self, folder: Path, notice: str = "") -> None:
+        """Open ``folder`` in place of the current project; ``notice`` (e.g. what a new
+        project's scan found) is shown in the new window."""
         if self.store is not None and folder.resolve() == self.store.root.resolve():
             return
         try:
@@ -82,7 +84,9 @@ class Session:
         except MaskLoopError as exc:
             QMessageBox.warning(self.window, "Open project", str(exc))
             return
-        self.show(store)
+        window = self.show(store)
+        if notice:
+            window.file_menu.notify("Project opened", notice)
 
     def close(self) -> None:
         if self.store is not None:

@@ -41,7 +41,6 @@ from .welcome import recent_projects
 log = logging.getLogger(__name__)
 
 SHOW_SKIPPED = 10
-_OWN_WINDOW_BOXES: list[QMessageBox] = []  # message boxes outliving their window, until closed
 DEFAULT_CATEGORY = "object"
 
 
@@ -138,7 +137,8 @@ def run_export(store: ProjectStore, choice: ExportChoice) -> str:
 class FileMenu(QObject):
     """Fills the window's File menu and runs its operations on the window's project."""
 
-    project_requested = Signal(object)  # Path of a project to open in place of this one
+    # (Path, notice): open this project in place of this one, then show the notice there
+    project_requested = Signal(object, str)
     project_changed = Signal()  # images, categories or instances changed on disk
 
     def __init__(
@@ -175,21 +175,13 @@ class FileMenu(QObject):
 
     # -- reporting ----------------------------------------------------------------------------
 
-    def notify(
-        self, title: str, text: str, *, error: bool = False, outlives_window: bool = False
-    ) -> None:
-        """Say how an operation went, in a box that does not block the window (a box of its
-        own when the window is about to be replaced by another project's)."""
+    def notify(self, title: str, text: str, *, error: bool = False) -> None:
+        """Say how an operation went, in a box that does not block the window."""
         self.last_message = text
         icon = QMessageBox.Icon.Warning if error else QMessageBox.Icon.Information
-        parent = None if outlives_window else self.parent_widget
-        box = QMessageBox(icon, title, text, parent=parent)
-        box.setModal(False)
-        if outlives_window:  # nothing else holds it once this window is gone
-            _OWN_WINDOW_BOXES.append(box)
-            box.finished.connect(lambda _result: _OWN_WINDOW_BOXES.remove(box))
-        self._box = box
-        box.show()
+        self._box = QMessageBox(icon, title, text, parent=self.parent_widget)
+        self._box.setModal(False)
+        self._box.show()
 
     def _run(self, title: str, text: str, project: Path, operation, *, create: bool = False):
         try:
@@ -211,7 +203,7 @@ class FileMenu(QObject):
         paths = [p for p in recent_projects(settings()) if p != self.store.root]
         for path in paths:
             action = self.recent_menu.addAction(f"{path.name}  \u2014  {path}")
-            action.triggered.connect(lambda _=False, p=path: self.project_requested.emit(p))
+            action.triggered.connect(lambda _=False, p=path: self.project_requested.emit(p, ""))
         self.recent_menu.setEnabled(bool(paths))
 
     def new_project(self) -> None:
@@ -229,10 +221,9 @@ class FileMenu(QObject):
             create=True,
         )
         if report is not None:
-            self.notify(
-                "New project", f"{choice.project}: {scan_summary(report)}", outlives_window=True
-            )
-            self.project_requested.emit(choice.project)
+            summary = f"{choice.project}: {scan_summary(report)}"
+            self.last_message = summary
+            self.project_requested.emit(choice.project, summary)  # shown by the new window
         return report
 
     def open_project(self) -> None:
@@ -255,7 +246,7 @@ class FileMenu(QObject):
                 error=True,
             )
             return False
-        self.project_requested.emit(folder)
+        self.project_requested.emit(folder, "")
         return True
 
     def add_images(self) -> None:

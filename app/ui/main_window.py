@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 class MainWindow(ModelWiring, QMainWindow):
     current_image_changed = Signal(int)
-    project_requested = Signal(object)  # Path: open this project in place of this one
+    project_requested = Signal(object, str)  # (Path, notice to show in its window)
 
     def __init__(self, store: ProjectStore) -> None:
         super().__init__()

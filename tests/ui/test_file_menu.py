@@ -81,12 +81,11 @@ def test_new_project_creates_the_folder_and_asks_to_open_it(qtbot, window, tmp_p
     menu: FileMenu = window.file_menu
     with qtbot.waitSignal(menu.project_requested) as requested:
         report = menu.create(NewProjectChoice(images, target))
-    assert requested.args == [target] and report is not None and report.added == 2
+    assert requested.args[0] == target and report is not None and report.added == 2
+    assert "2 images added" in requested.args[1]  # shown by the window that opens it
     with ProjectStore.open(target) as created:
         assert len(created.images()) == 2 and [c.name for c in created.categories()] == ["object"]
     assert "2 images added" in menu.last_message
-    assert menu._box.parent() is None  # the summary outlives the window it replaces
-    menu._box.close()
 
 
 def test_new_project_form_needs_an_existing_images_folder(qtbot, tmp_path):
@@ -109,7 +108,7 @@ def test_open_refuses_a_folder_without_a_project(qtbot, window, tmp_path):
     ProjectStore.create(other).close()
     with qtbot.waitSignal(menu.project_requested) as requested:
         assert menu.open(other)
-    assert requested.args == [other]
+    assert requested.args == [other, ""]
 
 
 def test_recent_projects_list_the_others(window, tmp_path):
@@ -209,10 +208,12 @@ def test_switching_project_replaces_the_window(qtbot, project, tmp_path, monkeyp
     session = gui_app.Session()
     first = session.show(ProjectStore.open(project))
     qtbot.addWidget(first)
-    first.project_requested.emit(other)
+    first.project_requested.emit(other, "scan: 3 images added")
     second = session.window
     qtbot.addWidget(second)
     assert second is not first and second.store.root == other.resolve()
+    assert second.file_menu.last_message == "scan: 3 images added"
+    assert second.file_menu._box.parent() is second
     assert not first.isVisible() and second.isVisible()
     assert settings().value("project/last") == str(second.store.root)
     session.window.close()
