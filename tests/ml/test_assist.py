@@ -411,5 +411,11 @@ def test_a_tiled_image_is_seen_through_the_tile_holding_the_box(solid_pred, coun
     assistant.prepare(big, image_key="big")
     assert len(backbone) == 2 + len(grid) - 1
     assistant.click(big, (60.0, 70.0), image_key="big", box_size=(12.0, 12.0))
-    assistant.box_to_mask(big, (100.0, 80.0, 120.0, 110.0), image_key="big")
+    # Boxes of several windows in one call come back in their order, as one by one.
+    boxes = [(100.0, 80.0, 120.0, 110.0), (5.0, 5.0, 20.0, 20.0), (60.0, 40.0, 80.0, 64.0)]
+    together = assistant.box_masks(big, boxes, image_key="big")
+    for k, box in enumerate(boxes):
+        alone = assistant.box_masks(big, [box], image_key="big")
+        assert torch.equal(together.masks[k], alone.masks[0])
+        assert together.scores[k] == alone.scores[0]
     assert len(backbone) == 2 + len(grid) - 1
