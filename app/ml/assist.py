@@ -267,18 +267,21 @@ class Assistant:
         *,
         image_key: Hashable,
         category_id: int | None = None,
+        model_category_id: int | None = None,
     ) -> Instance:
         """The model's mask for the object in ``box`` (x0, y0, x1, y1, continuous image
         pixels) as a ``source=model`` instance, score = the box classifier's confidence.
 
-        ``category_id`` None takes the category the box classifier finds; a category the
-        model knows uses that category's mask; any other (a project category new to the
-        model) is kept on the result, with the mask of the class the classifier finds.
+        Two id spaces: ``category_id`` is the category the result carries, in the caller's
+        ids (e.g. the project's current category); None gives the card category of the
+        mask used, as ``predict`` does (map it like proposals, app.ml.propose.CategoryMapper).
+        ``model_category_id`` (a category of the card) picks whose mask the head predicts;
+        None takes the class the box classifier finds (the only one of a one-class model).
         Raises :class:`NoObjectFound` when the mask is empty.
         """
         with self._lock:
             arr = np.asarray(image)
-            label = self._label_of(category_id)
+            label = self._label_of(model_category_id)
             raw = self.box_masks(
                 arr, [box], image_key=image_key, labels=None if label is None else [label]
             )
@@ -351,7 +354,7 @@ class Assistant:
         0.5). Else the mask head prompted with a box centred on the point, of ``box_size``
         (width, height), else of the median size of ``others``, else of the median size of
         the model's detections in the window. ``category_id`` as in :meth:`box_to_mask`
-        (a detection keeps its own mask). Raises :class:`NoObjectFound` when none gives a
+        (the mask is the detection's own, or the box classifier's class). Raises :class:`NoObjectFound` when none gives a
         mask.
         """
         with self._lock:
@@ -387,10 +390,12 @@ class Assistant:
         *,
         image_key: Hashable,
         enlarge: float = 1.0,
+        model_category_id: int | None = None,
     ) -> Instance:
         """``instance`` with its mask predicted again from its box, scaled ``enlarge``
         times about its centre (e.g. 1.2 when the outline cuts the object). Category, id,
-        image and crowd flag are kept; the geometry, score and model are the model's."""
+        image and crowd flag are kept; the geometry, score and model are the model's.
+        ``model_category_id`` as in :meth:`box_to_mask`."""
         if not enlarge > 0:
             raise AssistError(f"enlarge factor {enlarge} must be above 0 (1 keeps the box).")
         bx, by, bw, bh = polygons_bbox(instance.polygons)
@@ -403,7 +408,13 @@ class Assistant:
             cx + bw * enlarge / 2,
             cy + bh * enlarge / 2,
         )
-        out = self.box_to_mask(image, box, image_key=image_key, category_id=instance.category_id)
+        out = self.box_to_mask(
+            image,
+            box,
+            image_key=image_key,
+            category_id=instance.category_id,
+            model_category_id=model_category_id,
+        )
         out.id, out.image_id, out.crowd = instance.id, instance.image_id, instance.crowd
         return out
 
@@ -416,10 +427,19 @@ class Assistant:
             return [Tile(0, 0, w, h)]
         return tile_grid(w, h, pred.tile_size, pred.tile_overlap)
 
-    def _label_of(self, category_id: int | None) -> int | None:
-        """The model label (1-based) of a card category; None for None or an unknown one."""
-        ids = [c.id for c in self._predictor.card.categories]
-        return ids.index(category_id) + 1 if category_id in ids else None
+    def _label_of(self, model_category_id: int | None) -> int | None:
+        """The model label (1-based) of a card category (None for None)."""
+        if model_category_id is None:
+            return None
+        card = self._predictor.card
+        ids = [c.id for c in card.categories]
+        if model_category_id not in ids:
+            names = ", ".join(f"{c.id} ({c.name})" for c in card.categories)
+            raise AssistError(
+                f"model {card.id} has no category {model_category_id}; its categories are "
+                f"{names}. Pass None to let its box classifier choose."
+            )
+        return ids.index(model_category_id) + 1
 
     def _spec(self, arr: np.ndarray, image_key: Hashable, window: Tile) -> InputSpec:
         """The predictor's input conversion for a window of ``arr`` (module docstring)."""

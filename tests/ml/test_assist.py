@@ -150,12 +150,12 @@ def test_box_masks_are_the_predictors_masks_for_its_own_detections(pred, image) 
         assert np.count_nonzero(a.mask != b.mask) <= 1  # probabilities within 1e-4 of 0.5
 
 
-def test_category_chooses_the_mask_and_is_kept(card, pred, image) -> None:
+def test_model_category_chooses_the_mask_and_category_labels_the_result(card, pred, image) -> None:
     assistant = Assistant(pred)
     box = (20.0, 15.0, 60.0, 55.0)
     raw = assistant.box_masks(image, [box, box], image_key="a", labels=[1, 2])
     assert not torch.allclose(raw.masks[0], raw.masks[1])  # each class has its own mask
-    as_cell = assistant.box_to_mask(image, box, image_key="a", category_id=9)
+    as_cell = assistant.box_to_mask(image, box, image_key="a", model_category_id=9)
     (crop,) = masks_in_boxes(assistant.box_masks(image, [box], image_key="a", labels=[2]), 80, 96)
     assert as_cell.category_id == 9
     assert as_cell.polygons == mask_to_polygons(
@@ -164,8 +164,12 @@ def test_category_chooses_the_mask_and_is_kept(card, pred, image) -> None:
     found = assistant.box_to_mask(image, box, image_key="a")
     best = int(assistant.box_masks(image, [box], image_key="a").labels[0])
     assert found.category_id == card.category_for_label(best).id
-    # A project category the model does not know stays on the result.
+    # The result's category is the caller's (a project id), the mask the model category's.
+    mine = assistant.box_to_mask(image, box, image_key="a", category_id=1, model_category_id=9)
+    assert mine.category_id == 1 and mine.polygons == as_cell.polygons
     assert assistant.box_to_mask(image, box, image_key="a", category_id=42).category_id == 42
+    with pytest.raises(AssistError, match=r"no category 42; its categories are 7 \(nucleus\)"):
+        assistant.box_to_mask(image, box, image_key="a", model_category_id=42)
 
 
 def test_the_heads_run_on_one_cpu_thread(pred, image) -> None:
