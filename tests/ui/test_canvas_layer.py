@@ -141,3 +141,18 @@ def test_refresh_drops_deleted_and_adds_new_instances(canvas):
     editor.undo_group.activeStack().undo()
     assert layer.shape_of(plain) is not None and layer.shape_of(holed) is not None
     assert layer.shape_of(new) is None
+
+
+def test_score_labels_do_not_cover_each_other():
+    from PySide6.QtCore import QPointF
+
+    from app.ui.canvas.items import uncrowded_labels
+
+    close = [(0.7, QPointF(10, 10)), (0.9, QPointF(12, 11)), (0.8, QPointF(200, 10))]
+    kept = uncrowded_labels(close, 20.0, 8.0)
+    assert [score for score, _ in kept] == [0.9, 0.8]  # the weaker overlapping label is left out
+    apart = [(0.5, QPointF(x * 25.0, 40)) for x in range(10)]
+    assert len(uncrowded_labels(apart, 20.0, 8.0)) == 10  # side by side, none covered
+    row = [(0.5, QPointF(x * 15.0, 40)) for x in range(10)]
+    kept = [p.x() for _, p in uncrowded_labels(row, 20.0, 8.0)]
+    assert all(b - a >= 20.0 for a, b in zip(kept, kept[1:], strict=False))

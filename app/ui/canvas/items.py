@@ -17,6 +17,7 @@ from PySide6.QtGui import (
     QBrush,
     QColor,
     QFont,
+    QFontMetricsF,
     QPainter,
     QPainterPath,
     QPen,
@@ -66,6 +67,28 @@ def _draw_outlines(painter: QPainter, shapes: Iterable[Shape], exposed: QRectF) 
                 draw_polygon(shape.outline)
             else:
                 draw_path(shape.outline)
+
+
+def uncrowded_labels(
+    anchors: list[tuple[float, QPointF]], width: float, height: float
+) -> list[tuple[float, QPointF]]:
+    """The (score, bottom-left) labels of ``width`` x ``height`` to draw so that none covers
+    another, highest scores first. Placed labels are kept in a grid of label-sized cells, so
+    each test looks at the nine cells around one label: linear for thousands of cells."""
+    grid: dict[tuple[int, int], list[QPointF]] = {}
+    kept = []
+    for score, pos in sorted(anchors, key=lambda a: -a[0]):
+        col, row = int(pos.x() // width), int(pos.y() // height)
+        neighbours = (grid.get((col + dc, row + dr), []) for dc in (-1, 0, 1) for dr in (-1, 0, 1))
+        if any(
+            abs(p.x() - pos.x()) < width and abs(p.y() - pos.y()) < height
+            for cell in neighbours
+            for p in cell
+        ):
+            continue
+        grid.setdefault((col, row), []).append(pos)
+        kept.append((score, pos))
+    return kept
 
 
 class InstanceLayer(QGraphicsItem):
@@ -214,9 +237,16 @@ class InstanceLayer(QGraphicsItem):
         font.setPointSizeF(8.0 / scale)
         painter.setFont(font)
         painter.setPen(QColor("white"))
-        for _, s in self._visible():
-            if s.pending and s.score is not None and exposed.intersects(s.bbox):
-                painter.drawText(s.bbox.topLeft() - QPointF(0, 2 / scale), f"{s.score:.2f}")
+        metrics = QFontMetricsF(font)
+        anchors = [
+            (s.score, s.bbox.topLeft() - QPointF(0, 2 / scale))
+            for _, s in self._visible()
+            if s.pending and s.score is not None and exposed.intersects(s.bbox)
+        ]
+        for score, pos in uncrowded_labels(
+            anchors, metrics.horizontalAdvance("0.00"), metrics.height()
+        ):
+            painter.drawText(pos, f"{score:.2f}")
 
 
 class VertexHandle(QGraphicsRectItem):
