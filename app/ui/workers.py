@@ -233,12 +233,12 @@ class _WorkerThread(QThread):
         image = store.image(job.image_id)
         if image.status not in (ImageStatus.NEW, ImageStatus.PROPOSED):
             return  # a person works on it: nothing to propose
-        if (
-            image.status is ImageStatus.PROPOSED
-            and image.proposed_by == choice.model_id
-            and not c._needs_reproposal(job)
-        ):
-            return  # this model's proposals are already stored
+        if image.status is ImageStatus.PROPOSED and image.proposed_by == choice.model_id:
+            if not c._needs_reproposal(job):
+                return  # this model's proposals are already stored
+            if c._threshold_raised:
+                self._refilter(store, image, job, choice)
+                return
 
         def stale() -> bool:
             return job.generation != c.generation or c._stopping
@@ -263,6 +263,26 @@ class _WorkerThread(QThread):
                 outcome.uncertainty,
             )
         )
+
+    def _refilter(
+        self, store: ProjectStore, image: ImageRecord, job: _Job, choice: ModelChoice
+    ) -> None:
+        """A higher keep-score: the stored proposals hold every detection it keeps, so the
+        ones below it are dropped without running the model."""
+        c = self._c
+        kept = [
+            inst
+            for inst in store.instances(image.id)
+            if inst.score is None or inst.score >= choice.score_threshold
+        ]
+        stored = store.replace_proposals(image.id, kept, model_version=choice.version_number)
+        c._reproposed.add(job.image_id)
+        c.proposals_ready.emit(
+            ProposalResult(
+                job.image_id, job.seq, job.generation, choice.model_id, len(kept), stored, 0.0,
+                image.uncertainty,
+            )
+        )  # fmt: skip
 
     def _propose_with_fallback(
         self,
@@ -358,6 +378,7 @@ class ProposalController(QObject):
         self._model_broken = False
         self._repropose_generation = -1  # generation whose jobs re-propose (threshold changed)
         self._reproposed: set[int] = set()  # images re-proposed in that generation
+        self._threshold_raised = False  # ... by filtering what is stored (no inference)
         self._batch_total = 0
         self._batch_done = 0
         self._batch_t0 = 0.0
@@ -407,6 +428,7 @@ class ProposalController(QObject):
             same_model = choice.model_id == self.choice.model_id
             if same_model and choice.score_threshold != self.choice.score_threshold:
                 self._repropose_generation = self.generation + 1
+                self._threshold_raised = choice.score_threshold > self.choice.score_threshold
             self.choice = choice
             self.generation += 1
             self._model_broken = False
@@ -416,7 +438,8 @@ class ProposalController(QObject):
 
     def _needs_reproposal(self, job: _Job) -> bool:
         """The keep-score threshold changed: this model's stored proposals were kept at the
-        old one, so each untouched image is proposed once more."""
+        old one, so each untouched image is proposed once more (lowered: the model runs
+        again; raised: the stored proposals are filtered)."""
         return job.generation == self._repropose_generation and job.image_id not in self._reproposed
 
     def shutdown(self, timeout_ms: int = 10000) -> None:

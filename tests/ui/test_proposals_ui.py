@@ -215,3 +215,30 @@ def test_changing_the_store_score_reproposes_and_is_saved(qtbot, window):
     )
     assert window.store.get_meta("proposal_threshold") == "0.20"
     assert controller.choice.score_threshold == 0.2
+
+
+def test_raising_the_store_score_filters_without_running_the_model(qtbot, window):
+    calls = []
+
+    class Counting(TwoScores):
+        def predict(self, image, *, should_stop=None):
+            calls.append(1)
+            return super().predict(image, should_stop=should_stop)
+
+    controller = ProposalController(
+        window.store.root,
+        predictor_factory=lambda c, r: Counting(),
+        choice=ModelChoice("fake", "auto", 0.2),
+    )
+    window.attach_proposals(controller, [ModelEntry("fake", "Fake model")])
+    qtbot.waitUntil(lambda: window.store.count_images(ImageStatus.PROPOSED) == N, timeout=5000)
+    qtbot.waitUntil(lambda: len(calls) == N, timeout=5000)
+    window.set_model(ModelChoice("fake", "auto", 0.5))
+    qtbot.waitUntil(
+        lambda: all(
+            [i.score for i in window.store.instances(r.id)] == [0.8] for r in window.store.images()
+        ),
+        timeout=10000,
+    )
+    assert len(calls) == N  # filtered, not proposed again
+    qtbot.waitUntil(lambda: len(window.editor.doc.instances) == 1, timeout=5000)  # re-read

@@ -66,7 +66,8 @@ class ModelPanel(QWidget):
         self.threshold.setSingleStep(0.05)
         self.threshold.setToolTip(
             "Detections scoring below this are not stored as proposals (saved with the "
-            "project; changing it proposes the untouched images again). The toolbar's "
+            "project; raising it drops stored proposals below it at once, lowering it "
+            "proposes the untouched images again). The toolbar's "
             "'Show score' slider hides stored proposals below its value without re-running."
         )
         self.info = QLabel()
