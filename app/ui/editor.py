@@ -190,7 +190,9 @@ class Editor(QObject):
         ids = [c.id for c in cats]
         return self.current_category if self.current_category in ids else ids[0]
 
-    def add_polygon(self, polygons: list[Polygon]) -> None:
+    def add_polygon(self, polygons: list[Polygon], label: str = "Draw polygon") -> None:
+        """A new instance of the drawing category, one undo step named ``label`` (a drawn
+        polygon, a brush stroke on nothing, an assist's answer), selected."""
         category = self._category_for_new()
         if category is None:
             self.image_error.emit("Add a category first (Categories panel), then draw.")
@@ -203,7 +205,7 @@ class Editor(QObject):
             new_ids.append(new_id)
             return inverse
 
-        self._push("Draw polygon", op)
+        self._push(label, op)
         if new_ids:
             self.canvas.set_selection(new_ids)
 

@@ -23,6 +23,11 @@ Tools
      Shift+click a handle deletes it, double-click an edge inserts one
   P  polygon: click points, Enter or double-click closes, Backspace undoes a point, Esc cancels
   B / E  brush / eraser on the selected instance, [ and ] change the size
+  Q  box to mask: drag a box around an object and the model outlines it as a new shape;
+     a click without a drag takes the object under the cursor (the model's best detection
+     there, else a box of the image's typical object size); Esc cancels a drag
+  W  refine: the model predicts the selected instance's mask again from its box grown 1.1x
+     (assists run on the model's thread; each answer is one undo step)
 View
   wheel zoom   F fit   Ctrl+1 actual size   Space+drag or middle-drag pan
   H show/hide instances   L show/hide score labels   double-click in Instances: zoom to it

@@ -33,6 +33,7 @@ from app.core.types import ImageStatus
 from app.logs import log_file_path
 from app.ml.active import next_images
 
+from .assist_session import AssistSession
 from .canvas.view import CanvasView
 from .display import pixel_text
 from .editor import Editor
@@ -107,6 +108,7 @@ class MainWindow(ModelWiring, QMainWindow):
         self.log_dock = self._dock("Log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.log_dock.hide()
         self.proposals: ProposalController | None = None
+        self.assists: AssistSession | None = None  # set with the proposals (attach_proposals)
         self._fallback_model: str | None = None  # the model proposals used before this one
         self._broken_models: set[str] = set()
         self.model_panel: ModelPanel | None = None
@@ -209,12 +211,18 @@ class MainWindow(ModelWiring, QMainWindow):
             ("polygon", "Draw polygon", "P", "mdi.vector-polygon"),
             ("brush", "Brush (adds to selected)", "B", "mdi.brush"),
             ("eraser", "Eraser (cuts from selected)", "E", "mdi.eraser"),
-        ):
+            ("box", "Box to mask (drag a box; a click: the object under it)", "Q",
+             "mdi.selection-drag"),
+        ):  # fmt: skip
             a = self._action(
                 text, lambda _=False, n=name: self._choose_tool(n), key, icon, t, tb, True
             )
             self.tool_actions[name] = a
         self.tool_actions["select"].setChecked(True)
+        self.refine_action = self._action(
+            "Refine selected mask with the model", self._refine_selected, "W", "mdi.creation", t,
+            tb,
+        )  # fmt: skip
         tb.addSeparator()
         r = mb.addMenu("&Review")
         self._action("Accept proposal", ed.accept_selected, "A", "mdi.check", r, tb)
@@ -298,6 +306,8 @@ class MainWindow(ModelWiring, QMainWindow):
         c.cursor_moved.connect(self._cursor)
         c.tool_changed.connect(self._tool_changed)
         c.review_step.connect(ed.select_next_pending)
+        c.assist_box.connect(lambda _box: self._assist_unavailable())
+        c.assist_click.connect(lambda _x, _y: self._assist_unavailable())
         self.categories.category_picked.connect(ed.set_category_of_selected)
         self.categories.visibility_changed.connect(ed.set_hidden_categories)
         self.categories.visibility_changed.connect(lambda _: self._show_review_status())
@@ -494,6 +504,16 @@ class MainWindow(ModelWiring, QMainWindow):
     def _tool_changed(self, name: str) -> None:
         for n, a in self.tool_actions.items():
             a.setChecked(n == name)
+
+    def _refine_selected(self) -> None:
+        if self.assists is None:
+            self._assist_unavailable()
+        else:
+            self.assists.refine_selected()
+
+    def _assist_unavailable(self) -> None:
+        if self.assists is None:
+            self.statusBar().showMessage("Assists need a model; none is loaded.", 6000)
 
     def show_help(self) -> None:
         if self._help is None:

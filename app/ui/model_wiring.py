@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from app.core.types import ImageStatus
 from app.ml.versions import DEFAULT_MODEL
 
+from .assist_session import AssistSession
 from .model_entries import model_entries
 from .panels.model_panel import ModelEntry, ModelPanel
 from .preferences import settings
@@ -64,6 +65,8 @@ class ModelWiring:
         controller.failed.connect(self._worker_failed)
         controller.notice.connect(lambda text: self.statusBar().showMessage(text, 10000))
         controller.model_failed.connect(self._model_error)
+        self.assists = AssistSession(self.editor, controller)
+        self.assists.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.current_image_changed.connect(self._request_proposals)
         current = self.current_image_id()
         if current is not None:

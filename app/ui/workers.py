@@ -12,12 +12,14 @@ dataclasses.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +30,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance
 from app.errors import MaskLoopError
+from app.ml.assist import Assistant, AssistError
 from app.ml.propose import ImageOutcome, detection_threshold, propose_images
 from app.ml.zoo import ModelCard
 
@@ -117,6 +120,37 @@ class WorkerStatus:
     last_seconds: float | None
 
 
+ASSIST_BOX, ASSIST_CLICK, ASSIST_REFINE = "box", "click", "refine"
+REFINE_ENLARGE = 1.1  # refine re-predicts from the instance's box grown this much
+
+
+@dataclass(frozen=True)
+class AssistRequest:
+    """One assist for the worker. ``image_key`` names the pixels (it changes when the file
+    does) so the worker's feature cache never answers for other pixels; ``seq`` and
+    ``generation`` are stamped by :meth:`ProposalController.request_assist`."""
+
+    kind: str  # ASSIST_BOX, ASSIST_CLICK or ASSIST_REFINE
+    image_id: int
+    image_key: Hashable
+    pixels: np.ndarray
+    box: tuple[float, float, float, float] | None = None  # ASSIST_BOX
+    point: tuple[float, float] | None = None  # ASSIST_CLICK
+    instance: Instance | None = None  # ASSIST_REFINE: the instance as it was asked for
+    others: tuple[Instance, ...] = ()  # ASSIST_CLICK: the image's instances
+    seq: int = 0
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class AssistResult:
+    """The model's instance for a request, or why there is none (``error``)."""
+
+    request: AssistRequest
+    instance: Instance | None
+    error: str | None = None
+
+
 @dataclass(order=True)
 class _Job:
     priority: int
@@ -127,9 +161,12 @@ class _Job:
 
 
 class _JobQueue:
-    """A priority queue of image jobs; one job per image (the best priority wins)."""
+    """A priority queue of image jobs; one job per image (the best priority wins). Assist
+    requests wait in their own first-in first-out line, served before any job: a person
+    is waiting for them."""
 
     def __init__(self) -> None:
+        self._assists: deque[AssistRequest] = deque()
         self._heap: list[_Job] = []
         self._best: dict[int, _Job] = {}
         self._cond = threading.Condition()
@@ -146,10 +183,17 @@ class _JobQueue:
             heapq.heappush(self._heap, job)
             self._cond.notify()
 
-    def get(self) -> _Job | None:
-        """The next live job, waiting for one; None once closed."""
+    def put_assist(self, request: AssistRequest) -> None:
+        with self._cond:
+            self._assists.append(request)
+            self._cond.notify()
+
+    def get(self) -> _Job | AssistRequest | None:
+        """The next assist or live job, waiting for one; None once closed."""
         with self._cond:
             while True:
+                if self._assists:
+                    return self._assists.popleft()
                 while self._heap:
                     job = heapq.heappop(self._heap)
                     if self._best.get(job.image_id) is job:
@@ -183,6 +227,7 @@ class _WorkerThread(QThread):
         self._c = controller
         self._predictor: Predictor | None = None
         self._loaded_for: tuple[int, ModelChoice] | None = None
+        self._assistant: Assistant | None = None
 
     def run(self) -> None:
         c = self._c
@@ -192,6 +237,12 @@ class _WorkerThread(QThread):
                 if job.generation != c.generation:
                     continue
                 c._set_busy(True)
+                if isinstance(job, AssistRequest):
+                    try:
+                        c.assist_ready.emit(self._assist(job))
+                    finally:
+                        c._set_busy(False)
+                    continue
                 try:
                     self._run_job(store, job)
                 except Exception as exc:  # the worker must keep serving
@@ -208,6 +259,37 @@ class _WorkerThread(QThread):
         finally:
             store.close()
             self._predictor = None
+            self._assistant = None
+
+    def _assist(self, request: AssistRequest) -> AssistResult:
+        """Answer one assist with the current model; every failure becomes the answer's
+        ``error`` (the person reads it in the status bar), never a dead worker."""
+        predictor = self._ensure_predictor(request.generation, self._c.choice)
+        if predictor is None:
+            return AssistResult(request, None, "no model is loaded, so the assist cannot run.")
+        try:
+            if self._assistant is None:
+                self._assistant = Assistant(predictor)  # type: ignore[arg-type]
+            else:
+                self._assistant.use(predictor)  # type: ignore[arg-type]
+            a, key, pixels = self._assistant, request.image_key, request.pixels
+            if request.kind == ASSIST_BOX:
+                assert request.box is not None
+                found = a.box_to_mask(pixels, request.box, image_key=key)
+            elif request.kind == ASSIST_CLICK:
+                assert request.point is not None
+                found = a.click(pixels, request.point, image_key=key, others=request.others)
+            elif request.kind == ASSIST_REFINE:
+                assert request.instance is not None
+                found = a.refine(pixels, request.instance, image_key=key, enlarge=REFINE_ENLARGE)
+            else:
+                raise AssistError(f"unknown assist {request.kind!r}")
+        except AssistError as exc:  # NoObjectFound included: an answer, not a fault
+            return AssistResult(request, None, str(exc))
+        except Exception as exc:
+            log.exception("assist %s on image %s failed", request.kind, request.image_id)
+            return AssistResult(request, None, f"{type(exc).__name__}: {exc}")
+        return AssistResult(request, found)
 
     def _ensure_predictor(self, generation: int, choice: ModelChoice) -> Predictor | None:
         if self._loaded_for == (generation, choice) and self._predictor is not None:
@@ -353,6 +435,7 @@ class ProposalController(QObject):
     status_changed = Signal(object)  # WorkerStatus
     batch_progress = Signal(int, int, float)  # done, total, eta seconds (-1 unknown)
     batch_finished = Signal(bool)  # True when cancelled
+    assist_ready = Signal(object)  # AssistResult; requests of a model since left get none
 
     def __init__(
         self,
@@ -412,6 +495,15 @@ class ProposalController(QObject):
         self.batch_progress.emit(0, len(image_ids), -1.0)
         if not image_ids:
             self.batch_finished.emit(False)
+
+    def request_assist(self, request: AssistRequest) -> AssistRequest:
+        """Queue an assist ahead of the proposals; returns it stamped with its sequence
+        number and the current generation (what its :class:`AssistResult` carries)."""
+        with self._lock:
+            self._seq += 1
+            stamped = dataclasses.replace(request, seq=self._seq, generation=self.generation)
+        self._queue.put_assist(stamped)
+        return stamped
 
     def cancel_batch(self) -> None:
         self._queue.drop(keep=lambda job: not job.batch)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainterPath, QPen
-from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsPathItem
+from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsPathItem, QGraphicsRectItem
 
 from app.core.types import Polygon
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .view import CanvasView
 
 EDGE_TOLERANCE_PX = 6.0  # screen pixels within which a double-click inserts a vertex
+CLICK_SLOP_PX = 4.0  # screen pixels a press may move and still count as a click
 
 
 class Tool:
@@ -257,4 +258,66 @@ class BrushTool(Tool):
             self.set_radius(view, self.radius / 1.25)
         else:
             return False
+        return True
+
+
+class BoxTool(Tool):
+    """Box to mask: drag a box around an object and the model's mask head outlines it; a
+    click without a drag asks the model for the object under the cursor. Esc cancels a
+    drag. The view only emits the request (``assist_box`` / ``assist_click``)."""
+
+    name = "box"
+    cursor = Qt.CursorShape.CrossCursor
+
+    def __init__(self) -> None:
+        self.start: QPointF | None = None  # scene position of the press; None when idle
+        self._press_screen = QPointF()
+        self._rect: QGraphicsRectItem | None = None
+
+    def deactivate(self, view: CanvasView) -> None:
+        self.cancel(view)
+
+    def cancel(self, view: CanvasView) -> None:
+        self.start = None
+        if self._rect is not None:
+            view.scene().removeItem(self._rect)
+            self._rect = None
+
+    def press(self, view: CanvasView, pos: QPointF, event: QMouseEvent) -> bool:
+        if event.button() != Qt.MouseButton.LeftButton:
+            return False
+        self.start = QPointF(pos)
+        self._press_screen = event.position()
+        return True
+
+    def move(self, view: CanvasView, pos: QPointF, event: QMouseEvent) -> bool:
+        if self.start is None:
+            return False
+        if self._rect is None:
+            self._rect = QGraphicsRectItem()
+            pen = QPen(QColor("yellow"), 1.5, Qt.PenStyle.DashLine)
+            pen.setCosmetic(True)
+            self._rect.setPen(pen)
+            self._rect.setZValue(20)
+            view.scene().addItem(self._rect)
+        self._rect.setRect(QRectF(self.start, pos).normalized())
+        return True
+
+    def release(self, view: CanvasView, pos: QPointF, event: QMouseEvent) -> bool:
+        if self.start is None or event.button() != Qt.MouseButton.LeftButton:
+            return False
+        start = self.start
+        moved = event.position() - self._press_screen
+        self.cancel(view)
+        if max(abs(moved.x()), abs(moved.y())) < CLICK_SLOP_PX:
+            view.assist_click.emit(start.x(), start.y())
+        else:
+            r = QRectF(start, pos).normalized()
+            view.assist_box.emit((r.left(), r.top(), r.right(), r.bottom()))
+        return True
+
+    def key(self, view: CanvasView, event: QKeyEvent) -> bool:
+        if self.start is None or event.key() != Qt.Key.Key_Escape:
+            return False
+        self.cancel(view)
         return True

@@ -2,7 +2,8 @@
 
 Pan with the middle button or by holding Space while dragging. The wheel zooms about the
 cursor. Edits leave as signals (``geometry_edited``, ``polygon_drawn``, ``brush_stroke``)
-that the editor turns into undo commands.
+that the editor turns into undo commands; assist gestures (``assist_box``, ``assist_click``)
+go to the model worker, whose answers come back as such edits.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from app.core.document import ImageDocument
 
 from .items import InstanceEditor
 from .scene import AnnotationScene
-from .tools import BrushTool, DrawPolygonTool, SelectTool, Tool
+from .tools import BoxTool, BrushTool, DrawPolygonTool, SelectTool, Tool
 
 MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
 WHEEL_STEP = 1.0015  # zoom factor per wheel angle unit (120 units per notch ~ x1.2)
@@ -35,6 +36,8 @@ class CanvasView(QGraphicsView):
     geometry_edited = Signal(int, object, object, str)
     polygon_drawn = Signal(object)  # list[Polygon]
     brush_stroke = Signal(object, float, bool)  # (N, 2) points, radius, erase
+    assist_box = Signal(object)  # (x0, y0, x1, y1) image pixels: box to mask
+    assist_click = Signal(float, float)  # image pixels: the object under a click
     cursor_moved = Signal(float, float)  # image coordinates
     zoom_changed = Signal(float)
     brush_size_changed = Signal(float)
@@ -55,7 +58,8 @@ class CanvasView(QGraphicsView):
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.tools: dict[str, Tool] = {
-            t.name: t for t in (SelectTool(), DrawPolygonTool(), BrushTool(False), BrushTool(True))
+            t.name: t
+            for t in (SelectTool(), DrawPolygonTool(), BrushTool(False), BrushTool(True), BoxTool())
         }
         self.tool: Tool = self.tools["select"]
         self.last_scene_pos = QPointF()

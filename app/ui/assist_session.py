@@ -1,0 +1,121 @@
+"""Model assists in the window: the Box tool's gestures and Refine go to the proposal
+worker as :class:`AssistRequest` s; its answers become ordinary undoable edits.
+
+The model never runs here. An answer is applied only while it still fits what is shown:
+the same image and model generation as the request, the newest request (a person who
+dragged twice wants the second box), and for a refine the instance unchanged since it was
+asked for. Anything else is dropped, since applying it would edit something the person has
+moved on from.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from app.core.types import Instance
+
+from .editor import Editor
+from .workers import (
+    ASSIST_BOX,
+    ASSIST_CLICK,
+    ASSIST_REFINE,
+    AssistRequest,
+    AssistResult,
+    ProposalController,
+)
+
+log = logging.getLogger(__name__)
+
+LABELS = {ASSIST_BOX: "Box to mask", ASSIST_CLICK: "Click to instance", ASSIST_REFINE: "Refine"}
+
+
+class AssistSession(QObject):
+    """Connects the canvas's assist signals and Refine to the worker, and its answers to
+    the editor's undo stack."""
+
+    message = Signal(str)  # one line for the status bar
+
+    def __init__(self, editor: Editor, controller: ProposalController) -> None:
+        super().__init__(editor)
+        self.editor = editor
+        self.controller = controller
+        self._latest = 0  # seq of the newest request: older answers are dropped
+        editor.canvas.assist_box.connect(self.box)
+        editor.canvas.assist_click.connect(lambda x, y: self.click((x, y)))
+        controller.assist_ready.connect(self._answered)
+
+    def box(self, box: tuple[float, float, float, float]) -> None:
+        self._send(ASSIST_BOX, box=tuple(float(v) for v in box))
+
+    def click(self, point: tuple[float, float]) -> None:
+        doc = self.editor.doc
+        others = () if doc is None else tuple(doc.instances.values())
+        self._send(ASSIST_CLICK, point=(float(point[0]), float(point[1])), others=others)
+
+    def refine_selected(self) -> None:
+        """Predict the one selected instance's mask again from its box (enlarged)."""
+        doc, sel = self.editor.doc, self.editor.canvas.selection()
+        if doc is None or len(sel) != 1:
+            self.message.emit("Refine: select one instance first.")
+            return
+        self._send(ASSIST_REFINE, instance=doc.instance(sel[0]))
+
+    def _send(self, kind: str, **what) -> None:
+        ed = self.editor
+        if ed.doc is None or ed.pixels is None:
+            self.message.emit(f"{LABELS[kind]}: no image is shown.")
+            return
+        if ed.drawing_category() is None and kind != ASSIST_REFINE:
+            self.message.emit("Add a category first (Categories panel), then draw.")
+            return
+        record = ed.store.image(ed.doc.image_id)
+        request = self.controller.request_assist(
+            AssistRequest(
+                kind,
+                record.id,
+                (record.id, record.path, record.mtime_ns, record.size_bytes),
+                ed.pixels,
+                **what,
+            )
+        )
+        self._latest = request.seq
+        self.message.emit(f"{LABELS[kind]}: asking the model\u2026")
+
+    def _answered(self, result: AssistResult) -> None:
+        req, ed = result.request, self.editor
+        label = LABELS[req.kind]
+        if (
+            req.seq != self._latest
+            or req.generation != self.controller.generation
+            or ed.doc is None
+            or ed.doc.image_id != req.image_id
+        ):
+            log.debug("dropping a stale %s answer (request %d)", req.kind, req.seq)
+            return
+        if result.error is not None or result.instance is None:
+            self.message.emit(f"{label}: {result.error}")
+            return
+        if req.kind == ASSIST_REFINE:
+            assert req.instance is not None and req.instance.id is not None
+            now = ed.doc.instances.get(req.instance.id)
+            if now is None or not _same_geometry(now, req.instance):
+                self.message.emit(f"{label}: the instance changed meanwhile; nothing replaced.")
+                return
+            ed.edit_geometry(req.instance.id, result.instance.polygons, None, label)
+        else:
+            ed.add_polygon(result.instance.polygons, label)
+        self.message.emit(f"{label}: done (Ctrl+Z undoes).")
+
+
+def _same_geometry(a: Instance, b: Instance) -> bool:
+    if len(a.polygons) != len(b.polygons):
+        return False
+    for p, q in zip(a.polygons, b.polygons, strict=True):
+        if len(p.holes) != len(q.holes) or not np.array_equal(p.exterior, q.exterior):
+            return False
+        if not all(np.array_equal(h, k) for h, k in zip(p.holes, q.holes, strict=True)):
+            return False
+    return True

@@ -1,0 +1,181 @@
+"""Assists in the window (issue 19): Box to mask (Q), click to instance, Refine (W).
+
+The real worker path with the tiny random-weight model (tests/conftest.py): with its mask
+logits biased up every mask is its whole box, so a box's answer is that box and a refine's
+answer is the instance's box grown 1.1x; biased down, every mask is empty (no object).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from canvas_helpers import _send, click, square, view_point
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import QApplication
+
+from app.core.geometry import polygons_bbox
+from app.core.store import NewImage, ProjectStore
+from app.core.types import ImageStatus, Instance, Source
+from app.ui.main_window import MainWindow
+from app.ui.panels.model_panel import ModelEntry
+from app.ui.workers import ModelChoice, ProposalController
+
+SIZE = 64
+
+
+@pytest.fixture
+def project(tmp_path):
+    """Two 64x64 images a person has started (so no proposal run competes with assists)."""
+    root = tmp_path / "p"
+    (root / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        noise = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / "img" / f"{i}.png"), cv2.GaussianBlur(noise, (5, 5), 0))
+    with ProjectStore.open(root, create=True) as s:
+        s.add_images([NewImage(f"img/{i}.png", SIZE, SIZE) for i in range(2)])
+        s.add_category("cell")
+        s.add_category("debris")
+        for image_id in (1, 2):
+            s.apply_edit(image_id, status=ImageStatus.IN_PROGRESS)
+    return root
+
+
+def open_window(qtbot, project, install_tiny_card, mask_bias):
+    model = install_tiny_card(mask_bias=mask_bias)
+    store = ProjectStore.open(project)
+    window = MainWindow(store)
+    qtbot.addWidget(window)
+    window.resize(800, 700)
+    window.show()
+    qtbot.waitExposed(window)
+    controller = ProposalController(project, choice=ModelChoice(model, "cpu"))
+    window.attach_proposals(controller, [ModelEntry(model, "tiny")])
+    window.canvas.fit()
+    return window, controller
+
+
+@pytest.fixture
+def solid(qtbot, project, install_tiny_card):
+    window, controller = open_window(qtbot, project, install_tiny_card, 8.0)
+    yield window, controller
+    window.close()
+    window.store.close()
+
+
+def drag(view, x0, y0, x1, y1) -> None:
+    vp = view.viewport()
+    left, none, mods = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton, Qt.KeyboardModifier(0)
+    _send(vp, QEvent.Type.MouseButtonPress, view_point(view, x0, y0), left, left, mods)
+    for t in (0.3, 0.7, 1.0):
+        p = view_point(view, x0 + (x1 - x0) * t, y0 + (y1 - y0) * t)
+        _send(vp, QEvent.Type.MouseMove, p, none, left, mods)
+    _send(vp, QEvent.Type.MouseButtonRelease, view_point(view, x1, y1), left, none, mods)
+
+
+def bbox(instance: Instance) -> np.ndarray:
+    return np.asarray(polygons_bbox(instance.polygons), np.float64)
+
+
+def test_tool_keys_are_q_and_w_and_clash_with_no_other_shortcut(solid) -> None:
+    window, _ = solid
+    assert window.tool_actions["box"].shortcut() == QKeySequence("Q")
+    assert window.refine_action.shortcut() == QKeySequence("W")
+    keys = [k.toString() for a in window.actions() for k in a.shortcuts()]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    window.tool_actions["box"].trigger()
+    assert window.canvas.tool.name == "box" and window.tool_actions["box"].isChecked()
+
+
+def test_a_dragged_box_becomes_one_undoable_instance_of_the_drawing_category(qtbot, solid):
+    window, controller = solid
+    window.editor.set_category_of_selected(2)  # nothing selected: new shapes are debris
+    window.tool_actions["box"].trigger()
+    stack = window.editor.undo_group.activeStack()
+    with qtbot.waitSignal(controller.assist_ready, timeout=20000):
+        drag(window.canvas, 10, 12, 40, 44)
+    qtbot.waitUntil(lambda: len(window.editor.doc.instances) == 1, timeout=5000)
+    (inst,) = window.store.instances(window.current_image_id())
+    assert inst.category_id == 2 and inst.source == Source.HUMAN
+    # The solid mask is the box; view coordinates round to whole screen pixels.
+    x, y, w, h = bbox(inst)
+    assert np.allclose([x, y, x + w, y + h], [10, 12, 40, 44], atol=2.0)
+    assert window.canvas.selection() == [inst.id]  # shown and editable at once
+    assert stack.count() == 1 and stack.text(0) == "Box to mask"
+    assert "Box to mask: done" in window.statusBar().currentMessage()
+    window.undo_action.trigger()
+    assert window.store.instances(window.current_image_id()) == []
+    window.redo_action.trigger()
+    assert len(window.store.instances(window.current_image_id())) == 1
+
+
+def test_an_answer_for_an_image_left_behind_is_dropped(qtbot, solid):
+    window, controller = solid
+    first = window.current_image_id()
+    window.tool_actions["box"].trigger()
+    with qtbot.waitSignal(controller.assist_ready, timeout=20000) as answered:
+        drag(window.canvas, 10, 10, 40, 40)
+        window.next_image()  # before the answer reaches the GUI thread
+    QApplication.processEvents()  # the window's slot was queued before waitSignal's
+    assert answered.args[0].instance is not None  # the model did answer ...
+    assert window.current_image_id() != first
+    assert window.store.instances(first) == []  # ... and nothing was added anywhere
+    assert window.store.instances(window.current_image_id()) == []
+    assert window.editor.undo_group.activeStack().count() == 0
+
+
+def test_refine_replaces_the_geometry_from_the_grown_box_as_one_edit(qtbot, solid):
+    window, controller = solid
+    image = window.current_image_id()
+    (made,) = window.store.apply_edit(image, add=[Instance(1, [square(10, 10, 40)])])
+    window.editor.reload_current()
+    window.canvas.set_selection([made.id])
+    with qtbot.waitSignal(controller.assist_ready, timeout=20000):
+        window.refine_action.trigger()
+    qtbot.waitUntil(lambda: window.editor.undo_group.activeStack().count() == 1, timeout=5000)
+    (inst,) = window.store.instances(image)
+    assert inst.id == made.id and inst.category_id == 1
+    x, y, w, h = bbox(inst)
+    assert np.allclose([x, y, x + w, y + h], [8, 8, 52, 52], atol=1.0)  # 40 px grown 1.1x
+    assert window.editor.undo_group.activeStack().text(0) == "Refine"
+    window.undo_action.trigger()
+    (back,) = window.store.instances(image)
+    assert np.allclose(bbox(back), [10, 10, 40, 40])
+
+
+def test_refine_needs_one_selected_instance(solid):
+    window, _ = solid
+    window.refine_action.trigger()
+    assert "select one instance" in window.statusBar().currentMessage()
+
+
+def test_a_click_without_drag_adds_the_object_under_it(qtbot, solid):
+    window, controller = solid
+    image = window.current_image_id()
+    window.store.apply_edit(image, add=[Instance(1, [square(4, 4, 16)])])
+    window.editor.reload_current()
+    window.tool_actions["box"].trigger()
+    with qtbot.waitSignal(controller.assist_ready, timeout=20000):
+        click(window.canvas, 45, 45)
+    qtbot.waitUntil(lambda: len(window.editor.doc.instances) == 2, timeout=5000)
+    new = max(window.store.instances(image), key=lambda i: i.id)
+    x, y, w, h = bbox(new)
+    assert x <= 45 <= x + w and y <= 45 <= y + h  # the object under the click
+    stack = window.editor.undo_group.activeStack()
+    assert stack.count() == 1 and stack.text(0) == "Click to instance"
+
+
+def test_no_object_found_is_said_in_the_status_bar(qtbot, project, install_tiny_card):
+    window, controller = open_window(qtbot, project, install_tiny_card, -20.0)
+    try:
+        window.tool_actions["box"].trigger()
+        with qtbot.waitSignal(controller.assist_ready, timeout=20000):
+            drag(window.canvas, 10, 10, 40, 40)
+        QApplication.processEvents()  # the window's slot was queued before waitSignal's
+        assert "finds no object" in window.statusBar().currentMessage()
+        assert window.store.instances(window.current_image_id()) == []
+    finally:
+        window.close()
+        window.store.close()
