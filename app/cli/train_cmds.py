@@ -29,6 +29,7 @@ from app.core.store import ProjectStore
 from app.core.types import Category
 from app.errors import MaskLoopError
 from app.ml import zoo
+from app.ml.categories import categories_keeping_heads, model_labels
 from app.ml.dataset import CocoFileDataset, ProjectDataset, category_labels, split_ids
 from app.ml.eval_sources import eval_images, find_labelled_images
 from app.ml.evaluate import (
@@ -218,7 +219,10 @@ def _setup(store: ProjectStore, run: dict[str, Any]) -> _TrainSetup:
         )
     card = model_card(store, run["base_model"])
     model = zoo.load_model(card, device="cpu")
-    if [c.id for c in card.categories] != [c.id for c in categories]:
+    kept = categories_keeping_heads(card.categories, categories)
+    if kept is not None:
+        categories = kept  # label k of the model stays the category it was trained as
+    else:
         log.info(
             "the project's categories differ from %s's: training new box and mask heads", card.id
         )
@@ -400,23 +404,13 @@ def _run_train(args: argparse.Namespace) -> int:
 # -- evaluate ---------------------------------------------------------------------------------
 
 
-def _coco_labels(card: zoo.ModelCard, dataset_categories: list[tuple[int, str]]) -> dict[int, int]:
-    """COCO category id -> model label: by name when names match, else by id."""
-    by_name = {c.name: k for k, c in enumerate(card.categories, start=1)}
-    mapping = {cid: by_name[name] for cid, name in dataset_categories if name in by_name}
-    if not mapping:
-        by_id = category_labels([c.id for c in card.categories])
-        mapping = {cid: by_id[cid] for cid, _ in dataset_categories if cid in by_id}
-    return mapping
-
-
 def _evaluation_dataset(
     args: argparse.Namespace, store: ProjectStore, card: zoo.ModelCard
 ) -> CocoFileDataset | ProjectDataset:
     if args.coco is not None:
         root = args.images_root or args.coco.parent
         probe = CocoFileDataset(args.coco, root, spec=card.input, categories_map={})
-        mapping = _coco_labels(card, probe.categories)
+        mapping = model_labels(card.categories, [Category(i, n) for i, n in probe.categories])
         if not mapping:
             raise TrainCommandError(
                 f"None of the categories in {args.coco} ({', '.join(n for _, n in probe.categories)}) "
@@ -430,14 +424,13 @@ def _evaluation_dataset(
             f"No done images in the {args.split} split of {store.root}. Mark reviewed images "
             "done, or use --split all / --coco FILE."
         )
-    project_ids = {c.id for c in store.categories()}
-    card_ids = [c.id for c in card.categories]
-    if not project_ids & set(card_ids):
+    mapping = model_labels(card.categories, store.categories())
+    if not mapping:
         raise TrainCommandError(
-            f"The model predicts categories {[c.name for c in card.categories]} (ids {card_ids}), "
-            "none of which is in this project; train a version for the project first."
+            f"The model predicts categories {[c.name for c in card.categories]}, none of which "
+            "is in this project; train a version for the project first."
         )
-    return ProjectDataset(store, ids, category_labels(card_ids), card.input, train=False)
+    return ProjectDataset(store, ids, mapping, card.input, train=False)
 
 
 def _print_result(model_id: str, result: EvalResult) -> None:

@@ -28,6 +28,7 @@ from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance, Polygon
 from app.errors import MaskLoopError
 from app.ml.active import DEFAULT_FLOOR, image_uncertainty
+from app.ml.categories import match_categories
 from app.ml.zoo import ModelCard
 
 log = logging.getLogger(__name__)
@@ -128,23 +129,13 @@ def select_images(
 
 
 class CategoryMapper:
-    """Card categories -> project category ids, by name; missing ones are added on first use.
-
-    A card and a project with one category each are matched whatever their names (a
-    "nucleus" model proposing into an "object" project).
-    """
+    """Card categories -> project category ids (:func:`app.ml.categories.match_categories`);
+    missing ones are added on first use."""
 
     def __init__(self, store: ProjectStore, card: ModelCard) -> None:
         self._store = store
         self._names = {c.id: c.name for c in card.categories}
-        project = store.categories()
-        by_name = {c.name.casefold(): c.id for c in project}
-        self._map: dict[int, int] = {}
-        for cat in card.categories:
-            if cat.name.casefold() in by_name:
-                self._map[cat.id] = by_name[cat.name.casefold()]
-        if len(card.categories) == 1 and len(project) == 1 and not self._map:
-            self._map[card.categories[0].id] = project[0].id
+        self._map = match_categories(card.categories, store.categories())
 
     def __call__(self, card_category_id: int) -> int:
         if card_category_id not in self._map:

@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus
 from app.errors import MaskLoopError
+from app.ml.categories import categories_keeping_heads
 from app.ml.train import CHECKPOINT_DIR, CHECKPOINT_NAME
 from app.ml.versions import MODELS_DIR, active_model, set_active_model
 from app.ml.zoo import get_card, list_cards
@@ -330,7 +331,7 @@ class TrainDialog(QDialog):
         except MaskLoopError:
             return ""
         project = self.store.categories()
-        if [c.id for c in card.categories] == [c.id for c in project]:
+        if categories_keeping_heads(card.categories, project) is not None:
             return ""
         names = ", ".join(c.name for c in project) or "none"
         theirs = ", ".join(c.name for c in card.categories)

@@ -36,12 +36,12 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def make_project(root: Path, n: int = 4, *, done: bool = True) -> Path:
+def make_project(root: Path, n: int = 4, *, done: bool = True, category_id: int = 1) -> Path:
     """Bright ellipses on a dark background, annotated, marked done."""
     rng = np.random.default_rng(1)
     with ProjectStore.create(root) as store:
-        cat = store.add_category("nucleus")
-        assert cat.id == 1
+        cat = store.add_category("nucleus", id=category_id)
+        assert cat.id == category_id
         rows = []
         shapes: list[list[np.ndarray]] = []
         for k in range(n):
@@ -90,6 +90,23 @@ def test_train_registers_a_version_the_predictor_loads(
     with ProjectStore.open(project) as store:
         assert store.model_version(2).parent_id == 1
         assert active_model(store) == "v1"
+
+
+def test_a_category_with_another_id_keeps_the_models_heads(
+    tmp_path: Path, tiny_card: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The tiny model's "nucleus" is id 1; this project's is id 3. Proposing, training and
+    evaluation all match it by name: training keeps the trained heads, evaluation runs."""
+    project = make_project(tmp_path / "p", category_id=3)
+    replaced = []
+    monkeypatch.setattr("app.cli.train_cmds.replace_heads", lambda *a: replaced.append(a))
+    assert main(["train", str(project), "--base-model", tiny_card, *TRAIN]) == 0
+    assert replaced == []
+    card = zoo.get_card("v1", project)
+    assert [(c.id, c.name) for c in card.categories] == [(3, "nucleus")]
+    capsys.readouterr()
+    assert main(["evaluate", str(project), "--model", tiny_card, "--split", "all", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["instances"] == 12
 
 
 def test_evaluate_reports_coco_numbers(
