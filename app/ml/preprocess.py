@@ -45,7 +45,9 @@ class InputSpec:
     colour channels first, for models trained on single-channel data. ``invert``: "auto"
     turns the scaled image into ``1 - x`` when its median is above 0.5 (a light background:
     brightfield or stained tissue), "always" always does, "none" never; one model then sees
-    dark-on-light nuclei as it sees fluorescent ones.
+    dark-on-light nuclei as it sees fluorescent ones. ``channel``: the plane (0-based) a
+    model sees of a two-channel or 5+-channel image (fluorescence stacks such as nuclei +
+    cytoplasm); 1-, 3- and 4-channel images are grey, RGB and RGBA.
     """
 
     min_size: int = 800
@@ -56,6 +58,7 @@ class InputSpec:
     high: float | None = None
     channels: str = "rgb"
     invert: str = "none"
+    channel: int = 0
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZE_MODES:
@@ -66,6 +69,8 @@ class InputSpec:
             raise InputSpecError(
                 f"channels={self.channels!r}; use one of {', '.join(CHANNEL_MODES)}."
             )
+        if not isinstance(self.channel, int) or isinstance(self.channel, bool) or self.channel < 0:
+            raise InputSpecError(f"channel={self.channel!r}; it must be a whole number >= 0.")
         if self.invert not in INVERT_MODES:
             raise InputSpecError(
                 f"invert={self.invert!r}; use one of {', '.join(INVERT_MODES)}."
@@ -146,22 +151,29 @@ def _inverts(scaled: np.ndarray, spec: InputSpec) -> bool:
 
 
 def _channels(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    arr = _to_hwc(np.asarray(image))
+    arr = _to_hwc(np.asarray(image), spec.channel)
     if spec.channels == "gray" and arr.shape[2] == 3:
         arr = arr.astype(np.float32).mean(axis=2, keepdims=True)
     return arr
 
 
-def _to_hwc(arr: np.ndarray) -> np.ndarray:
+def _to_hwc(arr: np.ndarray, channel: int) -> np.ndarray:
     if arr.ndim == 2:
         return arr[:, :, None]
     if arr.ndim == 3 and arr.shape[2] in (1, 3):
         return arr
     if arr.ndim == 3 and arr.shape[2] == 4:
         return arr[:, :, :3]
+    if arr.ndim == 3 and arr.shape[2] >= 2:
+        if channel >= arr.shape[2]:
+            raise InputSpecError(
+                f"The model card's input uses channel {channel}, but the image has "
+                f"{arr.shape[2]} channels (0-{arr.shape[2] - 1}); set input.channel in the card."
+            )
+        return arr[:, :, channel : channel + 1]
     raise InputSpecError(
-        f"Cannot use an image of shape {arr.shape}: expected (H, W), (H, W, 1), (H, W, 3) or "
-        "(H, W, 4). Convert multi-page or multi-channel stacks to one plane first."
+        f"Cannot use an image of shape {arr.shape}: expected (H, W) or (H, W, C). Convert "
+        "multi-page stacks to one plane first."
     )
 
 

@@ -289,3 +289,16 @@ def test_version_files_without_their_row_are_not_a_version(
     assert _state(project)["imgs/cells_1.png"] == (ImageStatus.NEW, [])
     assert main(["evaluate", str(project), "--model", "v1"]) == 1
     assert "has no model version v1" in capsys.readouterr().err
+
+
+def test_a_two_channel_tiff_is_proposed_on_the_cards_channel(project: Path, capsys) -> None:
+    """Nuclei + cytoplasm stacks are inputs: proposed on input.channel (0), not an error."""
+    rng = np.random.default_rng(3)
+    planes = rng.integers(0, 4000, (64, 80, 2), dtype=np.uint16)
+    tifffile.imwrite(project / "imgs" / "stack.tif", planes)
+    assert main(["init", str(project), "--images", str(project / "imgs")]) == 0
+    capsys.readouterr()
+    assert main(["propose", str(project), "--model", "tiny", "--images", "*stack*", *FAST]) == 0
+    with ProjectStore.open(project) as store:
+        (rec,) = [r for r in store.images() if r.path.endswith("stack.tif")]
+        assert rec.status is ImageStatus.PROPOSED and store.count_instances(rec.id) > 0

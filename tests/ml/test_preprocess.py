@@ -124,3 +124,28 @@ def test_auto_invert_turns_dark_on_light_into_light_on_dark():
     tile = brightfield[:8, :8]
     assert float(to_model_input(tile, fixed)[0].max()) < 0.1
     assert InputSpec().invert == "none"  # cards without the key keep their conversion
+
+
+def test_two_channel_images_use_the_cards_channel():
+    """Fluorescence stacks such as nuclei + cytoplasm are inputs, not errors: the model sees
+    the card's ``input.channel`` (default 0), the same plane in training and proposing."""
+    import numpy as np
+
+    from app.ml.preprocess import InputSpec, InputSpecError, image_spec, to_model_input
+
+    nuclei = np.zeros((16, 16), np.uint16)
+    nuclei[4:8, 4:8] = 3000
+    cytoplasm = np.full((16, 16), 500, np.uint16)
+    stack = np.stack([nuclei, cytoplasm], axis=2)
+    first = to_model_input(stack, InputSpec())
+    assert np.allclose(first.numpy(), to_model_input(nuclei, InputSpec()).numpy())
+    second = to_model_input(stack, InputSpec(channel=1))
+    assert np.allclose(second.numpy(), to_model_input(cytoplasm, InputSpec()).numpy())
+    assert image_spec(stack, InputSpec(channel=1)).normalize == "fixed"
+    five = np.stack([nuclei] * 5, axis=2)
+    assert to_model_input(five, InputSpec(channel=4)).shape == (3, 16, 16)
+    with pytest.raises(InputSpecError, match="channel 2, but the image has 2 channels"):
+        to_model_input(stack, InputSpec(channel=2))
+    with pytest.raises(InputSpecError, match="channel"):
+        InputSpec(channel=-1)
+    assert InputSpec.from_dict({"channel": 1}).channel == 1
