@@ -2,10 +2,10 @@
 worker as :class:`AssistRequest` s; its answers become ordinary undoable edits.
 
 The model never runs here. An answer is applied only while it still fits what is shown:
-the same image and model generation as the request, the newest request (a person who
-dragged twice wants the second box), and for a refine the instance unchanged since it was
-asked for. Anything else is dropped, since applying it would edit something the person has
-moved on from.
+the same image and model generation as the request, and for a refine the instance
+unchanged since it was asked for. Anything else is dropped, since applying it would edit
+something the person has moved on from. Two boxes dragged in quick succession both count
+(they are usually two objects): each answer is its own undo step.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ class AssistSession(QObject):
         super().__init__(editor)
         self.editor = editor
         self.controller = controller
-        self._latest = 0  # seq of the newest request: older answers are dropped
         editor.canvas.assist_box.connect(self.box)
         editor.canvas.assist_click.connect(lambda x, y: self.click((x, y)))
         controller.assist_ready.connect(self._answered)
@@ -72,7 +71,7 @@ class AssistSession(QObject):
             self.message.emit("Add a category first (Categories panel), then draw.")
             return
         record = ed.store.image(ed.doc.image_id)
-        request = self.controller.request_assist(
+        self.controller.request_assist(
             AssistRequest(
                 kind,
                 record.id,
@@ -81,15 +80,13 @@ class AssistSession(QObject):
                 **what,
             )
         )
-        self._latest = request.seq
         self.message.emit(f"{LABELS[kind]}: asking the model\u2026")
 
     def _answered(self, result: AssistResult) -> None:
         req, ed = result.request, self.editor
         label = LABELS[req.kind]
         if (
-            req.seq != self._latest
-            or req.generation != self.controller.generation
+            req.generation != self.controller.generation
             or ed.doc is None
             or ed.doc.image_id != req.image_id
         ):

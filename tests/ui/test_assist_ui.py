@@ -179,3 +179,57 @@ def test_no_object_found_is_said_in_the_status_bar(qtbot, project, install_tiny_
     finally:
         window.close()
         window.store.close()
+
+
+def answers(controller) -> list:
+    """Every assist answer, as the worker emits it."""
+    got: list = []
+    controller.assist_ready.connect(got.append)
+    return got
+
+
+def test_two_quick_boxes_are_two_instances_and_two_undo_steps(qtbot, solid):
+    window, controller = solid
+    got = answers(controller)
+    window.tool_actions["box"].trigger()
+    drag(window.canvas, 4, 4, 24, 24)
+    drag(window.canvas, 36, 36, 60, 60)  # before the first answer is back
+    qtbot.waitUntil(lambda: len(got) == 2, timeout=20000)
+    QApplication.processEvents()  # the window's slot was queued before the test's
+    boxes = sorted(
+        tuple(bbox(i).round()) for i in window.store.instances(window.current_image_id())
+    )
+    assert len(boxes) == 2 and boxes[0][:2] == (4.0, 4.0) and boxes[1][:2] == (36.0, 36.0)
+    assert window.editor.undo_group.activeStack().count() == 2
+
+
+def test_an_answer_from_a_model_since_replaced_is_dropped(qtbot, solid):
+    window, controller = solid
+    got = answers(controller)
+    window.tool_actions["box"].trigger()
+    drag(window.canvas, 4, 4, 24, 24)
+    choice = controller.choice
+    controller.set_model(ModelChoice(choice.model_id, choice.device, 0.6))  # a new generation
+    drag(window.canvas, 36, 36, 60, 60)
+    qtbot.waitUntil(
+        lambda: any(r.request.generation == controller.generation for r in got), timeout=20000
+    )
+    QApplication.processEvents()
+    (inst,) = window.store.instances(window.current_image_id())  # only the second box
+    assert tuple(bbox(inst).round())[:2] == (36.0, 36.0)
+
+
+def test_a_refine_of_an_instance_edited_meanwhile_replaces_nothing(qtbot, solid):
+    window, controller = solid
+    image = window.current_image_id()
+    (made,) = window.store.apply_edit(image, add=[Instance(1, [square(10, 10, 40)])])
+    window.editor.reload_current()
+    window.canvas.set_selection([made.id])
+    with qtbot.waitSignal(controller.assist_ready, timeout=20000):
+        window.refine_action.trigger()
+        window.editor.edit_geometry(made.id, [square(12, 12, 30)], None, "Move vertex")
+    QApplication.processEvents()
+    assert "changed meanwhile" in window.statusBar().currentMessage()
+    (inst,) = window.store.instances(image)
+    assert np.allclose(bbox(inst), [12, 12, 30, 30])
+    assert window.editor.undo_group.activeStack().count() == 1  # the edit only
