@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QPlainTextEdit,
     QScrollArea,
     QSlider,
@@ -80,6 +81,7 @@ class MainWindow(ModelWiring, QMainWindow):
         self.display = DisplayPanel()
         self.history = QUndoView(self.editor.undo_group)
         self.history.setEmptyLabel("<opened>")
+        self._save_box: QMessageBox | None = None
         self._dock("Images", self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.instance_filter = InstanceFilterBar()
         self.instance_filter.set_categories(store.categories())
@@ -295,6 +297,7 @@ class MainWindow(ModelWiring, QMainWindow):
         ed.image_changed.connect(self._image_shown)
         ed.instances_changed.connect(self._instances_changed)
         ed.image_error.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
+        ed.save_failed.connect(self._show_save_failed)
         c.selection_changed.connect(self.instances.set_selected)
         self.instances.selection_requested.connect(c.set_selection)
         self.instances.zoom_requested.connect(c.zoom_to_instance)
@@ -306,7 +309,7 @@ class MainWindow(ModelWiring, QMainWindow):
         c.cursor_moved.connect(self._cursor)
         c.tool_changed.connect(self._tool_changed)
         c.review_step.connect(ed.select_next_pending)
-        c.assist_box.connect(lambda _box: self._assist_unavailable())
+        c.assist_box.connect(lambda _box, _replace: self._assist_unavailable())
         c.assist_click.connect(lambda _x, _y: self._assist_unavailable())
         self.categories.category_picked.connect(ed.set_category_of_selected)
         self.categories.visibility_changed.connect(ed.set_hidden_categories)
@@ -514,6 +517,21 @@ class MainWindow(ModelWiring, QMainWindow):
     def _assist_unavailable(self) -> None:
         if self.assists is None:
             self.statusBar().showMessage("Assists need a model; none is loaded.", 6000)
+
+    def _show_save_failed(self, message: str) -> None:
+        """A refused edit gets a dialog as well as the status bar line: work that was not
+        saved must not pass unnoticed. One box at a time (a drag can fail repeatedly)."""
+        text = (
+            f"{message}\n\nIf another program is writing this project, wait for it to finish; "
+            "if the disk is full, free some space. Then make the edit again."
+        )
+        box = self._save_box
+        if box is None or not box.isVisible():
+            box = QMessageBox(QMessageBox.Icon.Warning, "Edit not saved", text, parent=self)
+            box.setModal(False)
+            self._save_box = box
+        box.setText(text)
+        box.show()
 
     def show_help(self) -> None:
         if self._help is None:

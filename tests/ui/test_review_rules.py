@@ -169,3 +169,17 @@ def test_hidden_categories_are_neither_reviewed_nor_decided_unseen(window):
     assert sum(layer.is_shown(i) for i in layer.ids()) == 3
     win.done_and_next()
     assert store.image(1).status == ImageStatus.DONE
+
+
+def test_a_refused_edit_also_opens_one_dialog(window, qtbot):
+    """The store refusing an edit (locked, disk full) is said in the status bar and in a
+    dialog; repeated failures (a drag) reuse the one dialog."""
+    from PySide6.QtWidgets import QMessageBox
+
+    window.editor.save_failed.emit("Not saved: database is locked. The image shows what is saved.")
+    boxes = [b for b in window.findChildren(QMessageBox) if b.isVisible()]
+    assert len(boxes) == 1 and "database is locked" in boxes[0].text()
+    assert "free some space" in boxes[0].text() and not boxes[0].isModal()
+    window.editor.save_failed.emit("Not saved: disk full. The image shows what is saved.")
+    boxes = [b for b in window.findChildren(QMessageBox) if b.isVisible()]
+    assert len(boxes) == 1 and "disk full" in boxes[0].text()
