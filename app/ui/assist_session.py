@@ -30,6 +30,7 @@ from .workers import (
 log = logging.getLogger(__name__)
 
 LABELS = {ASSIST_BOX: "Box to mask", ASSIST_CLICK: "Click to instance", ASSIST_REFINE: "Refine"}
+REBOX_LABEL = "Refine from box"  # a box dragged with Shift: the selected instance's new outline
 
 
 class AssistSession(QObject):
@@ -46,8 +47,16 @@ class AssistSession(QObject):
         editor.canvas.assist_click.connect(lambda x, y: self.click((x, y)))
         controller.assist_ready.connect(self._answered)
 
-    def box(self, box: tuple[float, float, float, float]) -> None:
-        self._send(ASSIST_BOX, box=tuple(float(v) for v in box))
+    def box(self, box: tuple[float, float, float, float], replace: bool = False) -> None:
+        """A new instance from ``box``; with ``replace``, the one selected instance's new
+        outline (category and identity kept), e.g. when the first box's answer was poor."""
+        corners = tuple(float(v) for v in box)
+        if not replace:
+            self._send(ASSIST_BOX, box=corners)
+            return
+        target = self._selected_instance(REBOX_LABEL)
+        if target is not None:
+            self._send(ASSIST_BOX, box=corners, instance=target)
 
     def click(self, point: tuple[float, float]) -> None:
         doc = self.editor.doc
@@ -56,11 +65,16 @@ class AssistSession(QObject):
 
     def refine_selected(self) -> None:
         """Predict the one selected instance's mask again from its box (enlarged)."""
+        target = self._selected_instance(LABELS[ASSIST_REFINE])
+        if target is not None:
+            self._send(ASSIST_REFINE, instance=target)
+
+    def _selected_instance(self, label: str) -> Instance | None:
         doc, sel = self.editor.doc, self.editor.canvas.selection()
         if doc is None or len(sel) != 1:
-            self.message.emit("Refine: select one instance first.")
-            return
-        self._send(ASSIST_REFINE, instance=doc.instance(sel[0]))
+            self.message.emit(f"{label}: select one instance first.")
+            return None
+        return doc.instance(sel[0])
 
     def _send(self, kind: str, **what) -> None:
         ed = self.editor
@@ -84,7 +98,8 @@ class AssistSession(QObject):
 
     def _answered(self, result: AssistResult) -> None:
         req, ed = result.request, self.editor
-        label = LABELS[req.kind]
+        replaces = req.instance is not None  # a refine, or a box dragged with Shift
+        label = REBOX_LABEL if replaces and req.kind == ASSIST_BOX else LABELS[req.kind]
         if (
             req.generation != self.controller.generation
             or ed.doc is None
@@ -95,7 +110,7 @@ class AssistSession(QObject):
         if result.error is not None or result.instance is None:
             self.message.emit(f"{label}: {result.error}")
             return
-        if req.kind == ASSIST_REFINE:
+        if replaces:
             assert req.instance is not None and req.instance.id is not None
             now = ed.doc.instances.get(req.instance.id)
             if now is None or not _same_geometry(now, req.instance):

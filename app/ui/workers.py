@@ -136,7 +136,7 @@ class AssistRequest:
     pixels: np.ndarray
     box: tuple[float, float, float, float] | None = None  # ASSIST_BOX
     point: tuple[float, float] | None = None  # ASSIST_CLICK
-    instance: Instance | None = None  # ASSIST_REFINE: the instance as it was asked for
+    instance: Instance | None = None  # the instance to replace, as it was when asked
     others: tuple[Instance, ...] = ()  # ASSIST_CLICK: the image's instances
     seq: int = 0
     generation: int = 0

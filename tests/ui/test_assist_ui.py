@@ -65,9 +65,9 @@ def solid(qtbot, project, install_tiny_card):
     window.store.close()
 
 
-def drag(view, x0, y0, x1, y1) -> None:
+def drag(view, x0, y0, x1, y1, mods=Qt.KeyboardModifier.NoModifier) -> None:
     vp = view.viewport()
-    left, none, mods = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton, Qt.KeyboardModifier(0)
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
     _send(vp, QEvent.Type.MouseButtonPress, view_point(view, x0, y0), left, left, mods)
     for t in (0.3, 0.7, 1.0):
         p = view_point(view, x0 + (x1 - x0) * t, y0 + (y1 - y0) * t)
@@ -233,3 +233,23 @@ def test_a_refine_of_an_instance_edited_meanwhile_replaces_nothing(qtbot, solid)
     (inst,) = window.store.instances(image)
     assert np.allclose(bbox(inst), [12, 12, 30, 30])
     assert window.editor.undo_group.activeStack().count() == 1  # the edit only
+
+
+def test_a_box_dragged_with_shift_is_the_selected_instances_new_outline(qtbot, solid):
+    window, controller = solid
+    image = window.current_image_id()
+    (made,) = window.store.apply_edit(image, add=[Instance(2, [square(10, 10, 12)])])
+    window.editor.reload_current()
+    window.canvas.set_selection([made.id])
+    window.tool_actions["box"].trigger()
+    with qtbot.waitSignal(controller.assist_ready, timeout=20000):
+        drag(window.canvas, 8, 8, 40, 40, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(lambda: window.editor.undo_group.activeStack().count() == 1, timeout=5000)
+    (inst,) = window.store.instances(image)
+    assert inst.id == made.id and inst.category_id == 2
+    x, y, w, h = bbox(inst)
+    assert np.allclose([x, y, x + w, y + h], [8, 8, 40, 40], atol=2.0)
+    assert window.editor.undo_group.activeStack().text(0) == "Refine from box"
+    window.canvas.set_selection([])
+    drag(window.canvas, 30, 30, 50, 50, Qt.KeyboardModifier.ShiftModifier)
+    assert "select one instance" in window.statusBar().currentMessage()

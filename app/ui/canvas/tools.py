@@ -262,9 +262,10 @@ class BrushTool(Tool):
 
 
 class BoxTool(Tool):
-    """Box to mask: drag a box around an object and the model's mask head outlines it; a
-    click without a drag asks the model for the object under the cursor. Esc cancels a
-    drag. The view only emits the request (``assist_box`` / ``assist_click``)."""
+    """Box to mask: drag a box around an object and the model's mask head outlines it
+    (with Shift: as the selected instance's new outline); a click without a drag asks the
+    model for the object under the cursor. Esc cancels a drag. The view only emits the
+    request (``assist_box`` / ``assist_click``)."""
 
     name = "box"
     cursor = Qt.CursorShape.CrossCursor
@@ -313,7 +314,8 @@ class BoxTool(Tool):
             view.assist_click.emit(start.x(), start.y())
         else:
             r = QRectF(start, pos).normalized()
-            view.assist_box.emit((r.left(), r.top(), r.right(), r.bottom()))
+            replace = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+            view.assist_box.emit((r.left(), r.top(), r.right(), r.bottom()), replace)
         return True
 
     def key(self, view: CanvasView, event: QKeyEvent) -> bool:

@@ -36,7 +36,7 @@ class CanvasView(QGraphicsView):
     geometry_edited = Signal(int, object, object, str)
     polygon_drawn = Signal(object)  # list[Polygon]
     brush_stroke = Signal(object, float, bool)  # (N, 2) points, radius, erase
-    assist_box = Signal(object)  # (x0, y0, x1, y1) image pixels: box to mask
+    assist_box = Signal(object, bool)  # (x0, y0, x1, y1) image pixels, replace the selected
     assist_click = Signal(float, float)  # image pixels: the object under a click
     cursor_moved = Signal(float, float)  # image coordinates
     zoom_changed = Signal(float)
