@@ -155,7 +155,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         help="project folder (its models and active model); optional with --images/--labels",
     )
-    p.add_argument("--model", metavar="ID", help="zoo card id or version v<N> (default: active)")
+    p.add_argument("--model", metavar="ID", help="zoo card id or version v<N> (default: the project's active model, else cells-mobile)")
     p.add_argument(
         "--split",
         choices=("val", "train", "all"),
