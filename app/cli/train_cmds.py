@@ -31,6 +31,7 @@ from app.errors import MaskLoopError
 from app.ml import zoo
 from app.ml.categories import categories_keeping_heads, model_labels
 from app.ml.dataset import CocoFileDataset, ProjectDataset, category_labels, split_ids
+from app.ml.devices import device_from_arg
 from app.ml.eval_sources import eval_images, find_labelled_images
 from app.ml.evaluate import (
     AP_SCORE_FLOOR,
@@ -49,7 +50,6 @@ from app.ml.train import (
     FinishedEvent,
     IterationEvent,
     TrainConfig,
-    device_from_arg,
     train,
 )
 from app.ml.versions import (

@@ -28,11 +28,11 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from app.core.geometry import DEFAULT_MIN_AREA, DEFAULT_TOLERANCE, mask_to_polygons
 from app.core.types import Instance, Source
 from app.errors import MaskLoopError
+from app.ml.devices import device_from_arg
 from app.ml.precision import Precision, precision_name, reduce_precision, resolve_dtype
 from app.ml.preprocess import InputSpec, image_spec, to_model_input
 from app.ml.roi_pool import use_row_roi_align
 from app.ml.tiling import MaskCrop, Tile, merge_tile_crops, tile_grid
-from app.ml.train import device_from_arg
 from app.ml.zoo import ModelCard, load_model
 
 log = logging.getLogger(__name__)

@@ -39,6 +39,7 @@ from app.ml.defaults import (
     OPTIMIZERS,
     SCHEDULES,
 )
+from app.ml.devices import device_from_arg
 
 log = logging.getLogger(__name__)
 
@@ -146,28 +147,6 @@ class FinishedEvent:
 
 
 Event = IterationEvent | EpochEvent | FinishedEvent
-
-
-def device_from_arg(device: str) -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is torch's syntax."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise TrainingError(
-            f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps."
-        ) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(
-            f"Device {device!r} asked for but CUDA is not available; use --device cpu or auto."
-        )
-    return dev
 
 
 def collate(batch: list[tuple[Any, Any]]) -> tuple[tuple[Any, ...], ...]:

@@ -6,6 +6,7 @@ import torch
 from torchvision import tv_tensors
 
 from app.errors import MaskLoopError
+from app.ml.devices import DeviceError, device_from_arg
 from app.ml.models import build_model
 from app.ml.train import (
     CHECKPOINT_NAME,
@@ -17,7 +18,6 @@ from app.ml.train import (
     TrainConfig,
     TrainingError,
     _lr_factor,
-    device_from_arg,
     load_checkpoint,
     train,
 )
@@ -209,10 +209,10 @@ def test_empty_dataset_and_devices(tmp_path):
         list(train(tiny_model(), TinyDataset(0), config(tmp_path)))
     assert device_from_arg("cpu").type == "cpu"
     assert device_from_arg("auto").type in {"cpu", "cuda", "mps"}
-    with pytest.raises(TrainingError):
+    with pytest.raises(DeviceError):
         device_from_arg("tpu:7")
     if not torch.cuda.is_available():
-        with pytest.raises(TrainingError, match="CUDA"):
+        with pytest.raises(DeviceError, match="CUDA"):
             device_from_arg("cuda")
 
 
