@@ -253,3 +253,20 @@ def test_a_box_dragged_with_shift_is_the_selected_instances_new_outline(qtbot, s
     window.canvas.set_selection([])
     drag(window.canvas, 30, 30, 50, 50, Qt.KeyboardModifier.ShiftModifier)
     assert "select one instance" in window.statusBar().currentMessage()
+
+
+def test_without_a_model_the_assists_say_so(qtbot, project):
+    store = ProjectStore.open(project)
+    window = MainWindow(store)  # no proposal worker attached
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    window.canvas.fit()
+    try:
+        window.tool_actions["box"].trigger()
+        drag(window.canvas, 10, 10, 40, 40)
+        assert "need a model" in window.statusBar().currentMessage()
+        assert store.instances(window.current_image_id()) == []
+    finally:
+        window.close()
+        store.close()
