@@ -18,11 +18,13 @@ from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox, QWidget
 
 from app.core.coco import export_coco, import_coco
 from app.core.coco_options import Crowd, Segmentation
+from app.core.imagej_rois import export_rois, import_rois
 from app.core.interchange import ImportReport
 from app.core.label_maps import export_label_maps, import_label_maps
 from app.core.labelme import import_labelme
 from app.core.scan import ScanReport, scan_folder
 from app.core.store import DB_NAME, ProjectStore
+from app.core.yolo import export_yolo, import_yolo
 from app.errors import MaskLoopError
 
 from .background_task import run_in_background
@@ -106,6 +108,16 @@ def run_import(store: ProjectStore, choice: ImportChoice) -> ImportReport:
             status=choice.status,
             replace=choice.replace,
         )
+    if choice.kind is Kind.YOLO:
+        return import_yolo(store, choice.source, status=choice.status, replace=choice.replace)
+    if choice.kind is Kind.ROIS:
+        return import_rois(
+            store,
+            choice.source,
+            category_id=choice.category_id,
+            status=choice.status,
+            replace=choice.replace,
+        )
     return import_labelme(store, choice.source, status=choice.status, replace=choice.replace)
 
 
@@ -124,6 +136,15 @@ def run_export(store: ProjectStore, choice: ExportChoice) -> str:
             f"({r.polygon_instances} polygons, {r.rle_instances} RLE); file names relative "
             f"to {r.images_root}."
         )
+        return text + _skipped_text(r.skipped)
+    if choice.kind is Kind.YOLO:
+        y = export_yolo(store, choice.target, statuses=choice.statuses, overwrite=choice.overwrite)
+        splits = ", ".join(f"{n} {split}" for split, n in y.images.items())
+        text = f"Wrote {y.data_yaml}: {splits} images, {y.instances} instances."
+        return text + _skipped_text(y.skipped)
+    if choice.kind is Kind.ROIS:
+        r = export_rois(store, choice.target, statuses=choice.statuses, overwrite=choice.overwrite)
+        text = f"Wrote {r.files} ROI sets ({r.instances} instances) to {r.out_dir}."
         return text + _skipped_text(r.skipped)
     m = export_label_maps(
         store, choice.target, statuses=choice.statuses, overwrite=choice.overwrite
@@ -167,7 +188,7 @@ class FileMenu(QObject):
             add_action(
                 f"{kind.value}\u2026", lambda _=False, k=kind: self.import_(k), None, None, imports
             )
-        for kind in (Kind.COCO, Kind.LABEL_MAPS):
+        for kind in (Kind.COCO, Kind.LABEL_MAPS, Kind.YOLO, Kind.ROIS):
             add_action(
                 f"{kind.value}\u2026", lambda _=False, k=kind: self.export(k), None, None, exports
             )

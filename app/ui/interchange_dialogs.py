@@ -29,6 +29,8 @@ class Kind(StrEnum):
     COCO = "COCO JSON"
     LABEL_MAPS = "label maps"
     LABELME = "labelme"
+    YOLO = "YOLO segmentation"
+    ROIS = "ImageJ / Fiji ROI sets"
 
 
 def _existing(edit: QLineEdit, *, folder: bool) -> bool:
@@ -156,6 +158,9 @@ class ImportDialog(_Form):
             self.category.addItem(c.name, c.id)
         if kind is Kind.LABEL_MAPS:
             self.form.addRow("Category", self.category)
+        elif kind is Kind.ROIS:
+            self.category.setToolTip("For ROIs without a 'category' property")
+            self.form.addRow("Category", self.category)
         self.status = QComboBox()
         self.status.addItem("done (training data)", ImageStatus.DONE)
         self.status.addItem("proposed (to review, like model proposals)", ImageStatus.PROPOSED)
@@ -195,7 +200,9 @@ class ImportDialog(_Form):
             images_root=Path(root).expanduser() if root and self.kind is Kind.COCO else None,
             status=ImageStatus(self.status.currentData()),
             replace=self.replace.isChecked(),
-            category_id=self.category.currentData() if self.kind is Kind.LABEL_MAPS else None,
+            category_id=(
+                self.category.currentData() if self.kind in (Kind.LABEL_MAPS, Kind.ROIS) else None
+            ),
         )
 
 
@@ -238,7 +245,7 @@ class ExportDialog(_Form):
             if path and Path(path).exists():
                 self.overwrite.setChecked(True)  # the file dialog asked already
         else:
-            path = QFileDialog.getExistingDirectory(self, "Folder for the label maps")
+            path = QFileDialog.getExistingDirectory(self, f"Folder for the {self.kind.value}")
         if path:
             self.target.setText(path)
 

@@ -64,8 +64,15 @@ def test_file_menu_offers_projects_import_and_export(window):
         "COCO JSON\u2026",
         "label maps\u2026",
         "labelme\u2026",
+        "YOLO segmentation\u2026",
+        "ImageJ / Fiji ROI sets\u2026",
     ]
-    assert menu_texts(submenus["Export"]) == ["COCO JSON\u2026", "label maps\u2026"]
+    assert menu_texts(submenus["Export"]) == [
+        "COCO JSON\u2026",
+        "label maps\u2026",
+        "YOLO segmentation\u2026",
+        "ImageJ / Fiji ROI sets\u2026",
+    ]
 
 
 def write_pngs(folder: Path, names: list[str]) -> None:
@@ -178,6 +185,22 @@ def test_label_maps_export_and_import(window, tmp_path):
     report = menu.run_import(ImportChoice(Kind.LABEL_MAPS, maps, replace=True, category_id=cell))
     assert report is not None and report.instances == 2
     assert len(win.editor.doc.instances) == 2  # the shown image was re-read
+
+
+@pytest.mark.parametrize("kind", [Kind.YOLO, Kind.ROIS])
+def test_yolo_and_roi_sets_export_and_import(window, tmp_path, kind):
+    """The Export/Import menu entries run the same core functions as export-yolo/-rois."""
+    win, menu = window, window.file_menu
+    win.threshold.setValue(0)
+    win.editor.mark_done()
+    out = tmp_path / "out"
+    text = menu.run_export(ExportChoice(kind, out))
+    assert text is not None and text.startswith("Wrote") and "2 instances" in text
+    report = menu.run_import(ImportChoice(kind, out, replace=True))
+    assert report is not None and report.instances == 2, menu.last_message
+    assert len(win.editor.doc.instances) == 2
+    assert menu.run_export(ExportChoice(kind, out)) is None  # existing files need Replace
+    assert menu.last_message
 
 
 def test_import_and_export_forms_collect_choices(qtbot, project, tmp_path):
