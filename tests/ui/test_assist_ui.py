@@ -20,7 +20,7 @@ from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus, Instance, Source
 from app.ui.main_window import MainWindow
 from app.ui.panels.model_panel import ModelEntry
-from app.ui.workers import ModelChoice, ProposalController
+from app.ui.workers import ASSIST_BOX, AssistRequest, ModelChoice, ProposalController
 
 SIZE = 64
 
@@ -270,3 +270,30 @@ def test_without_a_model_the_assists_say_so(qtbot, project):
     finally:
         window.close()
         store.close()
+
+
+def test_an_assist_is_served_ahead_of_queued_proposals(qtbot, tmp_path, install_tiny_card):
+    model = install_tiny_card(mask_bias=8.0)
+    root = tmp_path / "q"
+    (root / "img").mkdir(parents=True)
+    n = 6
+    for i in range(n):
+        cv2.imwrite(str(root / "img" / f"{i}.png"), np.full((SIZE, SIZE), 40 * i, np.uint8))
+    with ProjectStore.open(root, create=True) as s:
+        s.add_images([NewImage(f"img/{i}.png", SIZE, SIZE) for i in range(n)])
+        s.add_category("cell")
+    controller = ProposalController(root, choice=ModelChoice(model, "cpu"))
+    try:
+        events: list[str] = []
+        controller.proposals_ready.connect(lambda _r: events.append("proposal"))
+        controller.assist_ready.connect(lambda _r: events.append("assist"))
+        controller.propose_all(list(range(1, n + 1)))
+        pixels = cv2.imread(str(root / "img" / "3.png"))
+        controller.request_assist(
+            AssistRequest(ASSIST_BOX, 4, (4, "img/3.png"), pixels, box=(8.0, 8.0, 30.0, 30.0))
+        )
+        qtbot.waitUntil(lambda: events.count("proposal") == n, timeout=30000)
+        assert events.count("assist") == 1
+        assert events.index("assist") <= 1  # at most the job in flight went first
+    finally:
+        controller.shutdown()
