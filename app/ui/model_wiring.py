@@ -170,7 +170,7 @@ class ModelWiring:
     def _worker_status(self, status) -> None:
         if self.model_panel is not None:
             self.model_panel.show_status(status)
-        text = f"{status.model_id}: {'proposing' if status.busy else 'idle'}"
+        text = f"{status.model_id}: {status.state}"
         if status.queue_length:
             text += f", {status.queue_length} queued"
         if status.device_name.lower().startswith("cpu") and status.last_seconds is not None:

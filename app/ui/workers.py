@@ -118,6 +118,12 @@ class WorkerStatus:
     queue_length: int
     busy: bool
     last_seconds: float | None
+    assisting: bool = False  # the busy work is an assist, not a proposal
+
+    @property
+    def state(self) -> str:
+        """One word for the status bar and the Model dock."""
+        return ("assisting" if self.assisting else "proposing") if self.busy else "idle"
 
 
 ASSIST_BOX, ASSIST_CLICK, ASSIST_REFINE = "box", "click", "refine"
@@ -236,7 +242,7 @@ class _WorkerThread(QThread):
             while (job := c._queue.get()) is not None:
                 if job.generation != c.generation:
                     continue
-                c._set_busy(True)
+                c._set_busy(True, assisting=isinstance(job, AssistRequest))
                 if isinstance(job, AssistRequest):
                     try:
                         c.assist_ready.emit(self._assist(job))
@@ -456,6 +462,7 @@ class ProposalController(QObject):
         self._queue = _JobQueue()
         self._stopping = False
         self._busy = False
+        self._assisting = False
         self._device_name = ""
         self._last_seconds: float | None = None
         self._model_broken = False
@@ -553,8 +560,9 @@ class ProposalController(QObject):
         self._queue.put(job)
         self._emit_status()
 
-    def _set_busy(self, busy: bool) -> None:
+    def _set_busy(self, busy: bool, *, assisting: bool = False) -> None:
         self._busy = busy
+        self._assisting = assisting
         self._emit_status()
 
     def _emit_status(self) -> None:
@@ -565,6 +573,7 @@ class ProposalController(QObject):
                 len(self._queue),
                 self._busy,
                 self._last_seconds,
+                self._busy and self._assisting,
             )
         )
 

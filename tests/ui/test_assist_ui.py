@@ -111,6 +111,17 @@ def test_a_dragged_box_becomes_one_undoable_instance_of_the_drawing_category(qtb
     assert len(window.store.instances(window.current_image_id())) == 1
 
 
+def test_the_model_status_says_assisting_while_an_assist_runs(qtbot, solid):
+    window, controller = solid
+    states: list[str] = []
+    controller.status_changed.connect(lambda status: states.append(status.state))
+    window.tool_actions["box"].trigger()
+    with qtbot.waitSignal(controller.assist_ready, timeout=20000):
+        drag(window.canvas, 10, 10, 40, 40)
+    qtbot.waitUntil(lambda: states[-1:] == ["idle"], timeout=5000)
+    assert "assisting" in states and "proposing" not in states
+
+
 def test_an_answer_for_an_image_left_behind_is_dropped(qtbot, solid):
     window, controller = solid
     first = window.current_image_id()

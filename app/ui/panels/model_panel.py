@@ -133,8 +133,7 @@ class ModelPanel(QWidget):
         parts = [f"<b>{status.model_id}</b>"]
         if status.device_name:
             parts.append(f"on {status.device_name}")
-        state = "proposing" if status.busy else "idle"
-        parts.append(f"<br>{state}, {status.queue_length} queued")
+        parts.append(f"<br>{status.state}, {status.queue_length} queued")
         if status.last_seconds is not None:
             parts.append(f", last image {status.last_seconds:.2f} s")
         self.info.setText(" ".join(parts))
