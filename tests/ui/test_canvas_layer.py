@@ -156,3 +156,50 @@ def test_score_labels_do_not_cover_each_other():
     row = [(0.5, QPointF(x * 15.0, 40)) for x in range(10)]
     kept = [p.x() for _, p in uncrowded_labels(row, 20.0, 8.0)]
     assert all(b - a >= 20.0 for a, b in zip(kept, kept[1:], strict=False))
+
+
+def test_crowd_regions_are_drawn_hatched_and_listed_as_crowd(qtbot, tmp_path):
+    """A COCO crowd region (kept by import-coco) is told apart from the cells: a hatched,
+    dotted region on the canvas and "crowd" in the Instances dock."""
+    from app.ui.panels.instance_list import InstanceListPanel
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    Image.fromarray(np.full((200, 200), 20, np.uint8)).save(root / "a.png")
+    store = ProjectStore.open(root, create=True)
+    store.add_category("cell", "#ff0000")
+    store.add_images([NewImage("a.png", 200, 200)])
+    store.add_instances(
+        1,
+        [
+            Instance(1, [Polygon(rect(10, 10, 60, 60))]),
+            Instance(1, [Polygon(rect(100, 100, 60, 60))], crowd=True),
+        ],
+    )
+    view = CanvasView()
+    qtbot.addWidget(view)
+    view.resize(600, 600)
+    view.show()
+    qtbot.waitExposed(view)
+    editor = Editor(store, view)
+    editor.open_image(1)
+    plain, crowd = [i.id for i in store.instances(1)]
+    layer = view.canvas_scene.layer
+    assert layer.shape_of(crowd).crowd and not layer.shape_of(plain).crowd
+    view.viewport().repaint()
+
+    def red_share(x0: float, y0: float) -> float:
+        points = [(x0 + dx, y0 + dy) for dx in range(10, 50, 3) for dy in range(10, 50, 3)]
+        return sum(red_at(view, x, y) > 40 for x, y in points) / len(points)
+
+    assert red_share(10, 10) > 0.95  # a solid fill
+    assert 0.05 < red_share(100, 100) < 0.8  # hatched: stripes of fill and image
+    panel = InstanceListPanel()
+    qtbot.addWidget(panel)
+    panel.show_document(editor.doc, store.categories())
+    sources = [panel.topLevelItem(r).text(3) for r in range(panel.topLevelItemCount())]
+    assert any(s.endswith(", crowd") for s in sources) and not all(
+        s.endswith(", crowd") for s in sources
+    )
+    view.close()
+    store.close()

@@ -52,6 +52,7 @@ class Shape:
     score: float | None
     bbox: QRectF
     category_id: int | None = None
+    crowd: bool = False  # a COCO crowd region: hatched, dotted outline (never trained on)
 
     def contains(self, pos: QPointF) -> bool:
         if isinstance(self.outline, QPolygonF):
@@ -99,7 +100,7 @@ class InstanceLayer(QGraphicsItem):
         self._rect = QRectF(rect)
         self._shapes: dict[int, Shape] = {}
         self._hidden: set[int] = set()
-        self._groups: list[tuple[QColor, bool, list[Shape]]] | None = None
+        self._groups: list[tuple[QColor, bool, bool, list[Shape]]] | None = None
         self.threshold = 0.0
         self.hidden_categories: frozenset[int] = frozenset()
         self.opacity_fill = 0.35
@@ -169,14 +170,14 @@ class InstanceLayer(QGraphicsItem):
             if i not in self._hidden and self._passes(s):
                 yield i, s
 
-    def _build_groups(self) -> list[tuple[QColor, bool, list[Shape]]]:
+    def _build_groups(self) -> list[tuple[QColor, bool, bool, list[Shape]]]:
         # One big merged path is far slower to fill than many small ones: keep them apart.
-        groups: dict[tuple[int, bool], tuple[QColor, bool, list[Shape]]] = {}
+        groups: dict[tuple[int, bool, bool], tuple[QColor, bool, bool, list[Shape]]] = {}
         for _, s in self._visible():
-            key = (s.color.rgba(), s.pending)
+            key = (s.color.rgba(), s.pending, s.crowd)
             if key not in groups:
-                groups[key] = (s.color, s.pending, [])
-            groups[key][2].append(s)
+                groups[key] = (s.color, s.pending, s.crowd, [])
+            groups[key][3].append(s)
         return list(groups.values())
 
     # -- hit testing --------------------------------------------------------------------------
@@ -213,15 +214,17 @@ class InstanceLayer(QGraphicsItem):
         # the first frame after opening 2,000 cells), but draws 1 px hairlines directly: two
         # hairlines half a device pixel apart cover nearly the same pixels at half the cost.
         width = OUTLINE_WIDTH if antialias else 1.0
-        for color, pending, shapes in self._groups:
+        for color, pending, crowd, shapes in self._groups:
             fill = QColor(color)
             fill.setAlphaF(self.opacity_fill * (0.6 if pending else 1.0))
             pen = QPen(color, width)
             pen.setCosmetic(True)
             if pending:
                 pen.setStyle(Qt.PenStyle.DashLine)
+            elif crowd:
+                pen.setStyle(Qt.PenStyle.DotLine)
             painter.setPen(pen)
-            painter.setBrush(QBrush(fill))
+            painter.setBrush(QBrush(fill, Qt.BrushStyle.BDiagPattern) if crowd else QBrush(fill))
             _draw_outlines(painter, shapes, option.exposedRect)
             if not antialias:
                 world = painter.worldTransform()

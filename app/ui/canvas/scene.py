@@ -72,6 +72,7 @@ class AnnotationScene(QGraphicsScene):
                 score=inst.score,
                 bbox=outline.boundingRect(),
                 category_id=inst.category_id,
+                crowd=inst.crowd,
             )
             for inst, outline in zip(instances, outlines, strict=True)
         }

@@ -64,6 +64,8 @@ class InstanceListPanel(QTreeWidget):
                 source = SOURCE_LABELS[inst.source.value]
                 if inst.source.value == "model":
                     source += " (pending)" if doc.is_pending(i) else " (accepted)"
+                if inst.crowd:
+                    source += ", crowd"
                 item = _Row(
                     [
                         str(number),
