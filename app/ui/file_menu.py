@@ -98,7 +98,7 @@ def run_import(store: ProjectStore, choice: ImportChoice) -> ImportReport:
             images_root=choice.images_root,
             status=choice.status,
             replace=choice.replace,
-            crowd=Crowd.SKIP,
+            crowd=Crowd.KEEP,  # as import-coco does: crowd regions stay crowd regions
         )
     if choice.kind is Kind.LABEL_MAPS:
         return import_label_maps(
