@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from app.core.types import Instance
@@ -74,7 +73,7 @@ class AssistSession(QObject):
         if doc is None or len(sel) != 1:
             self.message.emit(f"{label}: select one instance first.")
             return None
-        return doc.instance(sel[0])
+        return doc.instance(sel[0]).copy()  # the worker reads it: a snapshot of its own
 
     def _send(self, kind: str, **what) -> None:
         ed = self.editor
@@ -113,21 +112,10 @@ class AssistSession(QObject):
         if replaces:
             assert req.instance is not None and req.instance.id is not None
             now = ed.doc.instances.get(req.instance.id)
-            if now is None or not _same_geometry(now, req.instance):
+            if now is None or now.polygons != req.instance.polygons:
                 self.message.emit(f"{label}: the instance changed meanwhile; nothing replaced.")
                 return
             ed.edit_geometry(req.instance.id, result.instance.polygons, None, label)
         else:
             ed.add_polygon(result.instance.polygons, label)
         self.message.emit(f"{label}: done (Ctrl+Z undoes).")
-
-
-def _same_geometry(a: Instance, b: Instance) -> bool:
-    if len(a.polygons) != len(b.polygons):
-        return False
-    for p, q in zip(a.polygons, b.polygons, strict=True):
-        if len(p.holes) != len(q.holes) or not np.array_equal(p.exterior, q.exterior):
-            return False
-        if not all(np.array_equal(h, k) for h, k in zip(p.holes, q.holes, strict=True)):
-            return False
-    return True
