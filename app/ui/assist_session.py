@@ -59,7 +59,7 @@ class AssistSession(QObject):
 
     def click(self, point: tuple[float, float]) -> None:
         doc = self.editor.doc
-        others = () if doc is None else tuple(doc.instances.values())
+        others = () if doc is None else tuple(i.copy() for i in doc.instances.values())
         self._send(ASSIST_CLICK, point=(float(point[0]), float(point[1])), others=others)
 
     def refine_selected(self) -> None:
