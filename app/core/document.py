@@ -126,22 +126,28 @@ class ImageDocument:
 
     # -- applying -------------------------------------------------------------------------------
 
-    def _check_current(self) -> None:
-        """Refuse an edit made on a stale view: another program (``propose --force``, a
-        second window) changed this image's instances since they were loaded. Costs one
-        pragma unless another connection has committed meanwhile."""
+    def changed_elsewhere(self) -> bool:
+        """True when another program (``propose --force``, a second window) changed this
+        image's status or instances since they were loaded. Costs one pragma unless another
+        connection has committed meanwhile."""
         version = self.store.data_version()
         if version == self._seen_version:
-            return
+            return False
         image = self.store.image(self.image_id)
         saved = self.store.instances(self.image_id)
         if image.status != self.status or _state(saved) != _state(self.instances.values()):
+            return True
+        self._seen_version = version
+        return False
+
+    def _check_current(self) -> None:
+        """Refuse an edit made on a stale view (:meth:`changed_elsewhere`)."""
+        if self.changed_elsewhere():
             self.reload()
             raise DocumentChangedError(
-                f"another program changed image {image.path} meanwhile; it has been "
-                "reloaded, so check it and make the edit again"
+                f"another program changed image {self.store.image(self.image_id).path} "
+                "meanwhile; it has been reloaded, so check it and make the edit again"
             )
-        self._seen_version = version
 
     def apply(self, edit: Edit) -> Edit:
         """Commit ``edit`` in one transaction; return the edit that restores the prior state.

@@ -114,6 +114,17 @@ class Editor(QObject):
             self.stacks.stack(self.doc.image_id).clear()
         self._show_document()
 
+    def reload_if_changed_elsewhere(self) -> bool:
+        """Re-read the shown image when another program changed it (its undo history is
+        dropped: it describes a state that is gone); True if it did. The window polls this."""
+        if self.doc is None or not self.doc.changed_elsewhere():
+            return False
+        self.doc.reload()
+        self.stacks.stack(self.doc.image_id).clear()
+        self._show_document()
+        self.image_error.emit("Another program changed this image; it now shows what is saved.")
+        return True
+
     def _show_document(self) -> None:
         """Redraw the current image's instances from its document (what is saved)."""
         assert self.doc is not None

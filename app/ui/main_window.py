@@ -298,6 +298,12 @@ class MainWindow(ModelWiring, QMainWindow):
         ed.instances_changed.connect(self._instances_changed)
         ed.image_error.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
         ed.save_failed.connect(self._show_save_failed)
+        # Another program (maskloop propose --force, a second window) may rewrite the shown
+        # image: look every 2 s (one pragma while nobody else writes).
+        self.external_check = QTimer(self)
+        self.external_check.setInterval(2000)
+        self.external_check.timeout.connect(self.editor.reload_if_changed_elsewhere)
+        self.external_check.start()
         c.selection_changed.connect(self.instances.set_selected)
         self.instances.selection_requested.connect(c.set_selection)
         self.instances.zoom_requested.connect(c.zoom_to_instance)
@@ -365,6 +371,7 @@ class MainWindow(ModelWiring, QMainWindow):
             self.canvas.fit()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        self.external_check.stop()  # the store closes after the window
         s = settings()
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())

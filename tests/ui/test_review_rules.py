@@ -183,3 +183,18 @@ def test_a_refused_edit_also_opens_one_dialog(window, qtbot):
     window.editor.save_failed.emit("Not saved: disk full. The image shows what is saved.")
     boxes = [b for b in window.findChildren(QMessageBox) if b.isVisible()]
     assert len(boxes) == 1 and "disk full" in boxes[0].text()
+
+
+def test_an_image_another_program_rewrote_is_reloaded(window, project):
+    """propose --force from the command line rewrites the shown image: the window sees it
+    (polled every 2 s) and shows what is saved, without waiting for an edit to fail."""
+    assert window.external_check.isActive() and window.external_check.interval() == 2000
+    before = set(window.editor.doc.instances)
+    assert window.editor.reload_if_changed_elsewhere() is False  # nothing changed yet
+    with ProjectStore.open(project) as other:
+        other.replace_proposals(1, [Instance(1, [square(5, 5, 20)], score=0.9)], model_version=None)
+    assert window.editor.reload_if_changed_elsewhere() is True
+    after = set(window.editor.doc.instances)
+    assert after != before and len(after) == 1
+    assert "Another program changed this image" in window.statusBar().currentMessage()
+    assert window.editor.reload_if_changed_elsewhere() is False
