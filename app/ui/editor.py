@@ -115,14 +115,16 @@ class Editor(QObject):
         self._show_document()
 
     def reload_if_changed_elsewhere(self) -> bool:
-        """Re-read the shown image when another program changed it (its undo history is
-        dropped: it describes a state that is gone); True if it did. The window polls this."""
+        """Re-read the shown image when another connection changed it (another program, or
+        this app's own proposal worker before its signal arrives), as :meth:`reload_current`
+        does; True if it did. The window polls this."""
         if self.doc is None or not self.doc.changed_elsewhere():
             return False
-        self.doc.reload()
-        self.stacks.stack(self.doc.image_id).clear()
-        self._show_document()
-        self.image_error.emit("Another program changed this image; it now shows what is saved.")
+        self.reload_current()
+        self.image_error.emit(
+            "This image was changed in the project (new proposals or another program); "
+            "it shows what is saved."
+        )
         return True
 
     def _show_document(self) -> None:

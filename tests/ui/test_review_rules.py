@@ -196,5 +196,5 @@ def test_an_image_another_program_rewrote_is_reloaded(window, project):
     assert window.editor.reload_if_changed_elsewhere() is True
     after = set(window.editor.doc.instances)
     assert after != before and len(after) == 1
-    assert "Another program changed this image" in window.statusBar().currentMessage()
+    assert "This image was changed in the project" in window.statusBar().currentMessage()
     assert window.editor.reload_if_changed_elsewhere() is False
