@@ -46,13 +46,13 @@ from app.core.images import read_image  # noqa: E402
 from app.ml.dataset import make_sample, model_scale  # noqa: E402
 from app.ml.models import build_model  # noqa: E402
 from app.ml.preprocess import InputSpec, to_model_input  # noqa: E402
-from app.ml.train import TrainConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_cells_mobile import (  # noqa: E402
     NMS_IOU,
     RPN_PROPOSALS,
     fp16_state,
+    recipe_config,
     sample_file,
     synthetic_eval_images,
     train_logged,
@@ -334,21 +334,7 @@ def main() -> int:
     init = torch.load(args.init, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init.items()})
     init_sha = hashlib.sha256(args.init.read_bytes()).hexdigest()
-    config = TrainConfig(
-        epochs=math.ceil(args.iters * args.batch_size / len(dataset)) + 1,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer="adamw",
-        weight_decay=1e-4,
-        warmup_iters=50,
-        clip_grad_norm=10.0,
-        device=args.device,
-        seed=args.seed,
-        max_iters=args.iters,
-        checkpoint_dir=args.cache / "run",
-        resume=True,
-        freeze_bn_stats=False,  # a large new data set: BatchNorm learns its statistics
-    )
+    config = recipe_config(args, len(dataset))
 
     iterations = train_logged(model, dataset, config, args.stop_at)
     torch.save(fp16_state(model), weights)

@@ -103,6 +103,27 @@ class SyntheticNuclei(torch.utils.data.Dataset):
         return augment(sample, AUGMENTATION) if self.train else sample
 
 
+def recipe_config(args: argparse.Namespace, samples_per_epoch: int) -> TrainConfig:
+    """The bundled model's schedule (both stages): AdamW, 50 warm-up iterations then cosine
+    over ``--iters``, gradient clipping at 10, a checkpoint in CACHE/run each epoch (the same
+    command resumes), BatchNorm statistics learned (from scratch, or a large new data set)."""
+    return TrainConfig(
+        epochs=math.ceil(args.iters * args.batch_size / samples_per_epoch) + 1,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer="adamw",
+        weight_decay=1e-4,
+        warmup_iters=50,
+        clip_grad_norm=10.0,
+        device=args.device,
+        seed=args.seed,
+        max_iters=args.iters,
+        checkpoint_dir=args.cache / "run",
+        resume=True,
+        freeze_bn_stats=False,
+    )
+
+
 def train_logged(
     model: torch.nn.Module,
     dataset: torch.utils.data.Dataset,
@@ -217,21 +238,7 @@ def main() -> int:
     model = build_model(
         ARCH, num_classes=2, min_size=TRAIN_SIZE, max_size=TRAIN_SIZE, detections_per_img=DETECTIONS
     )
-    config = TrainConfig(
-        epochs=math.ceil(args.iters * args.batch_size / args.train_images) + 1,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer="adamw",
-        weight_decay=1e-4,
-        warmup_iters=50,
-        clip_grad_norm=10.0,
-        device=args.device,
-        seed=args.seed,
-        max_iters=args.iters,
-        checkpoint_dir=args.cache / "run",
-        resume=True,
-        freeze_bn_stats=False,  # from scratch: BatchNorm learns its statistics
-    )
+    config = recipe_config(args, args.train_images)
 
     iterations = train_logged(
         model, SyntheticNuclei(train_files, train_spec, train=True), config, args.stop_at
