@@ -277,7 +277,8 @@ class Assistant:
         mask used, as ``predict`` does (map it like proposals, app.ml.propose.CategoryMapper).
         ``model_category_id`` (a category of the card) picks whose mask the head predicts;
         None takes the class the box classifier finds (the only one of a one-class model).
-        Raises :class:`NoObjectFound` when the mask is empty.
+        Raises :class:`NoObjectFound` when the mask is empty or the box classifier's
+        confidence is below ``score_floor`` (a box on background).
         """
         with self._lock:
             arr = np.asarray(image)
@@ -285,7 +286,7 @@ class Assistant:
             raw = self.box_masks(
                 arr, [box], image_key=image_key, labels=None if label is None else [label]
             )
-            return self._instance(arr, raw, category_id)
+            return self._instance(arr, raw, category_id, min_score=self.score_floor)
 
     def box_masks(
         self,
@@ -381,7 +382,10 @@ class Assistant:
                     "size to prompt it with; drag a box around the object instead."
                 )
             box = tuple(_centred_box(x, y, size, w, h).tolist())
-            return self.box_to_mask(arr, box, image_key=image_key, category_id=category_id)
+            # No detection reached the floor here: the prompt box is the last resort, so
+            # its mask is taken whatever the classifier's confidence.
+            raw = self.box_masks(arr, [box], image_key=image_key)
+            return self._instance(arr, raw, category_id, min_score=0.0)
 
     def refine(
         self,
@@ -568,15 +572,25 @@ class Assistant:
                 return instance
         return None
 
-    def _instance(self, arr: np.ndarray, raw: RawDetections, category_id: int | None) -> Instance:
+    def _instance(
+        self, arr: np.ndarray, raw: RawDetections, category_id: int | None, *, min_score: float
+    ) -> Instance:
         h, w = arr.shape[:2]
         crops = masks_in_boxes(raw, h, w)
         instance = self._crop_instance(crops[0], category_id) if crops else None
+        x0, y0, x1, y1 = raw.boxes[0].tolist()
         if instance is None:
-            x0, y0, x1, y1 = raw.boxes[0].tolist()
             raise NoObjectFound(
                 f"The model finds no object in the box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}); "
                 "drag a box closer around the object, or draw it."
+            )
+        # The mask head outlines *something* in any box; the box classifier says whether it
+        # is an object (on real nuclei: ~0.99 on a nucleus, under 0.01 on background).
+        if instance.score is not None and instance.score < min_score:
+            raise NoObjectFound(
+                f"The model sees no object in the box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}) "
+                f"(confidence {instance.score:.3f}); drag a box closer around the object, or "
+                "draw it."
             )
         return instance
 

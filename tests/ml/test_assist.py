@@ -423,3 +423,15 @@ def test_a_tiled_image_is_seen_through_the_tile_holding_the_box(solid_pred, coun
         assert torch.equal(together.masks[k], alone.masks[0])
         assert together.scores[k] == alone.scores[0]
     assert len(backbone) == 2 + len(grid) - 1
+
+
+def test_a_box_the_classifier_calls_background_is_no_object(card, solid, image) -> None:
+    """The mask head outlines something in any box; below the score floor it is no object."""
+    background = copy.deepcopy(solid)
+    with torch.no_grad():
+        background.roi_heads.box_predictor.cls_score.bias.copy_(torch.tensor([12.0, -12.0, -12.0]))
+    assistant = Assistant(_predictor(background, card))
+    with pytest.raises(NoObjectFound, match="sees no object"):
+        assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    ok = Assistant(_predictor(solid, card)).box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    assert ok.score is not None and ok.score >= 0.05
