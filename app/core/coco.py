@@ -35,6 +35,7 @@ from app.core.geometry import (
     rle_to_mask_crop,
 )
 from app.core.images import MAX_PIXELS_ENV, pixel_limit
+from app.core.import_problems import Problems
 from app.core.interchange import (
     CocoImportError,
     ImportReport,
@@ -56,7 +57,6 @@ from app.errors import MaskLoopError
 
 log = logging.getLogger(__name__)
 
-MAX_PROBLEMS_SHOWN = 20
 PROGRESS_EVERY = 500  # annotations between progress reports
 COORD_DECIMALS = 2
 
@@ -279,25 +279,13 @@ def export_coco(
 # -- import ---------------------------------------------------------------------------------
 
 
-class _Problems:
-    """Collects malformed entries with their JSON position; raises them all at once."""
+class _Problems(Problems):
+    """Malformed entries with their JSON position, raised all at once as a COCO error."""
 
-    def __init__(self, source: Path) -> None:
-        self.source = source
-        self.items: list[str] = []
-
-    def add(self, where: str, what: str) -> None:
-        self.items.append(f"{where}: {what}")
-
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        shown = "\n  ".join(self.items[:MAX_PROBLEMS_SHOWN])
-        more = len(self.items) - MAX_PROBLEMS_SHOWN
-        tail = f"\n  ... and {more} more" if more > 0 else ""
-        raise CocoImportError(
+    def error(self, listing: str) -> MaskLoopError:
+        return CocoImportError(
             f"{self.source} is not a valid COCO instances file ({len(self.items)} problems, "
-            f"nothing was imported):\n  {shown}{tail}"
+            f"nothing was imported):\n  {listing}"
         )
 
 

@@ -18,7 +18,7 @@ class DatasetFormatError(MaskLoopError):
 class Problems:
     """``where: what`` items collected while parsing one dataset."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: object) -> None:
         self.source = source
         self.items: list[str] = []
 
@@ -26,13 +26,17 @@ class Problems:
         self.items.append(f"{where}: {what}")
 
     def raise_if_any(self) -> None:
-        """Raise :class:`DatasetFormatError` listing the first problems, if there are any."""
+        """Raise :meth:`error` listing the first problems, if there are any."""
         if not self.items:
             return
         shown = "\n  ".join(self.items[:MAX_SHOWN])
         more = len(self.items) - MAX_SHOWN
         tail = f"\n  ... and {more} more" if more > 0 else ""
-        raise DatasetFormatError(
+        raise self.error(f"{shown}{tail}")
+
+    def error(self, listing: str) -> MaskLoopError:
+        """The error naming the problems (``listing``: one indented line each)."""
+        return DatasetFormatError(
             f"{self.source} has {len(self.items)} malformed entries; nothing was imported. "
-            f"Fix or remove them and import again:\n  {shown}{tail}"
+            f"Fix or remove them and import again:\n  {listing}"
         )
