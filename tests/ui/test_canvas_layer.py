@@ -19,24 +19,15 @@ def rect(x: float, y: float, w: float, h: float) -> np.ndarray:
     return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float32)
 
 
-@pytest.fixture
-def canvas(qtbot, tmp_path):
-    """A 200x200 dark image: a plain cell, a cell with a hole, a two-part cell, a proposal."""
+def open_canvas(qtbot, tmp_path, instances: list[Instance]):
+    """A 200x200 dark image holding ``instances`` (category 1 is red), shown in a canvas."""
     root = tmp_path / "proj"
     root.mkdir()
     Image.fromarray(np.full((200, 200), 20, np.uint8)).save(root / "a.png")
     store = ProjectStore.open(root, create=True)
     store.add_category("cell", "#ff0000")
     store.add_images([NewImage("a.png", 200, 200)])
-    store.add_instances(
-        1,
-        [
-            Instance(1, [Polygon(rect(10, 10, 30, 30))]),
-            Instance(1, [Polygon(rect(60, 10, 60, 60), [rect(75, 25, 30, 30)])]),
-            Instance(1, [Polygon(rect(10, 120, 20, 20)), Polygon(rect(60, 120, 20, 20))]),
-            Instance(1, [Polygon(rect(130, 130, 40, 40))], score=0.8, source=Source.MODEL),
-        ],
-    )
+    store.add_instances(1, instances)
     view = CanvasView()
     qtbot.addWidget(view)
     view.resize(600, 600)
@@ -44,6 +35,22 @@ def canvas(qtbot, tmp_path):
     qtbot.waitExposed(view)
     editor = Editor(store, view)
     editor.open_image(1)
+    return view, editor, store
+
+
+@pytest.fixture
+def canvas(qtbot, tmp_path):
+    """A plain cell, a cell with a hole, a two-part cell, a proposal."""
+    view, editor, store = open_canvas(
+        qtbot,
+        tmp_path,
+        [
+            Instance(1, [Polygon(rect(10, 10, 30, 30))]),
+            Instance(1, [Polygon(rect(60, 10, 60, 60), [rect(75, 25, 30, 30)])]),
+            Instance(1, [Polygon(rect(10, 120, 20, 20)), Polygon(rect(60, 120, 20, 20))]),
+            Instance(1, [Polygon(rect(130, 130, 40, 40))], score=0.8, source=Source.MODEL),
+        ],
+    )
     yield view, editor, store
     view.close()
     store.close()
@@ -163,26 +170,14 @@ def test_crowd_regions_are_drawn_hatched_and_listed_as_crowd(qtbot, tmp_path):
     dotted region on the canvas and "crowd" in the Instances dock."""
     from app.ui.panels.instance_list import InstanceListPanel
 
-    root = tmp_path / "proj"
-    root.mkdir()
-    Image.fromarray(np.full((200, 200), 20, np.uint8)).save(root / "a.png")
-    store = ProjectStore.open(root, create=True)
-    store.add_category("cell", "#ff0000")
-    store.add_images([NewImage("a.png", 200, 200)])
-    store.add_instances(
-        1,
+    view, editor, store = open_canvas(
+        qtbot,
+        tmp_path,
         [
             Instance(1, [Polygon(rect(10, 10, 60, 60))]),
             Instance(1, [Polygon(rect(100, 100, 60, 60))], crowd=True),
         ],
     )
-    view = CanvasView()
-    qtbot.addWidget(view)
-    view.resize(600, 600)
-    view.show()
-    qtbot.waitExposed(view)
-    editor = Editor(store, view)
-    editor.open_image(1)
     plain, crowd = [i.id for i in store.instances(1)]
     layer = view.canvas_scene.layer
     assert layer.shape_of(crowd).crowd and not layer.shape_of(plain).crowd
