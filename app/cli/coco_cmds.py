@@ -291,19 +291,24 @@ def _export_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _category_id(store: ProjectStore, name: str | None) -> int | None:
+    """The id of the project category ``--category NAME`` names (None without the option)."""
+    if not name:
+        return None
+    category = store.category_by_name(name)
+    if category is None:
+        raise MaskLoopError(
+            f"the project has no category {name!r}; choose one of: "
+            + ", ".join(c.name for c in store.categories())
+        )
+    return category.id
+
+
 def _import_labels(args: argparse.Namespace) -> int:
     from app.core.label_maps import import_label_maps
 
     with ProjectStore.open(args.project) as store:
-        category_id = None
-        if args.category:
-            category = store.category_by_name(args.category)
-            if category is None:
-                raise MaskLoopError(
-                    f"the project has no category {args.category!r}; choose one of: "
-                    + ", ".join(c.name for c in store.categories())
-                )
-            category_id = category.id
+        category_id = _category_id(store, args.category)
         report = import_label_maps(
             store,
             args.dir,

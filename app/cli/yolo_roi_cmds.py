@@ -8,13 +8,13 @@ from pathlib import Path
 from app.cli.coco_cmds import (
     _add_import_options,
     _add_overwrite_option,
+    _category_id,
     _print_import,
     _print_skipped,
     _statuses,
 )
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus
-from app.errors import MaskLoopError
 
 SHOW_STALE = 5
 
@@ -182,15 +182,7 @@ def _import_rois(args: argparse.Namespace) -> int:
     from app.core.imagej_rois import import_rois
 
     with ProjectStore.open(args.project) as store:
-        category_id = None
-        if args.category:
-            category = store.category_by_name(args.category)
-            if category is None:
-                raise MaskLoopError(
-                    f"the project has no category {args.category!r}; choose one of: "
-                    + ", ".join(c.name for c in store.categories())
-                )
-            category_id = category.id
+        category_id = _category_id(store, args.category)
         report = import_rois(
             store, args.dir, category_id=category_id, status=args.status, replace=args.replace
         )
