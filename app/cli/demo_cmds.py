@@ -63,7 +63,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from app.ml.demo import create_demo_project
+    from app.demo.project import create_demo_project
 
     existed = (args.dir / DB_NAME).exists()
     n_done = min(4, args.images) if args.done is None else args.done

@@ -43,6 +43,13 @@ from torch import nn
 from app.core.geometry import label_map_to_instances, polygons_to_mask
 from app.core.store import NewImage, ProjectStore
 from app.core.types import Category, ImageRecord, ImageStatus, Instance, Polygon, Source
+from app.demo.synthetic import (
+    OTHER_MICROSCOPE,
+    Regime,
+    SyntheticSample,
+    generate_sample,
+    sample_seed,
+)
 from app.errors import MaskLoopError
 from app.ml import zoo
 from app.ml.active import CANDIDATE_STATUSES, Strategy, next_images
@@ -59,13 +66,6 @@ from app.ml.models import build_model
 from app.ml.predictor import Predictor
 from app.ml.preprocess import InputSpec
 from app.ml.propose import detection_threshold, propose_images
-from app.ml.synthetic import (
-    OTHER_MICROSCOPE,
-    Regime,
-    SyntheticSample,
-    generate_sample,
-    sample_seed,
-)
 from app.ml.train import FinishedEvent, TrainConfig, train
 from app.ml.versions import register_version
 

@@ -58,7 +58,7 @@ def create_from_folder(
 
 
 def open_demo(folder: Path = DEMO_FOLDER) -> ProjectStore:
-    from app.ml.demo import create_demo_project  # torch-free, but only needed here
+    from app.demo.project import create_demo_project  # torch-free, but only needed here
 
     return create_demo_project(folder)
 

@@ -58,10 +58,10 @@ from train_cells_mobile import (  # noqa: E402
     train_logged,
 )
 
+from app.demo.synthetic import generate_sample  # noqa: E402
 from app.ml.eval_sources import eval_images, find_labelled_images  # noqa: E402
 from app.ml.evaluate import AP_SCORE_FLOOR, EvalResult, evaluate_predictor  # noqa: E402
 from app.ml.predictor import Predictor  # noqa: E402
-from app.ml.synthetic import generate_sample  # noqa: E402
 from app.ml.zoo import ModelCard  # noqa: E402
 
 log = logging.getLogger("train_cells_dsb")
@@ -75,6 +75,7 @@ CARD_SPEC = InputSpec(
 )
 CROP = 256
 DETECTIONS = 1000
+INIT_DESC = "cells-mobile synthetic-only weights of train_cells_mobile.py"
 
 
 def inference_scale(height: int, width: int, spec: InputSpec = CARD_SPEC) -> float:
@@ -90,6 +91,11 @@ def load_split(data: Path) -> tuple[list[str], list[str]]:
     val = set((data / "val.txt").read_text().split())
     files = [m["file"] for m in manifest]
     return [f for f in files if f not in val], [f for f in files if f in val]
+
+
+def image_kinds(data: Path) -> dict[str, str]:
+    """File name -> the manifest's kind ("gray": fluorescence, "bright": brightfield/tissue)."""
+    return {m["file"]: m["kind"] for m in json.loads((data / "manifest.json").read_text())}
 
 
 def prepare(data: Path, name: str, cache: Path) -> Path:
@@ -114,9 +120,11 @@ def prepare(data: Path, name: str, cache: Path) -> Path:
 
 class RealCrops(torch.utils.data.Dataset):
     """Random augmented crops of the prepared images; large images are listed once per
-    512x512 they hold, so every part of the data is seen about equally often."""
+    512x512 they hold, so every part of the data is seen about equally often, times the
+    file's ``weight`` (brightfield is 86 of the 535 training images: it may be oversampled).
+    """
 
-    def __init__(self, files: list[Path], seed: int) -> None:
+    def __init__(self, files: list[Path], seed: int, weights: list[float] | None = None) -> None:
         self.planes: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.index: list[int] = []
@@ -125,7 +133,8 @@ class RealCrops(torch.utils.data.Dataset):
                 self.planes.append(z["plane"])
                 self.labels.append(z["labels"])
             h, w = self.planes[-1].shape
-            self.index += [k] * max(1, round(h * w / (512 * 512)))
+            weight = 1.0 if weights is None else weights[k]
+            self.index += [k] * max(1, round(weight * h * w / (512 * 512)))
         self.seed = seed
         self.calls = 0
 
@@ -201,7 +210,7 @@ def write_card(args: argparse.Namespace, weights: Path, summary: dict) -> dict:
         "title": "Nuclei (fluorescence and brightfield), light CPU model",
         "description": (
             "Mask R-CNN with a MobileNetV3-Large FPN backbone, trained on synthetic nuclei "
-            "(app.ml.synthetic) and then on 535 real, hand-annotated DSB2018 images "
+            "(app.demo.synthetic) and then on 535 real, hand-annotated DSB2018 images "
             "(fluorescence, brightfield and stained tissue). Images with a light background "
             "are inverted before the model sees them, so dark nuclei on a light background "
             "work like fluorescent ones. Works offline; fine-tune it on your own images."
@@ -270,7 +279,7 @@ def write_card(args: argparse.Namespace, weights: Path, summary: dict) -> dict:
         "Data Science Bowl, Nature Methods 16, 1247-1253 (2019)",
         "images": summary["train_images"],
         "split": "every image of the folder except val.txt; figures on val.txt",
-        "also": "synthetic nuclei (app.ml.synthetic) for the starting weights",
+        "also": "synthetic nuclei (app.demo.synthetic) for the starting weights",
     }
     card_dict["recipe"] = {
         "command": (
@@ -278,9 +287,13 @@ def write_card(args: argparse.Namespace, weights: Path, summary: dict) -> dict:
             "--init SYNTHETIC_WEIGHTS --cache /tmp/cells_dsb "
             f"--iters {summary['planned_iterations']} --batch-size {summary['batch_size']} "
             f"--lr {summary['lr']} --seed {summary['seed']} --threads 1"
+            + (
+                f" --bright-weight {summary['bright_weight']}"
+                if summary.get("bright_weight", 1.0) != 1.0
+                else ""
+            )
         ),
-        "init": "cells-mobile synthetic-only weights of train_cells_mobile.py (sha256 "
-        f"{summary['init_sha256']})",
+        "init": f"{summary.get('init_desc', INIT_DESC)} (sha256 {summary['init_sha256']})",
         **{k: summary[k] for k in ("iterations", "planned_iterations", "batch_size", "lr",
                                    "seed", "wall_time_s", "torch")},
         "crop": CROP,
@@ -298,6 +311,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="the DSB2018 folder (manifest.json)")
     p.add_argument("--init", type=Path, required=True, help="starting weights (synthetic model)")
+    p.add_argument("--init-desc", default=INIT_DESC, help="what --init is, for the card")
+    p.add_argument(
+        "--bright-weight",
+        type=float,
+        default=1.0,
+        help="how many times more often brightfield/tissue images are sampled",
+    )
     p.add_argument("--cache", type=Path, default=Path("/tmp/cells_dsb"))
     p.add_argument("--out", type=Path, default=REPO / "model_zoo")
     p.add_argument("--iters", type=int, default=1800)
@@ -322,7 +342,9 @@ def main() -> int:
     t0 = time.time()
     train_names, val_names = load_split(args.data)
     files = [prepare(args.data, n, args.cache) for n in train_names]
-    dataset = RealCrops(files, args.seed)
+    kinds = image_kinds(args.data)
+    weights = [args.bright_weight if kinds[n] == "bright" else 1.0 for n in train_names]
+    dataset = RealCrops(files, args.seed, weights)
     log.info(
         "%d training images (%d crops an epoch), %d val images held out; data ready in %.0f s",
         len(files), len(dataset), len(val_names), time.time() - t0,
@@ -347,6 +369,8 @@ def main() -> int:
         "seed": args.seed,
         "train_images": len(files),
         "init_sha256": init_sha,
+        "init_desc": args.init_desc,
+        "bright_weight": args.bright_weight,
         "weights_sha256": digest,
         "wall_time_s": round(time.time() - t0),
         "torch": torch.__version__,

@@ -4,7 +4,7 @@ The exact, seeded recipe behind model_zoo/cells-mobile.pt (see README.md beside 
 
     .venv/bin/python model_zoo/recipes/train_cells_mobile.py --cache /tmp/cells_mobile
 
-1. generates the training and held-out images once into the cache (app.ml.synthetic),
+1. generates the training and held-out images once into the cache (app.demo.synthetic),
 2. trains with app.ml.train (checkpoint each epoch; run again with the same arguments to
    resume after an interruption),
 3. writes fp16 weights and the model card, with held-out COCOeval metrics at maxDets 1000
@@ -35,11 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from app.demo.synthetic import generate_sample, sample_seed  # noqa: E402
 from app.ml.dataset import Augmentation, augment, make_sample  # noqa: E402
 from app.ml.evaluate import EvalImage, evaluate_model  # noqa: E402
 from app.ml.models import build_model  # noqa: E402
 from app.ml.preprocess import InputSpec, to_model_input  # noqa: E402
-from app.ml.synthetic import generate_sample, sample_seed  # noqa: E402
 from app.ml.train import IterationEvent, TrainConfig, train  # noqa: E402
 from app.ml.zoo import ModelCard  # noqa: E402
 
@@ -259,7 +259,7 @@ def main() -> int:
         "title": "Nuclei (fluorescence), light CPU model",
         "description": (
             "Mask R-CNN with a MobileNetV3-Large FPN backbone trained from scratch on synthetic "
-            "fluorescence nuclei (app.ml.synthetic). Works offline; fine-tune it on your own "
+            "fluorescence nuclei (app.demo.synthetic). Works offline; fine-tune it on your own "
             "images for best results."
         ),
         "architecture": ARCH,

@@ -45,10 +45,10 @@ from app.core.geometry import polygons_to_mask_crop  # noqa: E402
 from app.core.images import read_image  # noqa: E402
 from app.core.label_maps import read_label_map  # noqa: E402
 from app.core.types import Instance  # noqa: E402
+from app.demo.synthetic import generate_sample  # noqa: E402
 from app.ml import zoo  # noqa: E402
 from app.ml.assist import Assistant, NoObjectFound  # noqa: E402
 from app.ml.predictor import Predictor, RawDetections, masks_in_boxes  # noqa: E402
-from app.ml.synthetic import generate_sample  # noqa: E402
 from app.ml.tiling import MaskCrop  # noqa: E402
 
 BUNDLED = "cells-mobile"

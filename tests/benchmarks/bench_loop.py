@@ -22,7 +22,7 @@ The two costs answer different questions. The held-out cost is the model's progr
 same images every round. The picked images' cost also depends on which images a strategy
 picks, and uncertainty ordering picks the doubtful ones, which need the most correcting.
 
-The project's images come from "another microscope" (``app.ml.synthetic.OTHER_MICROSCOPE``:
+The project's images come from "another microscope" (``app.demo.synthetic.OTHER_MICROSCOPE``:
 longer, coarser-textured, envelope-stained nuclei with softer edges on a brighter
 background, all outside the ranges the bundled model was trained on), the domain shift a
 real user's images bring; ``--regime default`` runs the generator's defaults instead.
@@ -115,6 +115,7 @@ for p in (Path(__file__).resolve().parent, REPO):
 
 from _bench import emit  # noqa: E402
 
+from app.demo.synthetic import OTHER_MICROSCOPE  # noqa: E402
 from app.errors import MaskLoopError  # noqa: E402
 from app.ml import zoo  # noqa: E402
 from app.ml.active import Strategy  # noqa: E402
@@ -129,7 +130,6 @@ from app.ml.loop_sim import (  # noqa: E402
     held_out_set,
 )
 from app.ml.predictor import usable_cores  # noqa: E402
-from app.ml.synthetic import OTHER_MICROSCOPE  # noqa: E402
 
 DEFAULT_BASE = "cells-mobile"
 TARGET = (

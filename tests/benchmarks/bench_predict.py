@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _bench import emit, timeit  # noqa: E402
 
 from app.core.geometry import polygons_to_mask  # noqa: E402
+from app.demo.synthetic import generate_sample  # noqa: E402
 from app.ml import zoo  # noqa: E402
 from app.ml.models import build_model  # noqa: E402
 from app.ml.predictor import Predictor  # noqa: E402
 from app.ml.preprocess import to_model_input  # noqa: E402
-from app.ml.synthetic import generate_sample  # noqa: E402
 from app.ml.zoo import ModelCard, load_model  # noqa: E402
 
 MEMORY_CAP = 8 << 30  # address space for each tiled/untiled child process

@@ -29,13 +29,13 @@ for p in (Path(__file__).resolve().parent, REPO, REPO / "model_zoo" / "recipes")
 from _bench import emit  # noqa: E402
 from train_cells_mobile import sample_file, synthetic_eval_images  # noqa: E402
 
+from app.demo.synthetic import generate_sample  # noqa: E402
 from app.ml import zoo  # noqa: E402
 from app.ml.dataset import make_sample  # noqa: E402
 from app.ml.evaluate import AP_SCORE_FLOOR, evaluate_predictor  # noqa: E402
 from app.ml.models import build_model  # noqa: E402
 from app.ml.predictor import Predictor  # noqa: E402
 from app.ml.preprocess import InputSpec, to_model_input  # noqa: E402
-from app.ml.synthetic import generate_sample  # noqa: E402
 from app.ml.train import IterationEvent, TrainConfig, collate, train  # noqa: E402
 
 LR = 0.005

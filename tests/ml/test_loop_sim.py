@@ -11,6 +11,7 @@ import torch
 
 from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus, Instance, Polygon, Source
+from app.demo.synthetic import OTHER_MICROSCOPE, generate_sample, sample_seed
 from app.ml.active import Strategy
 from app.ml.loop_sim import (
     _TEST_SEED_OFFSET,
@@ -25,7 +26,6 @@ from app.ml.loop_sim import (
     held_out_set,
     review,
 )
-from app.ml.synthetic import OTHER_MICROSCOPE, generate_sample, sample_seed
 
 SIZE = 96
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from app.core.geometry import polygons_to_mask
+from app.demo.synthetic import generate_sample
 from app.errors import MaskLoopError
 from app.ml import zoo
 from app.ml.models import build_model
@@ -19,7 +20,6 @@ from app.ml.precision import (
     resolve_dtype,
 )
 from app.ml.predictor import Predictor
-from app.ml.synthetic import generate_sample
 
 CPU = torch.device("cpu")
 

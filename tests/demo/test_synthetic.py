@@ -6,15 +6,15 @@ import time
 import numpy as np
 import pytest
 
-from app.errors import MaskLoopError
-from app.ml.synthetic import (
+from app.demo.synthetic import (
     MIN_VISIBLE_PIXELS,
     OTHER_MICROSCOPE,
     Regime,
     SyntheticDataError,
-    generate_dataset,
     generate_sample,
+    sample_seed,
 )
+from app.errors import MaskLoopError
 
 
 def test_same_seed_same_sample_other_seed_other_sample():
@@ -84,13 +84,13 @@ def test_sizes_and_densities_vary_across_images():
     assert max(mean_areas) > 4 * min(mean_areas)
 
 
-def test_dataset_is_prefix_stable():
-    short = list(generate_dataset(2, 5, size=(64, 64)))
-    long = list(generate_dataset(3, 5, size=(64, 64)))
-    assert len(short) == 2 and len(long) == 3
-    for a, b in zip(short, long[:2], strict=True):
-        assert np.array_equal(a.image, b.image)
-    assert not np.array_equal(long[0].image, long[1].image)
+def test_sample_seeds_are_deterministic_and_distinct_per_index():
+    first = [sample_seed(5, i) for i in range(3)]
+    assert first == [sample_seed(5, i) for i in range(3)]
+    assert len(set(first)) == 3
+    assert sample_seed(6, 0) not in first
+    a, b = (generate_sample(s, size=(64, 64)) for s in first[:2])
+    assert not np.array_equal(a.image, b.image)
 
 
 @pytest.mark.parametrize(

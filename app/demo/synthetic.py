@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -178,19 +177,9 @@ def generate_sample(
     return SyntheticSample(image=image, labels=labels)
 
 
-def generate_dataset(n: int, seed: int, **kwargs: object) -> Iterator[SyntheticSample]:
-    """Yield ``n`` samples; sample ``i`` depends only on (``seed``, ``i``) and ``kwargs``.
-
-    So a longer dataset with the same seed starts with the same images as a shorter one.
-    """
-    if n < 0:
-        raise SyntheticDataError(f"The number of images must be >= 0, got {n}.")
-    for i in range(n):
-        yield generate_sample(sample_seed(seed, i), **kwargs)  # type: ignore[arg-type]
-
-
 def sample_seed(seed: int, index: int) -> int:
-    """The seed of sample ``index`` of ``generate_dataset(..., seed)``: independent streams."""
+    """The seed of image ``index`` of a set made from ``seed``: independent streams, so a longer
+    set with the same seed starts with the same images as a shorter one."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 

@@ -9,8 +9,8 @@ from app.core.geometry import polygons_to_mask
 from app.core.images import read_image
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus, Source
-from app.ml.demo import DEMO_META_KEY, DemoError, create_demo_project
-from app.ml.synthetic import generate_sample, sample_seed
+from app.demo.project import DEMO_META_KEY, DemoError, create_demo_project
+from app.demo.synthetic import generate_sample, sample_seed
 
 SIZE = (96, 128)  # (height, width)
 

@@ -23,8 +23,8 @@ from app.core.geometry import label_map_to_instances
 from app.core.scan import scan_folder
 from app.core.store import DB_NAME, ProjectStore
 from app.core.types import ImageStatus, Instance, Source
+from app.demo.synthetic import SyntheticSample, generate_sample, sample_seed
 from app.errors import MaskLoopError
-from app.ml.synthetic import SyntheticSample, generate_sample, sample_seed
 from app.paths import resources_dir
 
 log = logging.getLogger(__name__)
