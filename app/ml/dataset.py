@@ -27,6 +27,7 @@ import torchvision.transforms.v2.functional as TF
 from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+from torchvision.ops import boxes as box_ops
 
 from app.core.geometry import GeometryError, polygons_to_mask, rle_decode
 from app.core.images import read_image
@@ -141,20 +142,9 @@ def rasterize(
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight XYXY boxes covering the mask pixels ((x1, y1) exclusive, like COCO's bbox)."""
-    if masks.shape[0] == 0:
-        return torch.zeros((0, 4), dtype=torch.float32)
-    present = masks.bool()
-    rows = present.any(dim=2)
-    cols = present.any(dim=1)
-    h, w = masks.shape[1:]
-    y_idx = torch.arange(h).expand_as(rows)
-    x_idx = torch.arange(w).expand_as(cols)
-    y0 = torch.where(rows, y_idx, h).min(dim=1).values
-    y1 = torch.where(rows, y_idx, -1).max(dim=1).values + 1
-    x0 = torch.where(cols, x_idx, w).min(dim=1).values
-    x1 = torch.where(cols, x_idx, -1).max(dim=1).values + 1
-    return torch.stack([x0, y0, x1, y1], dim=1).float()
+    """Tight XYXY boxes of non-empty masks in MaskLoop's convention, [first pixel, last pixel
+    + 1] (like COCO's bbox); torchvision's ``masks_to_boxes`` ends at the last pixel."""
+    return box_ops.masks_to_boxes(masks) + masks.new_tensor([0, 0, 1, 1], dtype=torch.float32)
 
 
 def make_sample(

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -363,15 +364,9 @@ def fold_batchnorm(model: nn.Module) -> int:
 
 @torch.no_grad()
 def _fold(conv: nn.Conv2d, bn: nn.Module) -> None:
-    weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
-    shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_var)
-    scale = weight * torch.rsqrt(bn.running_var + bn.eps)
-    bias = shift - bn.running_mean * scale
-    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-    if conv.bias is None:
-        conv.bias = nn.Parameter(bias.clone(), requires_grad=False)
-    else:
-        conv.bias.mul_(scale).add_(bias)
+    conv.weight, conv.bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+    )
 
 
 def _describe(device: torch.device, dtype: torch.dtype) -> str:

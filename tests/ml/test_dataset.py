@@ -128,6 +128,15 @@ def test_masks_to_boxes_is_tight() -> None:
     assert masks_to_boxes(m[:0]).shape == (0, 4)
 
 
+def test_masks_to_boxes_end_one_past_the_last_pixel() -> None:
+    """MaskLoop's convention, not torchvision's: a box ends one past its last pixel."""
+    rng = np.random.default_rng(0)
+    m = torch.from_numpy(rng.random((5, 20, 30)) > 0.97)
+    for mask, box in zip(m, masks_to_boxes(m).tolist(), strict=True):
+        ys, xs = np.nonzero(mask.numpy())
+        assert box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
 def test_project_samples_match_annotations(tmp_path: Path) -> None:
     store = make_project(tmp_path, 2)
     cats = store.categories()
