@@ -142,12 +142,7 @@ def _card_row(card: ModelCard) -> dict:
     from app.ml import zoo
 
     row = card.to_dict()
-    if card.weights.torchvision:
-        url = zoo.torchvision_weights(card.weights.torchvision).url
-        row["weights_available"] = zoo.hub_cache_path(url).is_file()
-    else:
-        path = card.weights_path()
-        row["weights_available"] = bool(path and path.is_file())
+    row["weights_available"] = zoo.weights_on_disk(card)
     row["card_path"] = str(card.path) if card.path else None
     return row
 

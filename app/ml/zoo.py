@@ -41,11 +41,6 @@ NO_NETWORK_ENV = "MASKLOOP_NO_NETWORK"
 _CARD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # torch hub names cached files "<name>-<first hex digits of sha256>.<ext>".
 _HUB_HASH = re.compile(r"-([a-f0-9]*)\.")
-# Which architecture each torchvision weights enum belongs to.
-_TORCHVISION_ARCH = {
-    "MaskRCNN_ResNet50_FPN_Weights": "maskrcnn_resnet50_fpn",
-    "MaskRCNN_ResNet50_FPN_V2_Weights": "maskrcnn_resnet50_fpn_v2",
-}
 # Bounds a card's detection settings must keep: every proposal runs through the box head
 # (about 50 KB of features each) and every detection gets a mask, so a card asking for
 # millions would pass and then fail allocating. Ten times the dense cells card's values.
@@ -426,6 +421,28 @@ def torchvision_weights(name: str) -> Any:
         ) from exc
 
 
+def torchvision_architecture(weights: Any) -> str | None:
+    """Which of :data:`ARCHITECTURES` a torchvision weights enum entry belongs to, if any."""
+    from torchvision.models import get_model_weights
+
+    for architecture in ARCHITECTURES:
+        try:
+            if isinstance(weights, get_model_weights(architecture)):
+                return architecture
+        except ValueError:  # an architecture of MaskLoop's own, without torchvision weights
+            continue
+    return None
+
+
+def weights_on_disk(card: ModelCard) -> bool:
+    """Whether ``card``'s weights are on this machine (its file, or torchvision's hub cache)
+    so it loads without a download; raises :class:`CardError` if they cannot be located."""
+    if card.weights.torchvision:
+        return hub_cache_path(torchvision_weights(card.weights.torchvision).url).is_file()
+    path = card.weights_path()
+    return bool(path and path.is_file())
+
+
 def hub_cache_path(url: str) -> Path:
     """Where torchvision's weights API caches the file of ``url``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
@@ -485,8 +502,7 @@ def _check_fits(card: ModelCard, state: dict[str, torch.Tensor]) -> None:
 def load_model(card: ModelCard, *, device: str | torch.device = "cpu") -> nn.Module:
     """Build ``card``'s architecture, load its weights (hash-checked) and return it in eval mode."""
     if card.weights.torchvision:
-        family = card.weights.torchvision.split(".")[0]
-        expected = _TORCHVISION_ARCH.get(family)
+        expected = torchvision_architecture(torchvision_weights(card.weights.torchvision))
         if expected != card.architecture:
             raise WeightsMismatchError(
                 f"Model card {card.id}: torchvision weights {card.weights.torchvision} are for "

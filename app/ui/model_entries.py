@@ -22,11 +22,10 @@ def model_entries(store: ProjectStore) -> list[ModelEntry]:
         usable, note = True, ""
         if card.weights.torchvision:
             try:
-                cached = zoo.hub_cache_path(zoo.torchvision_weights(card.weights.torchvision).url)
-                if not cached.exists():
+                if not zoo.weights_on_disk(card):
                     usable = not os.environ.get(zoo.NO_NETWORK_ENV)
                     note = " (downloads on first use)" if usable else " (needs a download)"
-            except Exception as exc:  # a card naming weights this torchvision lacks
+            except zoo.CardError as exc:  # a card naming weights this torchvision lacks
                 log.warning("model card %s: %s", card.id, exc)
                 usable, note = False, " (unavailable)"
         entries.append(ModelEntry(card.id, f"{card.title}{note}", usable))
