@@ -6,8 +6,11 @@ result with :meth:`ProjectStore.replace_proposals` (which refuses images a perso
 touched). Every request carries ``(image_id, request_seq, generation)``; the generation
 changes when the model changes, so results of an older model are dropped, never applied.
 
-No torch object, QPixmap or QGraphicsItem crosses threads: only ids, numpy arrays and
-dataclasses.
+The worker and the controller share only the job queue: each job is a frozen snapshot
+(image, generation, model choice, a cancellation event) taken when it was queued, and the
+worker reports through queued signals, so the controller's state is touched on the GUI
+thread only. No torch object, QPixmap or QGraphicsItem crosses threads: only ids, numpy
+arrays and dataclasses.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, Signal
+import torch
+from PySide6.QtCore import QObject, Qt, QThread, Signal
 
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance
 from app.errors import MaskLoopError
 from app.ml.assist import Assistant, AssistError
+from app.ml.predictor import PredictionCancelled
 from app.ml.propose import ImageOutcome, detection_threshold, propose_images
 from app.ml.zoo import ModelCard
 
@@ -100,7 +105,7 @@ class ProposalResult:
     model_id: str
     instances: int
     stored: bool
-    seconds: float
+    seconds: float | None  # the model's time on the image; None: stored proposals filtered
     uncertainty: float | None = None
 
 
@@ -157,47 +162,75 @@ class AssistResult:
     error: str | None = None
 
 
-@dataclass(order=True)
-class _Job:
+@dataclass(frozen=True, order=True)
+class ProposalJob:
+    """One image to propose, with everything the worker needs fixed when it was queued.
+
+    ``cancelled`` is set when the job's generation ends (another model, device or
+    threshold) or the controller shuts down: the worker then skips the job, or abandons it
+    at the predictor's next cancellation point.
+    """
+
     priority: int
     seq: int
     image_id: int = field(compare=False)
     generation: int = field(compare=False)
-    batch: bool = field(compare=False, default=False)
+    choice: ModelChoice = field(compare=False)
+    cancelled: threading.Event = field(compare=False, repr=False)
+    batch: int = field(compare=False, default=0)  # the propose-all run it counts for; 0: none
+    repropose: bool = field(compare=False, default=False)  # keep-score changed: propose once more
+    refilter: bool = field(compare=False, default=False)  # ... raised: filter what is stored
 
 
-class _JobQueue:
+@dataclass(frozen=True)
+class AssistJob:
+    """An assist request with the model choice of the generation it was asked in."""
+
+    request: AssistRequest
+    choice: ModelChoice
+    cancelled: threading.Event = field(repr=False)
+
+
+class JobQueue:
     """A priority queue of image jobs; one job per image (the best priority wins). Assist
     requests wait in their own first-in first-out line, served before any job: a person
-    is waiting for them."""
+    is waiting for them. The controller puts, the worker gets; both threads may call."""
 
     def __init__(self) -> None:
-        self._assists: deque[AssistRequest] = deque()
-        self._heap: list[_Job] = []
-        self._best: dict[int, _Job] = {}
+        self._assists: deque[AssistJob] = deque()
+        self._heap: list[ProposalJob] = []
+        self._best: dict[int, ProposalJob] = {}
         self._cond = threading.Condition()
         self._closed = False
 
-    def put(self, job: _Job) -> None:
+    def put(self, job: ProposalJob) -> None:
         with self._cond:
+            if self._closed:
+                return
             old = self._best.get(job.image_id)
             if old is not None and old.generation == job.generation and old <= job:
-                # Already queued sooner; it now also counts for the batch.
-                old.batch = old.batch or job.batch
+                if job.batch and old.batch != job.batch:
+                    # Already queued sooner; it now also counts for the batch.
+                    self._best[job.image_id] = old = dataclasses.replace(old, batch=job.batch)
+                    heapq.heappush(self._heap, old)
                 return
             self._best[job.image_id] = job
             heapq.heappush(self._heap, job)
             self._cond.notify()
 
-    def put_assist(self, request: AssistRequest) -> None:
+    def put_assist(self, job: AssistJob) -> None:
         with self._cond:
-            self._assists.append(request)
+            if self._closed:
+                return
+            self._assists.append(job)
             self._cond.notify()
 
-    def get(self) -> _Job | AssistRequest | None:
+    def get(self) -> ProposalJob | AssistJob | None:
         """The next assist or live job, waiting for one; None once closed."""
         with self._cond:
             while True:
+                if self._closed:
+                    return None
                 if self._assists:
                     return self._assists.popleft()
                 while self._heap:
@@ -205,11 +238,9 @@ class _JobQueue:
                     if self._best.get(job.image_id) is job:
                         del self._best[job.image_id]
                         return job
-                if self._closed:
-                    return None
                 self._cond.wait()
 
-    def drop(self, keep: Callable[[_Job], bool] = lambda job: False) -> None:
+    def drop(self, keep: Callable[[ProposalJob], bool] = lambda job: False) -> None:
         with self._cond:
             self._best = {i: j for i, j in self._best.items() if keep(j)}
             self._heap = [j for j in self._heap if self._best.get(j.image_id) is j]
@@ -220,57 +251,92 @@ class _JobQueue:
             return len(self._best)
 
     def close(self) -> None:
+        """Stop serving: queued work is dropped and :meth:`get` answers None."""
         with self._cond:
             self._closed = True
+            self._assists.clear()
+            self._heap.clear()
+            self._best.clear()
             self._cond.notify_all()
 
 
-class _WorkerThread(QThread):
-    """Owns the predictor and its own store connection; pulls jobs until closed."""
+class ProposalWorker(QThread):
+    """Runs queued jobs on its own thread, with its own store connection and predictor.
 
-    def __init__(self, controller: ProposalController) -> None:
+    It reads nothing of the controller: each job is a frozen snapshot, and everything the
+    worker has to say goes out through its signals, which the controller receives on the
+    GUI thread. What it remembers (the loaded model, models that failed, a fall back to the
+    CPU, images already re-proposed) is its own.
+    """
+
+    proposals_ready = Signal(object)  # ProposalResult
+    failed = Signal(object)  # WorkerFailure
+    notice = Signal(str)  # a one-line message for the status bar
+    assist_ready = Signal(object)  # AssistResult
+    busy_changed = Signal(bool, bool)  # busy, and whether the work is an assist
+    model_ready = Signal(int, str)  # generation, device name
+    model_failed = Signal(int, str, str)  # generation, model id, why it did not load
+    device_changed = Signal(int, object)  # generation, the ModelChoice it now runs with
+    batch_step = Signal(int)  # a job of this propose-all run is done (or skipped)
+
+    def __init__(
+        self, queue: JobQueue, project_root: Path, predictor_factory: PredictorFactory
+    ) -> None:
         super().__init__()
-        self._c = controller
+        self._queue = queue
+        self._project_root = project_root
+        self._factory = predictor_factory
         self._predictor: Predictor | None = None
         self._loaded_for: tuple[int, ModelChoice] | None = None
         self._assistant: Assistant | None = None
+        self._broken: set[int] = set()  # generations whose model did not load
+        self._on_cpu: int | None = None  # generation that fell back to the CPU
+        self._reproposed_in = -1  # generation of the images in _reproposed
+        self._reproposed: set[int] = set()
 
     def run(self) -> None:
-        c = self._c
-        store = ProjectStore.open(c.project_root)
+        store = ProjectStore.open(self._project_root)
         try:
-            while (job := c._queue.get()) is not None:
-                if job.generation != c.generation:
+            while (job := self._queue.get()) is not None:
+                if job.cancelled.is_set():
                     continue
-                c._set_busy(True, assisting=isinstance(job, AssistRequest))
-                if isinstance(job, AssistRequest):
+                self.busy_changed.emit(True, isinstance(job, AssistJob))
+                if isinstance(job, AssistJob):
                     try:
-                        c.assist_ready.emit(self._assist(job))
+                        self.assist_ready.emit(self._assist(job))
                     finally:
-                        c._set_busy(False)
+                        self.busy_changed.emit(False, False)
                     continue
                 try:
                     self._run_job(store, job)
                 except Exception as exc:  # the worker must keep serving
                     log.exception("proposal for image %s failed", job.image_id)
-                    c.failed.emit(
+                    self.failed.emit(
                         WorkerFailure(
                             job.image_id, f"{type(exc).__name__}: {exc}", traceback.format_exc()
                         )
                     )
                 finally:
                     if job.batch:
-                        c._batch_step()
-                    c._set_busy(False)
+                        self.batch_step.emit(job.batch)
+                    self.busy_changed.emit(False, False)
         finally:
             store.close()
             self._predictor = None
             self._assistant = None
 
-    def _assist(self, request: AssistRequest) -> AssistResult:
+    def _choice_for(self, generation: int, choice: ModelChoice) -> ModelChoice:
+        """The job's choice, on the CPU once its generation ran the GPU out of memory."""
+        if generation == self._on_cpu:
+            return dataclasses.replace(choice, device="cpu")
+        return choice
+
+    def _assist(self, job: AssistJob) -> AssistResult:
         """Answer one assist with the current model; every failure becomes the answer's
         ``error`` (the person reads it in the status bar), never a dead worker."""
-        predictor = self._ensure_predictor(request.generation, self._c.choice)
+        request = job.request
+        choice = self._choice_for(request.generation, job.choice)
+        predictor = self._ensure_predictor(request.generation, choice)
         if predictor is None:
             return AssistResult(request, None, "no model is loaded, so the assist cannot run.")
         try:
@@ -298,53 +364,61 @@ class _WorkerThread(QThread):
         return AssistResult(request, found)
 
     def _ensure_predictor(self, generation: int, choice: ModelChoice) -> Predictor | None:
+        """The model for this generation and choice, loaded once; None (reported once per
+        generation) when it cannot be loaded."""
         if self._loaded_for == (generation, choice) and self._predictor is not None:
             return self._predictor
+        if generation in self._broken:
+            return None
         self._predictor = None
         try:
-            self._predictor = self._c.predictor_factory(choice, self._c.project_root)
+            self._predictor = self._factory(choice, self._project_root)
         except MaskLoopError as exc:  # expected (offline weights, bad card): no traceback
             log.warning("cannot load model %s: %s", choice.model_id, exc)
-            self._c._model_failed(generation, choice, exc)
+            self._broken.add(generation)
+            self.model_failed.emit(generation, choice.model_id, str(exc))
             return None
         except Exception as exc:
             log.exception("cannot load model %s", choice.model_id)
-            self._c._model_failed(generation, choice, exc)
+            self._broken.add(generation)
+            self.model_failed.emit(generation, choice.model_id, str(exc))
             return None
         self._loaded_for = (generation, choice)
-        self._c._model_ready(generation, self._predictor)
+        self.model_ready.emit(generation, getattr(self._predictor, "device_name", ""))
         return self._predictor
 
-    def _run_job(self, store: ProjectStore, job: _Job) -> None:
-        c = self._c
-        choice = c.choice
+    def _already_reproposed(self, job: ProposalJob) -> bool:
+        return self._reproposed_in == job.generation and job.image_id in self._reproposed
+
+    def _mark_reproposed(self, job: ProposalJob) -> None:
+        if self._reproposed_in != job.generation:
+            self._reproposed_in, self._reproposed = job.generation, set()
+        self._reproposed.add(job.image_id)
+
+    def _run_job(self, store: ProjectStore, job: ProposalJob) -> None:
+        choice = self._choice_for(job.generation, job.choice)
         image = store.image(job.image_id)
         if image.status not in (ImageStatus.NEW, ImageStatus.PROPOSED):
             return  # a person works on it: nothing to propose
         if image.status is ImageStatus.PROPOSED and image.proposed_by == choice.model_id:
-            if not c._needs_reproposal(job):
+            if not job.repropose or self._already_reproposed(job):
                 return  # this model's proposals are already stored
-            if c._threshold_raised:
+            if job.refilter:
                 self._refilter(store, image, job, choice)
                 return
-
-        def stale() -> bool:
-            return job.generation != c.generation or c._stopping
-
-        outcome = self._propose_with_fallback(store, image, stale, job.generation, choice)
+        outcome = self._propose_with_fallback(store, image, job, choice)
         if outcome is None:
             return
         if outcome.error:
-            c.failed.emit(WorkerFailure(job.image_id, outcome.error, ""))
+            self.failed.emit(WorkerFailure(job.image_id, outcome.error, ""))
             return
-        c._last_seconds = outcome.seconds
-        c._reproposed.add(job.image_id)
-        c.proposals_ready.emit(
+        self._mark_reproposed(job)
+        self.proposals_ready.emit(
             ProposalResult(
                 job.image_id,
                 job.seq,
                 job.generation,
-                c.choice.model_id,
+                choice.model_id,
                 outcome.instances,
                 outcome.stored,
                 outcome.seconds,
@@ -353,37 +427,31 @@ class _WorkerThread(QThread):
         )
 
     def _refilter(
-        self, store: ProjectStore, image: ImageRecord, job: _Job, choice: ModelChoice
+        self, store: ProjectStore, image: ImageRecord, job: ProposalJob, choice: ModelChoice
     ) -> None:
         """A higher keep-score: the stored proposals hold every detection it keeps, so the
         ones below it are dropped without running the model."""
-        c = self._c
         kept = [
             inst
             for inst in store.instances(image.id)
             if inst.score is None or inst.score >= choice.score_threshold
         ]
         stored = store.replace_proposals(image.id, kept, model_version=choice.version_number)
-        c._reproposed.add(job.image_id)
-        c.proposals_ready.emit(
+        self._mark_reproposed(job)
+        self.proposals_ready.emit(
             ProposalResult(
-                job.image_id, job.seq, job.generation, choice.model_id, len(kept), stored, 0.0,
+                job.image_id, job.seq, job.generation, choice.model_id, len(kept), stored, None,
                 image.uncertainty,
             )
         )  # fmt: skip
 
     def _propose_with_fallback(
-        self,
-        store: ProjectStore,
-        image: ImageRecord,
-        stale: Callable[[], bool],
-        generation: int,
-        choice: ModelChoice,
+        self, store: ProjectStore, image: ImageRecord, job: ProposalJob, choice: ModelChoice
     ) -> ImageOutcome | None:
         """Propose one image the way ``maskloop propose`` does (same category mapping,
         uncertainty and records); on GPU out-of-memory retry once, then use the CPU."""
         for attempt in range(3):
-            predictor = self._ensure_predictor(generation, choice)
+            predictor = self._ensure_predictor(job.generation, choice)
             if predictor is None:
                 return None
             try:
@@ -395,43 +463,40 @@ class _WorkerThread(QThread):
                         [image],
                         model_id=choice.model_id,
                         model_version=choice.version_number,
-                        should_stop=stale,
+                        should_stop=job.cancelled.is_set,
                         threshold=choice.score_threshold,
                     )
                 )
-            except Exception as exc:
-                if type(exc).__name__ == "PredictionCancelled":
-                    return None  # the model or the annotator moved on: not a failure
-                if not _is_out_of_memory(exc) or choice.device == "cpu":
+            except PredictionCancelled:
+                return None  # the model or the annotator moved on: not a failure
+            except torch.cuda.OutOfMemoryError:
+                if choice.device == "cpu":
                     raise
                 _free_gpu_memory()
                 if attempt == 0:
                     log.warning("GPU out of memory; retrying once")
                     continue
-                choice = ModelChoice(choice.model_id, "cpu", choice.score_threshold)
-                self._c.notice.emit(
+                choice = dataclasses.replace(choice, device="cpu")
+                self._on_cpu = job.generation
+                self.notice.emit(
                     "The GPU ran out of memory: proposals now run on the CPU (slower)."
                 )
-                self._c._switch_device_silently(choice)
+                self.device_changed.emit(job.generation, choice)
         return None
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
-
-
 def _free_gpu_memory() -> None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class ProposalController(QObject):
-    """The GUI's handle on background proposals (lives on the GUI thread)."""
+    """The GUI's handle on background proposals.
+
+    It lives on the GUI thread and all its state is touched there only: requests come from
+    the GUI, and the worker's reports arrive through queued signals. The worker gets its
+    work as frozen jobs through a thread-safe queue and reads nothing else of it.
+    """
 
     proposals_ready = Signal(object)  # ProposalResult
     failed = Signal(object)  # WorkerFailure: one image failed, the worker goes on
@@ -454,26 +519,35 @@ class ProposalController(QObject):
     ) -> None:
         super().__init__(parent)
         self.project_root = Path(project_root)
-        self.predictor_factory = predictor_factory
         self.choice = choice or ModelChoice()
         self.prefetch = prefetch
         self.generation = 0
+        self._cancelled = threading.Event()  # set when the current generation ends
         self._seq = 0
-        self._queue = _JobQueue()
-        self._stopping = False
+        self._queue = JobQueue()
         self._busy = False
         self._assisting = False
         self._device_name = ""
         self._last_seconds: float | None = None
         self._model_broken = False
         self._repropose_generation = -1  # generation whose jobs re-propose (threshold changed)
-        self._reproposed: set[int] = set()  # images re-proposed in that generation
         self._threshold_raised = False  # ... by filtering what is stored (no inference)
+        self._batch = 0  # the current propose-all run (0: none yet)
         self._batch_total = 0
         self._batch_done = 0
         self._batch_t0 = 0.0
-        self._lock = threading.Lock()
-        self._thread = _WorkerThread(self)
+        self._thread = ProposalWorker(self._queue, self.project_root, predictor_factory)
+        queued = Qt.ConnectionType.QueuedConnection
+        w = self._thread
+        w.proposals_ready.connect(self._proposed, queued)
+        w.failed.connect(self.failed, queued)
+        w.notice.connect(self.notice, queued)
+        w.assist_ready.connect(self.assist_ready, queued)
+        w.busy_changed.connect(self._set_busy, queued)
+        w.model_ready.connect(self._model_ready, queued)
+        w.model_failed.connect(self._model_failed, queued)
+        w.device_changed.connect(self._device_changed, queued)
+        w.batch_step.connect(self._batch_step, queued)
         self._thread.start()
 
     # -- requests from the GUI ------------------------------------------------------------
@@ -486,19 +560,19 @@ class ProposalController(QObject):
         """
         if self._model_broken:
             return
-        self._queue.drop(keep=lambda job: job.batch)
+        self._queue.drop(keep=lambda job: job.batch > 0)
         self._put(image_id, PRIORITY_CURRENT)
         for image in list(upcoming)[: self.prefetch]:
             self._put(image, PRIORITY_PREFETCH)
 
     def propose_all(self, image_ids: Sequence[int]) -> None:
         """Propose a whole list in the background, reporting progress; the GUI stays usable."""
-        with self._lock:
-            self._batch_total = len(image_ids)
-            self._batch_done = 0
-            self._batch_t0 = time.perf_counter()
+        self._batch += 1
+        self._batch_total = len(image_ids)
+        self._batch_done = 0
+        self._batch_t0 = time.perf_counter()
         for image_id in image_ids:
-            self._put(image_id, PRIORITY_BATCH, batch=True)
+            self._put(image_id, PRIORITY_BATCH, batch=self._batch)
         self.batch_progress.emit(0, len(image_ids), -1.0)
         if not image_ids:
             self.batch_finished.emit(False)
@@ -506,44 +580,37 @@ class ProposalController(QObject):
     def request_assist(self, request: AssistRequest) -> AssistRequest:
         """Queue an assist ahead of the proposals; returns it stamped with its sequence
         number and the current generation (what its :class:`AssistResult` carries)."""
-        with self._lock:
-            self._seq += 1
-            stamped = dataclasses.replace(request, seq=self._seq, generation=self.generation)
-        self._queue.put_assist(stamped)
+        self._seq += 1
+        stamped = dataclasses.replace(request, seq=self._seq, generation=self.generation)
+        self._queue.put_assist(AssistJob(stamped, self.choice, self._cancelled))
         return stamped
 
     def cancel_batch(self) -> None:
         self._queue.drop(keep=lambda job: not job.batch)
-        with self._lock:
-            was_running = self._batch_total > 0
-            self._batch_total = 0
+        was_running = self._batch_total > 0
+        self._batch_total = 0
         if was_running:
             self.batch_finished.emit(True)
         self._emit_status()
 
     def set_model(self, choice: ModelChoice) -> None:
         """Switch model, device or threshold: queued work is cancelled, the in-flight job dropped."""
-        with self._lock:
-            same_model = choice.model_id == self.choice.model_id
-            if same_model and choice.score_threshold != self.choice.score_threshold:
-                self._repropose_generation = self.generation + 1
-                self._threshold_raised = choice.score_threshold > self.choice.score_threshold
-            self.choice = choice
-            self.generation += 1
-            self._model_broken = False
-            self._reproposed = set()
+        same_model = choice.model_id == self.choice.model_id
+        if same_model and choice.score_threshold != self.choice.score_threshold:
+            self._repropose_generation = self.generation + 1
+            self._threshold_raised = choice.score_threshold > self.choice.score_threshold
+        self.choice = choice
+        self.generation += 1
+        self._cancelled.set()
+        self._cancelled = threading.Event()
+        self._model_broken = False
         self._queue.drop()
         self.cancel_batch()
 
-    def _needs_reproposal(self, job: _Job) -> bool:
-        """The keep-score threshold changed: this model's stored proposals were kept at the
-        old one, so each untouched image is proposed once more (lowered: the model runs
-        again; raised: the stored proposals are filtered)."""
-        return job.generation == self._repropose_generation and job.image_id not in self._reproposed
-
     def shutdown(self, timeout_ms: int = 10000) -> None:
-        """Stop the worker (the job in flight is abandoned at its next cancellation point)."""
-        self._stopping = True
+        """Stop the worker: queued work is dropped, the job in flight abandoned at its next
+        cancellation point."""
+        self._cancelled.set()
         self._queue.close()
         self._thread.wait(timeout_ms)
 
@@ -551,18 +618,15 @@ class ProposalController(QObject):
     def queue_length(self) -> int:
         return len(self._queue)
 
-    # -- called from the worker thread ----------------------------------------------------
-
-    def _put(self, image_id: int, priority: int, batch: bool = False) -> None:
-        with self._lock:
-            self._seq += 1
-            job = _Job(priority, self._seq, image_id, self.generation, batch)
-        self._queue.put(job)
-        self._emit_status()
-
-    def _set_busy(self, busy: bool, *, assisting: bool = False) -> None:
-        self._busy = busy
-        self._assisting = assisting
+    def _put(self, image_id: int, priority: int, batch: int = 0) -> None:
+        self._seq += 1
+        repropose = self.generation == self._repropose_generation
+        self._queue.put(
+            ProposalJob(
+                priority, self._seq, image_id, self.generation, self.choice, self._cancelled,
+                batch, repropose, repropose and self._threshold_raised,
+            )
+        )  # fmt: skip
         self._emit_status()
 
     def _emit_status(self) -> None:
@@ -577,37 +641,49 @@ class ProposalController(QObject):
             )
         )
 
-    def _model_ready(self, generation: int, predictor: Predictor) -> None:
-        self._device_name = getattr(predictor, "device_name", "")
+    # -- the worker's reports (queued: they run on the GUI thread) ---------------------------
+
+    def _proposed(self, result: ProposalResult) -> None:
+        if result.seconds is not None:
+            self._last_seconds = result.seconds
+        self.proposals_ready.emit(result)
+
+    def _set_busy(self, busy: bool, assisting: bool) -> None:
+        self._busy = busy
+        self._assisting = assisting
         self._emit_status()
 
-    def _model_failed(self, generation: int, choice: ModelChoice, exc: Exception) -> None:
+    def _model_ready(self, generation: int, device_name: str) -> None:
+        if generation == self.generation:
+            self._device_name = device_name
+            self._emit_status()
+
+    def _model_failed(self, generation: int, model_id: str, reason: str) -> None:
         if generation != self.generation:
             return
         self._model_broken = True
         self._queue.drop()
         self.cancel_batch()
         message = (
-            f"The model '{choice.model_id}' could not be loaded, so no proposals will be made "
-            f"until another model is chosen. Annotation works as usual.\n\n{exc}"
+            f"The model '{model_id}' could not be loaded, so no proposals will be made "
+            f"until another model is chosen. Annotation works as usual.\n\n{reason}"
         )
-        self.model_failed.emit(choice.model_id, message)
+        self.model_failed.emit(model_id, message)
         self.model_error.emit(message)
 
-    def _switch_device_silently(self, choice: ModelChoice) -> None:
+    def _device_changed(self, generation: int, choice: ModelChoice) -> None:
         """Keep the generation (queued work stays valid) but run on another device."""
-        with self._lock:
+        if generation == self.generation:
             self.choice = choice
 
-    def _batch_step(self) -> None:
-        with self._lock:
-            if not self._batch_total:
-                return
-            self._batch_done += 1
-            done, total = self._batch_done, self._batch_total
-            elapsed = time.perf_counter() - self._batch_t0
-            if done >= total:
-                self._batch_total = 0
+    def _batch_step(self, batch: int) -> None:
+        if batch != self._batch or not self._batch_total:
+            return  # a step of a run since cancelled or replaced
+        self._batch_done += 1
+        done, total = self._batch_done, self._batch_total
+        elapsed = time.perf_counter() - self._batch_t0
+        if done >= total:
+            self._batch_total = 0
         eta = elapsed / done * (total - done) if done else -1.0
         self.batch_progress.emit(done, total, eta)
         if done >= total:
