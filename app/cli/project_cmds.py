@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from app.core.provenance import ProvenanceCounts
 from app.core.store import ProjectStore
+from app.core.types import Provenance
 from app.errors import MaskLoopError
 
 SHOW_UNREADABLE = 10
@@ -36,7 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "info",
         help="summarise a project",
-        description="Images by status, categories, instances by source and model versions.",
+        description=(
+            "Images by status, categories, instances by source and by how their outlines "
+            "were made (proposal kept as is, assisted, drawn by hand, edited, imported), "
+            "model versions and how reviewers treated their proposals."
+        ),
     )
     p.add_argument("project", type=Path, help="project folder")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -86,6 +92,7 @@ def project_summary(store: ProjectStore) -> dict:
         "missing_images": store.count_missing(),
         "categories": [{"id": c.id, "name": c.name, "color": c.color} for c in store.categories()],
         "instances": {s.value: n for s, n in store.instance_counts_by_source().items()},
+        "provenance": ProvenanceCounts.of(store).to_dict(),
         "model_versions": [
             {
                 "id": v.id,
@@ -125,6 +132,8 @@ def _info(args: argparse.Namespace) -> int:
         + (", ".join(f"{c['id']}:{c['name']}" for c in summary["categories"]) or "none")
     )
     print("instances: " + "  ".join(f"{k}={v}" for k, v in summary["instances"].items()))
+    made = ProvenanceCounts({Provenance(k): n for k, n in summary["provenance"].items()})
+    print(f"outlines: {made.sentence()}")
     if summary["model_versions"]:
         print("model versions:")
         for v in summary["model_versions"]:

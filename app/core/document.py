@@ -12,6 +12,10 @@ Review rules:
   edit, so it survives reopening and undo restores it.
 - Any change to a proposal's geometry or category makes it ``model_edited`` (it is then
   reviewed by definition and leaves the accepted set).
+- Provenance follows the outline, not the category: a person's change to the outline of a
+  proposal or an assisted instance makes it ``edited``; an assist's new outline (refine)
+  makes any instance ``assisted``; drawn and imported outlines stay what they were, since
+  they were already a person's.
 - Rejecting a proposal deletes it.
 - Marking an image ``done`` accepts the proposals still on it: everything on a done image is
   training data, so reject the wrong ones first.
@@ -27,7 +31,7 @@ import numpy as np
 
 from app.core.geometry import mask_to_polygons, polygons_to_mask
 from app.core.store import ProjectStore
-from app.core.types import ImageStatus, Instance, Polygon, Source
+from app.core.types import ImageStatus, Instance, Polygon, Provenance, Source
 from app.errors import MaskLoopError
 
 BRUSH_TOLERANCE = 0.5  # px: brush results are simplified this much when re-traced
@@ -74,6 +78,7 @@ def _state(instances: Iterable[Instance]) -> list[tuple]:
             inst.id,
             inst.category_id,
             str(inst.source),
+            str(inst.made_as),
             inst.score,
             [(p.exterior.tobytes(), [h.tobytes() for h in p.holes]) for p in inst.polygons],
         )
@@ -87,6 +92,18 @@ def _edited(inst: Instance) -> Instance:
     if out.source == Source.MODEL:
         out.source = Source.MODEL_EDITED
     return out
+
+
+# Outlines a person's change turns into ``edited`` (drawn and imported ones were a person's).
+_MODEL_MADE = (Provenance.PROPOSAL, Provenance.ASSISTED)
+
+
+def _reshaped(inst: Instance, provenance: Provenance | None) -> Provenance:
+    """The provenance of ``inst`` after its outline was replaced: ``provenance`` when an
+    assist made the new one, else what a person's change leaves."""
+    if provenance is not None:
+        return provenance
+    return Provenance.EDITED if inst.made_as in _MODEL_MADE else inst.made_as
 
 
 class ImageDocument:
@@ -200,11 +217,19 @@ class ImageDocument:
     def delete_instances(self, ids: Iterable[int]) -> Edit:
         return self.apply(Edit(delete=list(dict.fromkeys(ids))))
 
-    def replace_geometry(self, instance_id: int, polygons: Sequence[Polygon]) -> Edit:
-        """New polygons for an instance (vertex edit, brush, eraser); empty deletes it."""
+    def replace_geometry(
+        self,
+        instance_id: int,
+        polygons: Sequence[Polygon],
+        provenance: Provenance | None = None,
+    ) -> Edit:
+        """New polygons for an instance (vertex edit, brush, eraser: ``edited``; an assist's
+        answer: ``provenance=assisted``); empty deletes it."""
         if not polygons:
             return self.delete_instances([instance_id])
-        inst = _edited(self.instance(instance_id))
+        before = self.instance(instance_id)
+        inst = _edited(before)
+        inst.provenance = _reshaped(before, provenance)
         inst.polygons = [p.copy() for p in polygons]
         return self.apply(Edit(update=[inst]))
 
@@ -239,19 +264,24 @@ class ImageDocument:
     def merge(self, ids: Sequence[int]) -> tuple[Edit, int]:
         """Merge instances into one (its parts are theirs); category of the first one.
 
-        The result is ``human`` if any part was drawn by a person, else ``model_edited``.
+        The result is ``human`` if any part was drawn by a person, else ``model_edited``;
+        its outline keeps the parts' provenance when they all share a person's one (drawn,
+        imported), else it is ``edited``.
         """
         parts = [self.instance(i) for i in dict.fromkeys(ids)]
         if len(parts) < 2:
             raise DocumentError("select at least two instances to merge")
         human = any(p.source == Source.HUMAN for p in parts)
         scores = [p.score for p in parts if p.score is not None]
+        made = {p.made_as for p in parts}
+        (common,) = made if len(made) == 1 else (None,)
         merged = Instance(
             category_id=parts[0].category_id,
             polygons=[poly.copy() for p in parts for poly in p.polygons],
             score=None if human or not scores else max(scores),
             source=Source.HUMAN if human else Source.MODEL_EDITED,
             model_version=None if human else parts[0].model_version,
+            provenance=Provenance.EDITED if common in (None, *_MODEL_MADE) else common,
         )
         inverse = self.apply(Edit(add=[merged], delete=[p.id for p in parts]))
         return inverse, inverse.delete[0]

@@ -17,7 +17,15 @@ from pathlib import Path, PurePosixPath
 from app.core.geometry import polygons_bbox
 from app.core.images import ImageReadError, read_image_size
 from app.core.store import NewImage, ProjectStore, StoreError, default_color
-from app.core.types import Category, ImageRecord, ImageStatus, Instance, Polygon, Source
+from app.core.types import (
+    Category,
+    ImageRecord,
+    ImageStatus,
+    Instance,
+    Polygon,
+    Provenance,
+    Source,
+)
 from app.errors import MaskLoopError
 
 log = logging.getLogger(__name__)
@@ -176,9 +184,14 @@ def commit_import(
 
     Images that already hold instances are skipped (reported) unless ``replace``; an image
     whose shapes all failed to parse is left as it was (reported), so a bad file never
-    wipes work or marks an image done with nothing on it.
+    wipes work or marks an image done with nothing on it. Imported work is recorded as
+    imported, proposals imported for review as proposals.
     """
     for item in pending:
+        for inst in item.instances:
+            inst.provenance = (
+                Provenance.PROPOSAL if inst.source == Source.MODEL else Provenance.IMPORTED
+            )
         if not item.instances and item.dropped:
             report.skipped.append(
                 (item.where, f"none of its {item.dropped} shapes could be imported; "

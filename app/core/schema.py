@@ -104,5 +104,14 @@ MIGRATIONS: list[list[str]] = [
         # Why the last proposal run could not propose the image (shown by `maskloop info`).
         "ALTER TABLE images ADD COLUMN error TEXT",
     ],
+    [
+        # How each outline was made (proposal, assisted, drawn, edited, imported). Rows of
+        # older projects get what their source says; a person's instances count as drawn,
+        # since nothing tells drawn, assisted and imported ones apart any more.
+        "ALTER TABLE instances ADD COLUMN provenance TEXT NOT NULL DEFAULT 'drawn' "
+        "CHECK (provenance IN ('proposal', 'assisted', 'drawn', 'edited', 'imported'))",
+        "UPDATE instances SET provenance = CASE source WHEN 'model' THEN 'proposal' "
+        "WHEN 'model_edited' THEN 'edited' ELSE 'drawn' END",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

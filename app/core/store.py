@@ -44,6 +44,7 @@ from app.core.types import (
     Instance,
     ModelVersion,
     ProposalOutcomes,
+    Provenance,
     Source,
 )
 
@@ -463,11 +464,21 @@ class ProjectStore:
             counts[Source(source)] = n
         return counts
 
+    def instance_counts_by_provenance(self) -> dict[Provenance, int]:
+        """How the project's outlines were made (what the assists saved drawing by hand)."""
+        counts = dict.fromkeys(Provenance, 0)
+        for provenance, n in self._conn.execute(
+            "SELECT provenance, COUNT(*) FROM instances GROUP BY provenance"
+        ):
+            counts[Provenance(provenance)] = n
+        return counts
+
     def _insert_instance(self, image_id: int, inst: Instance, now: str) -> Instance:
         try:
             cur = self._conn.execute(
                 "INSERT INTO instances (id, image_id, category_id, geometry, score, source, "
-                "model_version, crowd, created, modified) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "model_version, crowd, provenance, created, modified) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     inst.id,
                     image_id,
@@ -477,6 +488,7 @@ class ProjectStore:
                     Source(inst.source).value,
                     inst.model_version,
                     int(inst.crowd),
+                    inst.made_as.value,
                     now,
                     now,
                 ),
@@ -489,6 +501,7 @@ class ProjectStore:
         saved = inst.copy()
         saved.id = cur.lastrowid if inst.id is None else inst.id
         saved.image_id = image_id
+        saved.provenance = inst.made_as
         return saved
 
     def add_instances(self, image_id: int, instances: Iterable[Instance]) -> list[Instance]:
@@ -532,8 +545,8 @@ class ProjectStore:
                 # Only an unchanged proposal can be accepted: an edit made by a person ends it.
                 cur = self._conn.execute(
                     "UPDATE instances SET category_id = ?, geometry = ?, score = ?, source = ?, "
-                    "model_version = ?, crowd = ?, modified = ?, accepted = accepted AND ? "
-                    "WHERE id = ? AND image_id = ?",
+                    "model_version = ?, crowd = ?, provenance = ?, modified = ?, "
+                    "accepted = accepted AND ? WHERE id = ? AND image_id = ?",
                     (
                         inst.category_id,
                         encode_polygons(inst.polygons),
@@ -541,6 +554,7 @@ class ProjectStore:
                         source,
                         inst.model_version,
                         int(inst.crowd),
+                        inst.made_as.value,
                         now,
                         source == Source.MODEL.value,
                         inst.id,
@@ -675,6 +689,7 @@ class ProjectStore:
                 proposal = inst.copy()
                 proposal.id = None
                 proposal.source = Source.MODEL
+                proposal.provenance = Provenance.PROPOSAL
                 proposal.model_version = model_version
                 self._insert_instance(image_id, proposal, now)
             self._conn.execute(

@@ -11,7 +11,15 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 from app.core.polygon_codec import decode_many
-from app.core.types import Category, ImageRecord, ImageStatus, Instance, ModelVersion, Source
+from app.core.types import (
+    Category,
+    ImageRecord,
+    ImageStatus,
+    Instance,
+    ModelVersion,
+    Provenance,
+    Source,
+)
 
 # ORDER BY clauses of the image listings, by the sort names the UI and CLI use.
 ORDERS = {
@@ -43,8 +51,11 @@ def image_from_row(row: sqlite3.Row) -> ImageRecord:
 
 # Instances are read as plain tuples of these columns (no sqlite3.Row, no enum call per row,
 # geometry decoded in one batch): opening an image reads thousands of them.
-INSTANCE_COLUMNS = "id, image_id, category_id, geometry, score, source, model_version, crowd"
+INSTANCE_COLUMNS = (
+    "id, image_id, category_id, geometry, score, source, model_version, crowd, provenance"
+)
 _SOURCES = {s.value: s for s in Source}
+_PROVENANCES = {p.value: p for p in Provenance}
 
 
 def instances_from_tuples(rows: Sequence[tuple]) -> list[Instance]:
@@ -59,10 +70,19 @@ def instances_from_tuples(rows: Sequence[tuple]) -> list[Instance]:
             source=_SOURCES.get(source) or Source(source),
             model_version=model_version,
             crowd=bool(crowd),
+            provenance=_PROVENANCES.get(provenance) or Provenance(provenance),
         )
-        for (id_, image_id, category_id, _, score, source, model_version, crowd), polygons in zip(
-            rows, geometries, strict=True
-        )
+        for (
+            id_,
+            image_id,
+            category_id,
+            _,
+            score,
+            source,
+            model_version,
+            crowd,
+            provenance,
+        ), polygons in zip(rows, geometries, strict=True)
     ]
 
 

@@ -30,6 +30,33 @@ class Source(StrEnum):
     MODEL_EDITED = "model_edited"
 
 
+class Provenance(StrEnum):
+    """How an instance's outline was made: what the review and the assists cost a person.
+
+    ``source`` says whose instance it is (proposals never overwrite a person's work);
+    provenance says which tool made its geometry, so a project can show how many outlines
+    the model's assists saved drawing by hand.
+    """
+
+    PROPOSAL = "proposal"  # the model's proposal, unchanged (pending or accepted as is)
+    ASSISTED = "assisted"  # a box-to-mask, click or refine answer a person asked for
+    DRAWN = "drawn"  # drawn by hand (polygon, brush)
+    EDITED = "edited"  # a proposal or assisted outline a person then changed
+    IMPORTED = "imported"  # read from another tool's file (COCO, YOLO, ROIs, labelme, ...)
+
+    @classmethod
+    def implied_by(cls, source: Source) -> Provenance:
+        """The provenance an instance has when nothing more is known than its source."""
+        return _IMPLIED[Source(source)]
+
+
+_IMPLIED = {
+    Source.MODEL: Provenance.PROPOSAL,
+    Source.MODEL_EDITED: Provenance.EDITED,
+    Source.HUMAN: Provenance.DRAWN,
+}
+
+
 @dataclass(frozen=True)
 class Category:
     """An annotation class. ``id`` is stable for the project's lifetime (COCO keeps it)."""
@@ -110,6 +137,13 @@ class Instance:
     id: int | None = None
     image_id: int | None = None
     crowd: bool = False  # a COCO crowd region: evaluated as "ignore", never a training target
+    # None until it is known: the store then writes what ``source`` implies.
+    provenance: Provenance | None = None
+
+    @property
+    def made_as(self) -> Provenance:
+        """How the outline was made (``provenance``, else what ``source`` implies)."""
+        return self.provenance or Provenance.implied_by(self.source)
 
     @property
     def has_holes(self) -> bool:
@@ -125,6 +159,7 @@ class Instance:
             id=self.id,
             image_id=self.image_id,
             crowd=self.crowd,
+            provenance=self.provenance,
         )
 
 

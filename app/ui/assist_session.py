@@ -5,7 +5,8 @@ The model never runs here. An answer is applied only while it still fits what is
 the same image and model generation as the request, and for a refine the instance
 unchanged since it was asked for. Anything else is dropped, since applying it would edit
 something the person has moved on from. Two boxes dragged in quick succession both count
-(they are usually two objects): each answer is its own undo step.
+(they are usually two objects): each answer is its own undo step. Answers are stored as
+``assisted`` (a person's instance whose outline the model made).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 
 from PySide6.QtCore import QObject, Signal
 
-from app.core.types import Instance
+from app.core.types import Instance, Provenance
 
 from .editor import Editor
 from .workers import (
@@ -115,7 +116,9 @@ class AssistSession(QObject):
             if now is None or now.polygons != req.instance.polygons:
                 self.message.emit(f"{label}: the instance changed meanwhile; nothing replaced.")
                 return
-            ed.edit_geometry(req.instance.id, result.instance.polygons, None, label)
+            ed.edit_geometry(
+                req.instance.id, result.instance.polygons, None, label, Provenance.ASSISTED
+            )
         else:
-            ed.add_polygon(result.instance.polygons, label)
+            ed.add_polygon(result.instance.polygons, label, Provenance.ASSISTED)
         self.message.emit(f"{label}: done (Ctrl+Z undoes).")

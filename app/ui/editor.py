@@ -17,7 +17,7 @@ from PySide6.QtGui import QImage, QUndoGroup
 from app.core.document import Edit, ImageDocument, brush_polygons
 from app.core.images import ImageReadError, read_image
 from app.core.store import ProjectStore
-from app.core.types import ImageStatus, Instance, Polygon, Source
+from app.core.types import ImageStatus, Instance, Polygon, Provenance, Source
 
 from .canvas.view import CanvasView
 from .display import DisplaySettings, render_qimage
@@ -188,12 +188,21 @@ class Editor(QObject):
         self.stacks.push(EditCommand(self.doc, text, operation, self._applied))
 
     def edit_geometry(
-        self, instance_id: int, polygons: list[Polygon], merge_key, label: str = "Edit shape"
+        self,
+        instance_id: int,
+        polygons: list[Polygon],
+        merge_key,
+        label: str = "Edit shape",
+        provenance: Provenance | None = None,
     ) -> None:
+        """A new outline for an instance; ``provenance`` says an assist made it (a person's
+        edit otherwise, see :mod:`app.core.document`)."""
         if self.doc is None:
             return
         self.stacks.push(
-            GeometryCommand(self.doc, instance_id, polygons, merge_key, self._applied, label)
+            GeometryCommand(
+                self.doc, instance_id, polygons, merge_key, self._applied, label, provenance
+            )
         )
 
     def _category_for_new(self) -> int | None:
@@ -203,14 +212,22 @@ class Editor(QObject):
         ids = [c.id for c in cats]
         return self.current_category if self.current_category in ids else ids[0]
 
-    def add_polygon(self, polygons: list[Polygon], label: str = "Draw polygon") -> None:
+    def add_polygon(
+        self,
+        polygons: list[Polygon],
+        label: str = "Draw polygon",
+        provenance: Provenance = Provenance.DRAWN,
+    ) -> None:
         """A new instance of the drawing category, one undo step named ``label`` (a drawn
-        polygon, a brush stroke on nothing, an assist's answer), selected."""
+        polygon, a brush stroke on nothing, or with ``provenance=assisted`` an assist's
+        answer), selected."""
         category = self._category_for_new()
         if category is None:
             self.image_error.emit("Add a category first (Categories panel), then draw.")
             return
-        inst = Instance(category_id=category, polygons=polygons, source=Source.HUMAN)
+        inst = Instance(
+            category_id=category, polygons=polygons, source=Source.HUMAN, provenance=provenance
+        )
         new_ids: list[int] = []
 
         def op(doc: ImageDocument) -> Edit:

@@ -16,6 +16,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtGui import QUndoCommand, QUndoGroup, QUndoStack
 
 from app.core.document import Edit, ImageDocument
+from app.core.types import Provenance
 from app.errors import MaskLoopError
 
 Applied = Callable[[ImageDocument, Edit], None]  # called after every apply with the inverse
@@ -86,8 +87,11 @@ class GeometryCommand(EditCommand):
         merge_key: Hashable | None,
         on_applied: Applied,
         text: str = "Edit shape",
+        provenance: Provenance | None = None,
     ) -> None:
-        super().__init__(doc, text, lambda d: d.replace_geometry(instance_id, polygons), on_applied)
+        super().__init__(
+            doc, text, lambda d: d.replace_geometry(instance_id, polygons, provenance), on_applied
+        )
         self.merge_key = None if merge_key is None else (doc.image_id, instance_id, merge_key)
 
     def id(self) -> int:

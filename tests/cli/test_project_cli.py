@@ -72,6 +72,31 @@ def test_info_shows_how_proposals_were_treated(tmp_path, images, capsys):
     assert "v2: accepted=0 edited=0 rejected=1 pending=1" in capsys.readouterr().out
 
 
+def test_info_counts_how_the_outlines_were_made(tmp_path, images, capsys):
+    from app.core.types import Instance, Polygon, Provenance
+
+    project = tmp_path / "proj"
+    main(["init", str(project), "--images", str(images)])
+    square = Polygon([[0, 0], [4, 0], [4, 4], [0, 4]])
+    with ProjectStore.open(project) as store:
+        a, b = (im.id for im in store.images())
+        store.replace_proposals(a, [Instance(1, [square]), Instance(1, [square])], None)
+        made = [Provenance.ASSISTED] * 3 + [Provenance.DRAWN]
+        store.add_instances(b, [Instance(1, [square], provenance=p) for p in made])
+    capsys.readouterr()
+    assert main(["info", str(project), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["provenance"] == {
+        "proposal": 2, "assisted": 3, "drawn": 1, "edited": 0, "imported": 0
+    }  # fmt: skip
+    assert main(["info", str(project)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "outlines: 2 proposals kept as is, 3 assisted, 1 drawn by hand, 0 edited, 0 imported; "
+        "assists made 75% of the outlines a person added"
+    ) in out
+
+
 def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert main(["info", str(tmp_path / "nope")]) == 1
     err = capsys.readouterr().err

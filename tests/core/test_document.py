@@ -22,6 +22,7 @@ def snapshot(store: ProjectStore, image_id: int = 1) -> tuple:
             i.category_id,
             i.score,
             i.source,
+            i.provenance,
             i.model_version,
             [(p.exterior.tolist(), [h.tolist() for h in p.holes]) for p in i.polygons],
         )

@@ -11,13 +11,14 @@ import cv2
 import numpy as np
 import pytest
 from canvas_helpers import _send, click, square, view_point
+from canvas_helpers import drag as drag_path
 from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QApplication
 
 from app.core.geometry import polygons_bbox
 from app.core.store import NewImage, ProjectStore
-from app.core.types import ImageStatus, Instance, Source
+from app.core.types import ImageStatus, Instance, Provenance, Source
 from app.ui.main_window import MainWindow
 from app.ui.panels.model_panel import ModelEntry
 from app.ui.workers import ASSIST_BOX, AssistRequest, ModelChoice, ProposalController
@@ -111,6 +112,29 @@ def test_a_dragged_box_becomes_one_undoable_instance_of_the_drawing_category(qtb
     assert len(window.store.instances(window.current_image_id())) == 1
 
 
+def test_an_assists_instance_is_assisted_until_a_person_moves_a_vertex(qtbot, solid):
+    window, controller = solid
+    image = window.current_image_id()
+    window.tool_actions["box"].trigger()
+    with qtbot.waitSignal(controller.assist_ready, timeout=20000):
+        drag(window.canvas, 10, 12, 40, 44)
+    qtbot.waitUntil(lambda: len(window.editor.doc.instances) == 1, timeout=5000)
+    (inst,) = window.store.instances(image)
+    assert inst.provenance == Provenance.ASSISTED and inst.source == Source.HUMAN
+    window.canvas.set_tool("select")
+    handle = next(h for h in window.canvas.single_editor().handles() if h.key == (0, 0, 0))
+    x0, y0 = handle.pos().x(), handle.pos().y()
+    drag_path(window.canvas, [(x0, y0), (x0 + 4, y0 + 3), (x0 + 6, y0 + 5)])
+    assert window.editor.undo_group.activeStack().count() == 2
+    assert window.store.instance(inst.id).provenance == Provenance.EDITED
+    window.undo_action.trigger()
+    assert window.store.instance(inst.id).provenance == Provenance.ASSISTED
+    window.redo_action.trigger()
+    assert window.store.instance(inst.id).provenance == Provenance.EDITED
+    window.versions.refresh()
+    assert "0 assisted, 0 drawn by hand, 1 edited" in window.versions.provenance_label.text()
+
+
 def test_the_model_status_says_assisting_while_an_assist_runs(qtbot, solid):
     window, controller = solid
     states: list[str] = []
@@ -151,9 +175,11 @@ def test_refine_replaces_the_geometry_from_the_grown_box_as_one_edit(qtbot, soli
     x, y, w, h = bbox(inst)
     assert np.allclose([x, y, x + w, y + h], [8, 8, 52, 52], atol=1.0)  # 40 px grown 1.1x
     assert window.editor.undo_group.activeStack().text(0) == "Refine"
+    assert inst.provenance == Provenance.ASSISTED  # the model made the drawn one's outline
     window.undo_action.trigger()
     (back,) = window.store.instances(image)
     assert np.allclose(bbox(back), [10, 10, 40, 40])
+    assert back.provenance == Provenance.DRAWN
 
 
 def test_refine_needs_one_selected_instance(solid):

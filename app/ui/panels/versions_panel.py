@@ -3,7 +3,7 @@ of two, "Make active", and how reviewers treated each version's proposals.
 
 The correction analytics (store.proposal_outcomes) are the loop's own measure: a better
 model should see more proposals accepted unchanged and fewer edited, rejected or drawn
-by hand.
+by hand. Below them, how the project's outlines were made says what the assists saved.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.provenance import ProvenanceCounts
 from app.core.store import ProjectStore
 from app.core.types import ModelVersion, ProposalOutcomes
 from app.errors import MaskLoopError
@@ -125,6 +126,13 @@ class VersionsPanel(QWidget):
         self.outcomes_label = QLabel("How reviewers treated each model's proposals")
         self.outcomes = _table(OUTCOME_COLUMNS)
         self.outcomes.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.provenance_label = QLabel()
+        self.provenance_label.setWordWrap(True)
+        self.provenance_label.setToolTip(
+            "How every outline in the project was made: proposals kept as is, assists "
+            "(box to mask, click, refine), drawn by hand, edited after a proposal or an "
+            "assist, imported from a file"
+        )
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.active_label, 1)
@@ -139,6 +147,7 @@ class VersionsPanel(QWidget):
         layout.addWidget(self.compare, 1)
         layout.addWidget(self.outcomes_label)
         layout.addWidget(self.outcomes, 1)
+        layout.addWidget(self.provenance_label)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.refresh()
 
@@ -178,6 +187,7 @@ class VersionsPanel(QWidget):
         self.table.blockSignals(False)
         self._selection_changed()
         self._fill_outcomes(self.store.proposal_outcomes())
+        self.provenance_label.setText(f"Outlines: {ProvenanceCounts.of(self.store).sentence()}.")
 
     def _add_row_to_selection(self, row: int) -> None:
         for col in range(self.table.columnCount()):
