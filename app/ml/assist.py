@@ -46,6 +46,7 @@ from torchvision.models.detection.transform import resize_boxes
 from app.core.geometry import mask_to_polygons, polygons_bbox, polygons_to_mask_crop
 from app.core.types import Instance, Source
 from app.errors import MaskLoopError
+from app.ml.models import PROMPT_BOX_MARGIN, widen_boxes
 from app.ml.predictor import Predictor, RawDetections, global_spec, masks_in_boxes
 from app.ml.preprocess import InputSpec, to_model_input
 from app.ml.tiling import MaskCrop, Tile, tile_grid
@@ -210,7 +211,10 @@ class Assistant:
     ``image_key`` (any hashable, e.g. ``(image_id, mtime_ns)``) names the image an assist
     is for; its features are cached under it, so a key must change when the pixels do (or
     call :meth:`forget`). ``cache_bytes`` bounds the cached features; ``score_floor`` is
-    the lowest detection score a click may pick.
+    the lowest detection score a click may pick. ``prompt_margin``: a given box is widened
+    by this share of its size on each side before the mask head sees it, as in training
+    (:data:`app.ml.models.PROMPT_BOX_MARGIN`), so a drag that cuts into the object still
+    gets all of it; the box classifier scores the box as given.
     """
 
     def __init__(
@@ -219,10 +223,14 @@ class Assistant:
         *,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         score_floor: float = DEFAULT_SCORE_FLOOR,
+        prompt_margin: float = PROMPT_BOX_MARGIN,
     ) -> None:
         if not 0.0 <= score_floor <= 1.0:
             raise AssistError(f"score floor {score_floor} must be between 0 and 1.")
+        if not 0.0 <= prompt_margin <= 1.0:
+            raise AssistError(f"prompt margin {prompt_margin} must be between 0 and 1.")
         self.score_floor = score_floor
+        self.prompt_margin = prompt_margin
         self.cache = FeatureCache(max_bytes=cache_bytes)
         self._lock = threading.RLock()
         self._specs: OrderedDict[Hashable, tuple[tuple[int, int], InputSpec]] = OrderedDict()
@@ -299,12 +307,18 @@ class Assistant:
         """The heads on many boxes at once (image pixels): the batch form of box -> mask,
         for measuring masks from ground-truth boxes. ``labels`` (model labels, 1-based)
         choose each box's mask; None takes the box classifier's best class. Boxes are
-        clipped to the image; paste with ``masks_in_boxes(raw, height, width)``.
+        clipped to the image; the result's boxes are the widened ones the masks were
+        predicted over (``prompt_margin``): paste with ``masks_in_boxes(raw, height, width)``.
         """
         with self._lock:
             arr = np.asarray(image)
             h, w = arr.shape[:2]
             b = _checked_boxes(boxes, w, h)
+            wide = np.clip(
+                widen_boxes(torch.from_numpy(b), self.prompt_margin).numpy(),
+                0.0,
+                [w, h, w, h],
+            )
             want = None if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
             if want is not None and len(want) != len(b):
                 raise AssistError(f"{len(want)} labels for {len(b)} boxes; give one per box.")
@@ -318,7 +332,7 @@ class Assistant:
                 )
             grid = self._grid(h, w)
             groups: dict[Tile, list[int]] = {}
-            for i, box in enumerate(b):
+            for i, box in enumerate(wide):
                 groups.setdefault(
                     _window_for(box, grid, w, h, self._predictor.tile_size), []
                 ).append(i)
@@ -327,15 +341,20 @@ class Assistant:
             out_labels = np.zeros(len(b), np.int64)
             for window, idx in groups.items():
                 feats = self._features(arr, image_key, window)
-                local = b[idx] - [window.x0, window.y0, window.x0, window.y0]
-                prob, score, label = self._heads(feats, local, None if want is None else want[idx])
+                offset = [window.x0, window.y0, window.x0, window.y0]
+                prob, score, label = self._heads(
+                    feats,
+                    b[idx] - offset,
+                    None if want is None else want[idx],
+                    mask_boxes=wide[idx] - offset,
+                )
                 if masks is None:
                     masks = torch.zeros((len(b), *prob.shape[1:]), dtype=torch.float32)
                 masks[idx] = prob
                 scores[idx], out_labels[idx] = score, label
             assert masks is not None  # b holds at least one box
             return RawDetections(
-                boxes=torch.from_numpy(b).float(), scores=scores, labels=out_labels, masks=masks
+                boxes=torch.from_numpy(wide).float(), scores=scores, labels=out_labels, masks=masks
             )
 
     def click(
@@ -485,14 +504,26 @@ class Assistant:
         return entry
 
     def _heads(
-        self, feats: WindowFeatures, boxes: np.ndarray, labels: np.ndarray | None
+        self,
+        feats: WindowFeatures,
+        boxes: np.ndarray,
+        labels: np.ndarray | None,
+        *,
+        mask_boxes: np.ndarray | None = None,
     ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        """Mask probabilities (N, 1, M, M), scores and labels for boxes in window pixels."""
+        """Mask probabilities (N, 1, M, M), scores and labels for boxes in window pixels;
+        the masks are over ``mask_boxes`` when given (else over ``boxes``)."""
         heads = self._predictor.model.roi_heads
         sx, sy = feats.scale
         sizes = feats.images.image_sizes
-        with torch.inference_mode(), _one_cpu_thread(self._predictor.device):
-            scaled = torch.from_numpy(boxes * [sx, sy, sx, sy]).float().to(self._predictor.device)
+        device = self._predictor.device
+        with torch.inference_mode(), _one_cpu_thread(device):
+            scaled = torch.from_numpy(boxes * [sx, sy, sx, sy]).float().to(device)
+            over = (
+                scaled
+                if mask_boxes is None
+                else torch.from_numpy(mask_boxes * [sx, sy, sx, sy]).float().to(device)
+            )
             pooled = heads.box_roi_pool(feats.features, [scaled], sizes)
             class_logits, _ = heads.box_predictor(heads.box_head(pooled))
             probs = torch.softmax(class_logits.float(), -1).cpu()
@@ -502,7 +533,7 @@ class Assistant:
                 chosen = torch.from_numpy(np.asarray(labels, dtype=np.int64))
             rows = torch.arange(len(chosen))
             mask_logits = heads.mask_predictor(
-                heads.mask_head(heads.mask_roi_pool(feats.features, [scaled], sizes))
+                heads.mask_head(heads.mask_roi_pool(feats.features, [over], sizes))
             )
             masks = mask_logits.float().cpu()[rows, chosen].sigmoid()[:, None]
         return masks, probs[rows, chosen].numpy(), chosen.numpy()

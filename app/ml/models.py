@@ -84,11 +84,85 @@ def box_mask_targets(
 roi_heads.project_masks_on_boxes = box_mask_targets
 
 
-def _use_overlap_matcher(model: MaskRCNN) -> MaskRCNN:
+# The box a person drags is not the detector's box. Training also shows the mask head each
+# ground-truth box moved like a drag (every side by up to PROMPT_BOX_JITTER of the box's
+# size, uniform) and then widened by PROMPT_BOX_MARGIN on every side; an assist widens the
+# box it is given by the same margin, so a drag that cuts into the object still yields all
+# of it (a mask never reaches past its box).
+PROMPT_BOX_JITTER = 0.15
+PROMPT_BOX_MARGIN = 0.2
+# Loose boxes per training image: the mask head costs about as much again as for its
+# sampled positives (torchvision samples at most 25 % of 128 RoIs as positives).
+LOOSE_BOXES_PER_IMAGE = 16
+
+
+def widen_boxes(boxes: torch.Tensor, margin: float = PROMPT_BOX_MARGIN) -> torch.Tensor:
+    """``boxes`` (N, 4; x0, y0, x1, y1) grown by ``margin`` times their width/height on
+    each side: the box an assist prompts the mask head with."""
+    size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    return boxes + margin * size * boxes.new_tensor([-1.0, -1.0, 1.0, 1.0])
+
+
+def loose_boxes(
+    boxes: torch.Tensor,
+    *,
+    jitter: float = PROMPT_BOX_JITTER,
+    margin: float = PROMPT_BOX_MARGIN,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``boxes`` with each side moved by up to ``jitter`` of the box's size (uniform), then
+    widened by ``margin``: ground-truth boxes as an assist's prompt would give them."""
+    size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    shift = torch.rand(boxes.shape, generator=generator, device="cpu").to(boxes) * 2 - 1
+    return widen_boxes(boxes + shift * jitter * size, margin)
+
+
+def loose_box_mask_loss(
+    heads: roi_heads.RoIHeads,
+    features: dict[str, torch.Tensor],
+    image_shapes: list[tuple[int, int]],
+    targets: list[dict[str, torch.Tensor]],
+    per_image: int = LOOSE_BOXES_PER_IMAGE,
+) -> torch.Tensor:
+    """The mask loss of up to ``per_image`` random ground-truth objects per image, each
+    predicted from its :func:`loose_boxes` box (targets sampled over that same box)."""
+    boxes, matched = [], []
+    for target, (h, w) in zip(targets, image_shapes, strict=True):
+        gt = target["boxes"]
+        pick = torch.randperm(len(gt), device="cpu")[:per_image].to(gt.device)
+        b = loose_boxes(gt[pick])
+        b[:, 0::2] = b[:, 0::2].clamp(0, w)
+        b[:, 1::2] = b[:, 1::2].clamp(0, h)
+        boxes.append(b)
+        matched.append(pick)
+    if not sum(len(b) for b in boxes):
+        return sum(p.sum() for p in heads.mask_predictor.parameters()) * 0.0
+    logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(features, boxes, image_shapes)))
+    return roi_heads.maskrcnn_loss(
+        logits, boxes, [t["masks"] for t in targets], [t["labels"] for t in targets], matched
+    )
+
+
+def _add_loose_box_loss(
+    heads: roi_heads.RoIHeads, args: tuple, output: tuple
+) -> tuple | None:
+    """Forward hook of ``roi_heads``: in training, adds ``loss_mask_loose``."""
+    if not heads.training or not heads.has_mask():
+        return None
+    features, _proposals, image_shapes, targets = args
+    result, losses = output
+    losses["loss_mask_loose"] = loose_box_mask_loss(heads, features, image_shapes, targets)
+    return result, losses
+
+
+def _training_rules(model: MaskRCNN) -> MaskRCNN:
+    """MaskLoop's training rules on a torchvision Mask R-CNN: the RPN matcher above and the
+    loose-box mask loss (:func:`loose_box_mask_loss`)."""
     old = model.rpn.proposal_matcher
     model.rpn.proposal_matcher = OverlapMatcher(
         old.high_threshold, old.low_threshold, allow_low_quality_matches=True
     )
+    model.roi_heads.register_forward_hook(_add_loose_box_loss)
     return model
 
 
@@ -136,14 +210,14 @@ def build_model(
                 "maskrcnn_mobilenet_v3_fpn has no torchvision detection weights; "
                 "use a weights file (model card) or weights=None."
             )
-        return _use_overlap_matcher(_build_mobile(num_classes, weights_backbone, common))
+        return _training_rules(_build_mobile(num_classes, weights_backbone, common))
     builder = (
         maskrcnn_resnet50_fpn
         if architecture == "maskrcnn_resnet50_fpn"
         else maskrcnn_resnet50_fpn_v2
     )
     if weights is None:
-        return _use_overlap_matcher(
+        return _training_rules(
             builder(
                 weights=None, weights_backbone=weights_backbone, num_classes=num_classes, **common
             )
@@ -151,7 +225,7 @@ def build_model(
     model = builder(weights=weights, weights_backbone=None, **common)
     if model.roi_heads.box_predictor.cls_score.out_features != num_classes:
         replace_heads(model, num_classes)
-    return _use_overlap_matcher(model)
+    return _training_rules(model)
 
 
 def _build_mobile(

@@ -25,7 +25,7 @@ from app.ml.assist import (
     NoObjectFound,
     typical_size,
 )
-from app.ml.models import build_model
+from app.ml.models import PROMPT_BOX_MARGIN, build_model
 from app.ml.predictor import Predictor, masks_in_boxes
 from app.ml.preprocess import to_model_input
 from app.ml.tiling import Tile, tile_grid
@@ -123,7 +123,7 @@ def _rect(x0: float, y0: float, x1: float, y1: float) -> list[Polygon]:
 
 
 def test_a_box_gives_a_mask_filling_exactly_that_box(solid_pred, image) -> None:
-    assistant = Assistant(solid_pred)
+    assistant = Assistant(solid_pred, prompt_margin=0.0)
     inst = assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
     mask = polygons_to_mask(inst.polygons, 80, 96)
     expected = np.zeros_like(mask)
@@ -137,12 +137,32 @@ def test_a_box_gives_a_mask_filling_exactly_that_box(solid_pred, image) -> None:
     assert (cols.min(), cols.max(), rows.min(), rows.max()) == (11, 29, 12, 39)
 
 
+def test_the_mask_head_sees_the_box_widened_by_the_prompt_margin(solid_pred, image) -> None:
+    """A drag that cuts into the object must still get all of it: the mask is predicted
+    over the box widened by the margin each side (as the mask head is trained), while the
+    box classifier scores the box as given."""
+    exact = Assistant(solid_pred, prompt_margin=0.0)
+    wide = Assistant(solid_pred, prompt_margin=PROMPT_BOX_MARGIN)
+    box = (20.0, 20.0, 40.0, 50.0)
+    raw = wide.box_masks(image, [box], image_key="a")
+    m = PROMPT_BOX_MARGIN
+    assert raw.boxes[0].tolist() == pytest.approx([20 - 20 * m, 20 - 30 * m, 40 + 20 * m, 50 + 30 * m])
+    assert raw.scores[0] == pytest.approx(exact.box_masks(image, [box], image_key="a").scores[0])
+    cols, rows = _pixels(wide.box_to_mask(image, box, image_key="a"), 80, 96)
+    assert (cols.min(), cols.max() + 1, rows.min(), rows.max() + 1) == (16, 44, 14, 56)
+    # Widened boxes stay inside the image.
+    (crop,) = masks_in_boxes(wide.box_masks(image, [(0.0, 0.0, 10.0, 10.0)], image_key="a"), 80, 96)
+    assert (crop.x0, crop.y0) == (0, 0)
+    with pytest.raises(AssistError, match="margin"):
+        Assistant(solid_pred, prompt_margin=-0.1)
+
+
 def test_box_masks_are_the_predictors_masks_for_its_own_detections(pred, image) -> None:
     """Same features, same RoIAlign, same scale: the mask head on a detection's box gives
     the very mask ``predict`` pasted for that detection."""
     (raw,) = pred.detect([to_model_input(image, pred.spec)])
     assert len(raw.scores) >= 5
-    ours = Assistant(pred).box_masks(image, raw.boxes.numpy(), image_key="a", labels=raw.labels)
+    ours = Assistant(pred, prompt_margin=0.0).box_masks(image, raw.boxes.numpy(), image_key="a", labels=raw.labels)
     assert torch.allclose(ours.masks, raw.masks, atol=1e-4)
     assert np.array_equal(ours.labels, raw.labels)
     for a, b in zip(masks_in_boxes(ours, 80, 96), masks_in_boxes(raw, 80, 96), strict=True):
@@ -151,7 +171,7 @@ def test_box_masks_are_the_predictors_masks_for_its_own_detections(pred, image) 
 
 
 def test_model_category_chooses_the_mask_and_category_labels_the_result(card, pred, image) -> None:
-    assistant = Assistant(pred)
+    assistant = Assistant(pred, prompt_margin=0.0)
     box = (20.0, 15.0, 60.0, 55.0)
     raw = assistant.box_masks(image, [box, box], image_key="a", labels=[1, 2])
     assert not torch.allclose(raw.masks[0], raw.masks[1])  # each class has its own mask
@@ -292,7 +312,7 @@ def test_feature_cache_stores_one_models_features() -> None:
 
 
 def test_a_key_reused_for_an_image_of_another_size_is_recomputed(solid_pred, image) -> None:
-    assistant = Assistant(solid_pred)
+    assistant = Assistant(solid_pred, prompt_margin=0.0)
     assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
     small = np.ascontiguousarray(image[:64, :64])
     inst = assistant.box_to_mask(small, (10.0, 12.0, 30.0, 40.0), image_key="a")
@@ -326,7 +346,8 @@ def test_a_click_inside_a_detection_returns_it(solid_pred, image) -> None:
 
 
 def test_a_click_on_nothing_prompts_a_box_of_the_typical_size(solid_pred, image) -> None:
-    assistant = Assistant(solid_pred, score_floor=1.0)  # no detection reaches the floor
+    # no detection reaches the floor
+    assistant = Assistant(solid_pred, score_floor=1.0, prompt_margin=0.0)
     others = [Instance(7, _rect(0, 0, 10, 16)), Instance(7, _rect(50, 50, 60, 66))]
     assert typical_size(others) == (10.0, 16.0)
     inst = assistant.click(image, (40.0, 30.0), image_key="a", others=others)
@@ -353,7 +374,7 @@ def test_a_click_without_sizes_uses_the_detections_sizes(solid_pred, image) -> N
     far = cv2.distanceTransform(1 - covered, cv2.DIST_L2, 3)
     row, col = np.unravel_index(int(np.argmax(far)), far.shape)
     x, y = col + 0.5, row + 0.5
-    inst = Assistant(solid_pred).click(image, (x, y), image_key="a")
+    inst = Assistant(solid_pred, prompt_margin=0.0).click(image, (x, y), image_key="a")
     w, h = np.median(boxes[:, 2:] - boxes[:, :2], axis=0)
     x0, x1 = max(x - w / 2, 0), min(x + w / 2, 96)
     y0, y1 = max(y - h / 2, 0), min(y + h / 2, 80)
@@ -367,7 +388,7 @@ def test_a_click_without_sizes_uses_the_detections_sizes(solid_pred, image) -> N
 
 
 def test_refine_keeps_category_and_identity_and_enlarges_the_box(solid_pred, image) -> None:
-    assistant = Assistant(solid_pred)
+    assistant = Assistant(solid_pred, prompt_margin=0.0)
     drawn = Instance(42, _rect(20, 20, 40, 30), source=Source.HUMAN, id=5, image_id=3)
     same = assistant.refine(image, drawn, image_key="a")
     assert np.array_equal(
@@ -396,7 +417,7 @@ def test_a_tiled_image_is_seen_through_the_tile_holding_the_box(solid_pred, coun
     grid = tile_grid(150, 120, pred.tile_size, pred.tile_overlap)
     assert len(grid) == 6
     backbone = count_calls(pred.model.backbone)
-    assistant = Assistant(pred)
+    assistant = Assistant(pred, prompt_margin=0.0)
     inst = assistant.box_to_mask(big, (60.0, 40.0, 80.0, 64.0), image_key="big")
     cols, rows = _pixels(inst, 120, 150)
     assert (cols.min(), cols.max(), rows.min(), rows.max()) == (60, 79, 40, 63)

@@ -108,3 +108,45 @@ def test_every_architecture_uses_the_overlap_matcher(arch):
 
     model = build_model(arch, num_classes=2)
     assert isinstance(model.rpn.proposal_matcher, OverlapMatcher)
+
+
+def test_loose_boxes_move_each_side_by_at_most_the_jitter_then_widen():
+    from app.ml.models import loose_boxes, widen_boxes
+
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0]]).repeat(2000, 1)
+    size = torch.tensor([20.0, 40.0, 20.0, 40.0])
+    gen = torch.Generator().manual_seed(0)
+    moved = loose_boxes(boxes, jitter=0.15, margin=0.0, generator=gen)
+    shift = (moved - boxes) / size
+    assert shift.abs().max() <= 0.15 and shift.abs().max() > 0.14
+    assert shift.mean(0).abs().max() < 0.01  # as often inward as outward
+    assert torch.equal(loose_boxes(boxes[:1], jitter=0.0, margin=0.2), widen_boxes(boxes[:1], 0.2))
+    assert widen_boxes(boxes[:1], 0.2).tolist() == [[6.0, 12.0, 34.0, 68.0]]
+
+
+def test_training_adds_the_loose_box_mask_loss_and_prediction_is_unchanged():
+    """Every MaskLoop model also learns masks from loose, drag-like boxes (the assists'
+    prompts); the loss trains the mask head, and in eval mode nothing changes."""
+    torch.manual_seed(0)
+    model = build_model("maskrcnn_mobilenet_v3_fpn", num_classes=2, min_size=64, max_size=64)
+    model.train()
+    image, target = _train_sample()
+    losses = model([image], [target])
+    assert float(losses["loss_mask_loose"]) > 0
+    losses["loss_mask_loose"].backward()
+    head = model.roi_heads.mask_head[0][0].weight
+    assert head.grad is not None and head.grad.abs().sum() > 0
+    assert model.backbone.body["0"][0].weight.grad.abs().sum() > 0  # features learn too
+    model.eval()
+    with torch.no_grad():
+        a = model([image])[0]
+        for h in list(model.roi_heads._forward_hooks):
+            del model.roi_heads._forward_hooks[h]
+        b = model([image])[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # An image without objects gives a zero loose-box loss, not an error.
+    model.train()
+    empty = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64),
+             "masks": torch.zeros((0, 64, 64), dtype=torch.uint8)}
+    assert float(build_model("maskrcnn_mobilenet_v3_fpn", num_classes=2, min_size=64,
+                             max_size=64).train()([image], [empty])["loss_mask_loose"]) == 0.0
