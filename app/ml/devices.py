@@ -7,6 +7,9 @@ import torch
 
 from app.errors import MaskLoopError
 
+# The choices the GUI offers; cuda:N and mps are for the command line's --device.
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
 
 class DeviceError(MaskLoopError):
     """The asked-for device is unknown or not present on this machine."""

@@ -43,10 +43,12 @@ from app.core.store import ProjectStore
 from app.core.types import ImageStatus
 from app.errors import MaskLoopError
 from app.ml.categories import categories_keeping_heads
+from app.ml.devices import DEVICE_CHOICES
 from app.ml.train import CHECKPOINT_DIR, CHECKPOINT_NAME
 from app.ml.versions import MODELS_DIR, active_model, set_active_model
 from app.ml.zoo import get_card, list_cards
 
+from .durations import format_duration
 from .model_comparison import Comparison, ComparisonProcess
 from .plot import LinePlot
 from .train_process import Outcome, TrainProcess, TrainResult
@@ -54,8 +56,6 @@ from .train_process import Outcome, TrainProcess, TrainResult
 __all__ = ["Outcome", "TrainDialog", "TrainOptions", "TrainResult", "checkpoint_path"]
 
 log = logging.getLogger(__name__)
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def checkpoint_path(project: Path) -> Path:
@@ -118,14 +118,6 @@ def gui_wording(text: str) -> str:
     return text
 
 
-def format_duration(seconds: float) -> str:
-    """``m:ss`` or ``h:mm:ss``."""
-    s = max(0, round(seconds))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def _metric_text(metrics: dict[str, float]) -> str:
     parts = [
         f"{label} {metrics[key]:.3f}"
@@ -179,7 +171,7 @@ class TrainDialog(QDialog):
         self.batch.setValue(2)
         self.batch.setToolTip("Images per step (per GPU); lower it if memory runs out")
         self.device = QComboBox()
-        self.device.addItems(DEVICES)
+        self.device.addItems(DEVICE_CHOICES)
         self.device.setToolTip("auto uses a CUDA GPU when there is one, else the CPU")
         self.max_iters = QSpinBox()
         self.max_iters.setRange(0, 1_000_000)

@@ -20,7 +20,6 @@ from app.ui.train_dialog import (  # noqa: E402
     TrainDialog,
     TrainOptions,
     checkpoint_path,
-    format_duration,
 )
 
 RUN_TIMEOUT_MS = 150_000
@@ -192,7 +191,6 @@ def test_options_become_train_arguments(tmp_path: Path) -> None:
     args = resumed.arguments(tmp_path)
     assert "--resume" in args and "--base-model" not in args
     assert args[-4:] == ["--name", "x", "--no-activate", "--events-json"]
-    assert format_duration(59.6) == "1:00" and format_duration(3725) == "1:02:05"
 
 
 def test_progress_shows_eta_and_epoch_ap(qtbot, tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.ml.devices import DEVICE_CHOICES as DEVICES
+from app.ui.durations import format_duration
 from app.ui.workers import ModelChoice, WorkerStatus
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,7 @@ class ModelEntry:
 def _format_eta(seconds: float) -> str:
     if seconds < 0:
         return "estimating…"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {secs:02d} s left" if minutes else f"{secs} s left"
+    return f"about {format_duration(seconds)} left"
 
 
 class ModelPanel(QWidget):
