@@ -145,7 +145,10 @@ class OnnxExport:
 
 def card_path_for(onnx_path: Path | str) -> Path:
     """The deploy card's path: the ONNX file's name with ``.json``."""
-    return Path(onnx_path).with_suffix(".json")
+    onnx_path = Path(onnx_path)
+    if onnx_path.suffix.lower() != ".onnx":
+        raise OnnxExportError(f"{onnx_path}: give the ONNX file a name ending in .onnx")
+    return onnx_path.with_suffix(".json")
 
 
 class DetectionGraph(nn.Module):
@@ -263,18 +266,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_onnx(card: ModelCard, onnx_path: Path | str, *, title: str | None = None) -> OnnxExport:
+def export_onnx(card: ModelCard, onnx_path: Path | str) -> OnnxExport:
     """Write ``card``'s model to ``onnx_path`` and its deploy card beside it.
 
     Both files are written atomically; the ONNX file is checked by ``onnx.checker`` before
     it replaces anything. Raises :class:`app.core.extras.MissingExtraError` without the
     ``onnx`` package and :class:`OnnxExportError` when the model cannot be exported.
     """
-    onnx = require("onnx", feature="Exporting a model as ONNX", extra=ONNX_EXTRA)
     onnx_path = Path(onnx_path)
     card_path = card_path_for(onnx_path)
-    if onnx_path.suffix.lower() != ".onnx":
-        raise OnnxExportError(f"{onnx_path}: give the ONNX file a name ending in .onnx")
+    onnx = require("onnx", feature="Exporting a model as ONNX", extra=ONNX_EXTRA)
     started = time.perf_counter()
     graph = DetectionGraph(export_model(card)).eval()
 
@@ -293,7 +294,7 @@ def export_onnx(card: ModelCard, onnx_path: Path | str, *, title: str | None = N
     inputs, outputs = _tensor_infos(card)
     deploy = OnnxCard(
         id=card.id,
-        title=title or card.title,
+        title=card.title,
         architecture=card.architecture,
         onnx_file=onnx_path.name,
         onnx_sha256=_sha256(onnx_path),

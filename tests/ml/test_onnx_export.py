@@ -1,0 +1,251 @@
+"""ONNX export: onnxruntime on the exported bundled model finds what the torch Predictor finds.
+
+The consumer side is docs/examples/onnx_predict.py (numpy and onnxruntime only), so the
+checks run through it: its input conversion against ``to_model_input``, its paste against
+``masks_in_boxes``, and the whole script in a process that cannot import torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from app import paths
+from app.core.extras import MissingExtraError
+from app.core.images import read_image
+from app.ml import zoo
+from app.ml.onnx_export import OUTPUT_NAMES, OnnxExportError, export_onnx
+from app.ml.predictor import Predictor, RawDetections, masks_in_boxes
+from app.ml.preprocess import InputSpec, to_model_input
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "docs" / "examples" / "onnx_predict.py"
+REAL = paths.bundle_root() / "resources" / "demo_real"
+# Fluorescence at an exact 2x resize, brightfield colour (grey + inverted), and a side
+# (347 px) whose resize to 512 px rounds down: the case torchvision's traced resize gets wrong.
+IMAGES = (
+    "dsb2018_308084bdd358e0bd.png",
+    "dsb2018_610f32e2d9d270d7.png",
+    "dsb2018_df53d0b6c2c4e45d.png",
+)
+THRESHOLD = 0.5
+
+# Runs the example with torch made unimportable, then says whether torch got loaded.
+NO_TORCH_RUN = """
+import importlib.abc, runpy, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ImportError(f"{name} must not be imported by the example")
+
+sys.meta_path.insert(0, NoTorch())
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    print("torch loaded" if "torch" in sys.modules else "torch not loaded")
+"""
+
+
+def _load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("onnx_predict_example", EXAMPLE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def example() -> ModuleType:
+    return _load_example()
+
+
+@pytest.fixture(scope="module")
+def card() -> zoo.ModelCard:
+    return zoo.get_card("cells-mobile")
+
+
+@pytest.fixture(scope="module")
+def exported(card, tmp_path_factory):
+    return export_onnx(card, tmp_path_factory.mktemp("onnx") / "cells.onnx")
+
+
+@pytest.fixture(scope="module")
+def session(example, exported):
+    return example.session(exported.onnx_path)
+
+
+@pytest.fixture(scope="module")
+def torch_detections(card) -> dict[str, RawDetections]:
+    """The Predictor's detections above the threshold, per image, in the image's pixels."""
+    predictor = Predictor(card, device="cpu", score_threshold=THRESHOLD)
+    return {
+        name: predictor.detect([to_model_input(read_image(REAL / name), card.input)])[0]
+        for name in IMAGES
+    }
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 1.0
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of each box of ``a`` with each of ``b``."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def _full(x0: int, y0: int, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, dtype=bool)
+    out[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]] = mask
+    return out
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_same_detections_as_the_torch_predictor(
+    name, card, example, session, torch_detections
+) -> None:
+    """Boxes within 1 px, same labels and scores, mask IoU >= 0.98 after the same paste."""
+    image = read_image(REAL / name)
+    height, width = image.shape[:2]
+    ref = torch_detections[name]
+    assert len(ref.scores) >= 20  # real nuclei: the check is not on an empty image
+    boxes, scores, labels, masks = session.run(
+        None, {"image": example.to_model_input(image, card.input.to_dict())}
+    )
+    keep = scores > THRESHOLD
+    boxes, scores, labels, masks = boxes[keep], scores[keep], labels[keep], masks[keep]
+    assert len(scores) == len(ref.scores)
+    ref_boxes = ref.boxes.numpy()
+    match = _box_iou(ref_boxes, boxes).argmax(axis=1)
+    assert sorted(match.tolist()) == list(range(len(scores)))  # one to one
+    assert np.abs(boxes[match] - ref_boxes).max() <= 1.0
+    assert np.abs(scores[match] - ref.scores).max() < 1e-3
+    assert (labels[match] == ref.labels).all()
+    # A detection whose mask has no pixel above 0.5 is dropped by both pastes alike.
+    ref_crops = {crop.score: crop for crop in masks_in_boxes(ref, height, width)}
+    ious = []
+    for i, j in enumerate(match):
+        crop = ref_crops.get(float(ref.scores[i]))
+        pasted = example.paste(masks[j, 0], boxes[j], height, width)
+        if crop is None and pasted is None:
+            continue
+        assert crop is not None and pasted is not None
+        ours = _full(*pasted, (height, width))
+        ious.append(_iou(ours, _full(crop.x0, crop.y0, crop.mask, (height, width))))
+    assert len(ious) >= len(ref.scores) - 2
+    assert min(ious) >= 0.98
+
+
+def test_the_example_runs_without_torch_and_writes_coco(
+    exported, torch_detections, tmp_path
+) -> None:
+    from pycocotools.coco import COCO
+
+    out = tmp_path / "predictions.json"
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_RUN, str(EXAMPLE), str(exported.onnx_path)]
+        + [str(REAL / name) for name in IMAGES]
+        + ["--out", str(out), "--threads", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("torch not loaded")
+    coco = COCO(str(out))
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["nucleus"]
+    for image in coco.loadImgs(coco.getImgIds()):
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
+        raw = torch_detections[image["file_name"]]
+        assert len(anns) == len(masks_in_boxes(raw, image["height"], image["width"]))
+        assert all(a["score"] > THRESHOLD and coco.annToMask(a).any() for a in anns)
+
+
+def test_the_deploy_card(card, exported) -> None:
+    written = json.loads(exported.card_path.read_text())
+    assert exported.card_path == exported.onnx_path.with_suffix(".json")
+    assert written["format"] == "maskloop-onnx"
+    assert written["onnx"]["sha256"] == hashlib.sha256(exported.onnx_path.read_bytes()).hexdigest()
+    assert written["categories"] == [{"label": 1, "id": 1, "name": "nucleus"}]
+    assert InputSpec.from_dict(written["input"]) == card.input
+    assert written["thresholds"]["nms_iou"] == card.nms_iou
+    assert written["thresholds"]["detections_per_img"] == card.detections_per_img
+    sess = ort.InferenceSession(str(exported.onnx_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == [t["name"] for t in written["onnx"]["inputs"]]
+    assert [o.name for o in sess.get_outputs()] == list(OUTPUT_NAMES)
+    assert [t["name"] for t in written["onnx"]["outputs"]] == list(OUTPUT_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("spec", "image"),
+    [
+        (InputSpec(), np.arange(48, dtype=np.uint8).reshape(4, 4, 3)),
+        (InputSpec(normalize="percentile", channels="gray", invert="auto"),
+         np.linspace(0, 4000, 60).astype(np.uint16).reshape(6, 10)),
+        (InputSpec(channels="gray", invert="auto"),
+         (255 - np.arange(64, dtype=np.uint8)).reshape(4, 4, 4)),
+        (InputSpec(normalize="minmax", invert="always"),
+         np.array([[0.5, np.nan], [2.0, -1.0]], dtype=np.float32)),
+        (InputSpec(normalize="fixed", low=10, high=20, channel=1),
+         np.arange(50, dtype=np.uint16).reshape(5, 5, 2)),
+        (InputSpec(), np.eye(5, dtype=bool)),
+        (InputSpec(normalize="percentile", percentiles=(5.0, 95.0)),
+         np.random.default_rng(0).normal(100, 30, (7, 9)).astype(np.float64)),
+    ],
+)  # fmt: skip
+def test_example_input_conversion_is_maskloops(example, spec, image) -> None:
+    ours = example.to_model_input(image, spec.to_dict())
+    assert ours.dtype == np.float32 and ours.shape == (3, *image.shape[:2])
+    np.testing.assert_allclose(ours, to_model_input(image, spec).numpy(), atol=1e-6)
+
+
+def test_example_paste_is_masks_in_boxes(example) -> None:
+    rng = np.random.default_rng(1)
+    n, height, width = 40, 50, 60
+    corner = rng.uniform(-10, 55, (n, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(0.3, 30, (n, 2))], axis=1)
+    probs = rng.uniform(0, 1, (n, 1, 28, 28)).astype(np.float32)
+    raw = RawDetections(
+        boxes=torch.from_numpy(boxes.astype(np.float32)),
+        scores=np.linspace(1, 0.5, n, dtype=np.float32),
+        labels=np.ones(n, dtype=np.int64),
+        masks=torch.from_numpy(probs),
+    )
+    crops = {(c.x0, c.y0, c.score): c.mask for c in masks_in_boxes(raw, height, width)}
+    pasted = {}
+    for box, prob, score in zip(raw.boxes.numpy(), probs[:, 0], raw.scores, strict=True):
+        result = example.paste(prob, box, height, width)
+        if result is not None:
+            pasted[(result[0], result[1], float(score))] = result[2]
+    assert len(crops) > n // 2 and crops.keys() == pasted.keys()
+    assert all(np.array_equal(crops[k], pasted[k]) for k in crops)
+
+
+def test_missing_onnx_names_the_extra(card, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    with pytest.raises(MissingExtraError, match=r"pip install 'maskloop\[onnx\]'"):
+        export_onnx(card, tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_onnx_name_is_required(card, tmp_path) -> None:
+    with pytest.raises(OnnxExportError, match=r"\.onnx"):
+        export_onnx(card, tmp_path / "m.json")
