@@ -72,6 +72,8 @@ def test_wheel_contains_every_module_and_the_bundled_files(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "app").rglob("*.py")}
     assert modules - names == set(), "add the missing app subpackage to pyproject's packages"
+    # Benchmark harness (the simulated annotator) stays out of the product.
+    assert not any(n.startswith("tests/") or n.endswith("loop_sim.py") for n in names)
     for pattern in ("*.json", "*.pt"):
         bundled = {f"app/_data/model_zoo/{p.name}" for p in (ROOT / "model_zoo").glob(pattern)}
         assert bundled <= names

@@ -1,8 +1,8 @@
 """The annotation loop with a simulated annotator (JSON lines, see DESIGN.md).
 
-Two copies of one synthetic project (hidden ground truth, app.ml.loop_sim) go through the
-same rounds: propose -> pick the next images -> simulated review (cost model in
-app/ml/loop_sim.py) -> mark done -> fine-tune the previous round's model on every done
+Two copies of one synthetic project (hidden ground truth, loop_sim.py beside this file) go
+through the same rounds: propose -> pick the next images -> simulated review (cost model in
+loop_sim.py) -> mark done -> fine-tune the previous round's model on every done
 image -> evaluate segm AP on a fixed held-out set. The copies differ only in how the next
 images are picked: by the model's uncertainty (``active.next_images``) or at random
 (seeded), with the same number of images per round.
@@ -114,12 +114,7 @@ for p in (Path(__file__).resolve().parent, REPO):
         sys.path.insert(0, str(p))
 
 from _bench import emit  # noqa: E402
-
-from app.demo.synthetic import OTHER_MICROSCOPE  # noqa: E402
-from app.errors import MaskLoopError  # noqa: E402
-from app.ml import zoo  # noqa: E402
-from app.ml.active import Strategy  # noqa: E402
-from app.ml.loop_sim import (  # noqa: E402
+from loop_sim import (  # noqa: E402
     RANDOM_BASE,
     LoopConfig,
     LoopSimError,
@@ -129,6 +124,11 @@ from app.ml.loop_sim import (  # noqa: E402
     base_model,
     held_out_set,
 )
+
+from app.demo.synthetic import OTHER_MICROSCOPE  # noqa: E402
+from app.errors import MaskLoopError  # noqa: E402
+from app.ml import zoo  # noqa: E402
+from app.ml.active import Strategy  # noqa: E402
 from app.ml.predictor import usable_cores  # noqa: E402
 
 DEFAULT_BASE = "cells-mobile"

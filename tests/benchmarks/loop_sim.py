@@ -8,8 +8,9 @@ fine-tune the previous round's model on every done image (:mod:`app.ml.train`) -
 register it as a model version -> evaluate on a fixed held-out set: segm AP, and what
 reviewing the model's proposals on those images would cost (the same images every round,
 so the cost measures the model's progress; the images a strategy picks get harder as
-uncertainty ordering takes the doubtful ones first). The loop benchmark
-(tests/benchmarks/bench_loop.py) and the tests drive it.
+uncertainty ordering takes the doubtful ones first). The loop benchmark (bench_loop.py
+beside it) and test_loop_sim.py drive it; it is harness code, not part of the product, so
+it lives here rather than in the app package.
 
 Cost model of a review, in operations (clicks and drags an annotator makes):
 
