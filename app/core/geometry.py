@@ -1,4 +1,4 @@
-"""Masks <-> polygons with holes, simplification, area, bbox, IoU and COCO RLE.
+"""Masks <-> polygons with holes, simplification, ring area, bbox and COCO RLE.
 
 Coordinate convention (the same as COCO, pycocotools, PIL and torchvision boxes): a vertex
 (x, y) is a point in continuous image coordinates where pixel (column c, row r) covers the
@@ -178,7 +178,7 @@ def mask_to_polygons(
     rings: list[tuple[np.ndarray, float]] = []
     for contour in contours:
         corners = _drop_redundant((contour.reshape(-1, 2) + 1) // 2 - 1)
-        area = abs(cv2.contourArea(corners.astype(np.float32))) if len(corners) >= 3 else 0.0
+        area = ring_area(corners)
         rings.append((corners.astype(np.int32), area))
     shift = np.array([offset[0], offset[1]], np.float64)
     fine_tolerance, fine_area = tolerance * scale, min_area * scale * scale
@@ -322,14 +322,6 @@ def ring_area(ring: np.ndarray) -> float:
     return abs(_signed_twice_area(ring)) / 2.0
 
 
-def polygons_area(polygons: Sequence[Polygon]) -> float:
-    """Area in px^2: each exterior minus its holes, summed over parts (shoelace).
-
-    Overlapping parts count twice; a mask's area is its pixel count instead.
-    """
-    return float(sum(ring_area(p.exterior) - sum(ring_area(h) for h in p.holes) for p in polygons))
-
-
 def polygons_bbox(polygons: Sequence[Polygon]) -> tuple[float, float, float, float]:
     """COCO box (x, y, w, h) around every exterior vertex; zeros for no polygons."""
     rings = [p.exterior for p in polygons if len(p.exterior)]
@@ -339,18 +331,6 @@ def polygons_bbox(polygons: Sequence[Polygon]) -> tuple[float, float, float, flo
     x0, y0 = pts.min(axis=0)
     x1, y1 = pts.max(axis=0)
     return (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two masks of the same shape (pycocotools); 1.0 if both empty."""
-    ma, mb = _as_mask(a), _as_mask(b)
-    if ma.shape != mb.shape:
-        raise GeometryError(f"cannot compare masks of shapes {ma.shape} and {mb.shape}")
-    if not ma.any() and not mb.any():
-        return 1.0
-    ra = mask_utils.encode(np.asfortranarray(ma != 0, dtype=np.uint8))
-    rb = mask_utils.encode(np.asfortranarray(mb != 0, dtype=np.uint8))
-    return float(mask_utils.iou([ra], [rb], [0])[0][0])
 
 
 # -- RLE ------------------------------------------------------------------------------------

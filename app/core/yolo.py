@@ -36,7 +36,7 @@ import numpy as np
 
 from app.core.atomic import write_atomic, write_text_atomic
 from app.core.extras import require
-from app.core.geometry import mask_to_polygons, polygons_to_mask_crop
+from app.core.geometry import mask_to_polygons, polygons_to_mask_crop, ring_area
 from app.core.images import SUPPORTED_EXTENSIONS, ImageReadError, read_image_size
 from app.core.import_problems import Problems
 from app.core.interchange import (
@@ -200,14 +200,9 @@ def instance_ring(
     if not rings:
         return None
     ring = bridge_rings(rings)
-    if _ring_area(ring) <= 0:
+    if ring_area(ring) <= 0:
         return None
     return ring, len(rings)
-
-
-def _ring_area(ring: np.ndarray) -> float:
-    x, y = ring[:, 0].astype(np.float64), ring[:, 1].astype(np.float64)
-    return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2.0
 
 
 def _decimals(width: int, height: int) -> int:
@@ -430,7 +425,7 @@ def ring_polygons(points: np.ndarray, width: int, height: int) -> list[Polygon]:
     pixels = np.where(np.abs(pixels - whole) <= SNAP_PX, whole, pixels)
     ring = Polygon(pixels.astype(np.float32))
     if len(np.unique(points, axis=0)) == len(points):
-        return [ring] if _ring_area(ring.exterior) > 0 else []
+        return [ring] if ring_area(ring.exterior) > 0 else []
     crop, x0, y0 = polygons_to_mask_crop([ring], height, width)
     return mask_to_polygons(crop, tolerance=0.0, min_area=0.0, offset=(x0, y0))
 

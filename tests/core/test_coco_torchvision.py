@@ -5,9 +5,10 @@ import json
 import cv2
 import numpy as np
 import pytest
+from mask_checks import mask_iou
 
 from app.core.coco import export_coco
-from app.core.geometry import mask_iou, mask_to_polygons, polygons_to_mask
+from app.core.geometry import mask_to_polygons, polygons_to_mask
 from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus, Instance
 

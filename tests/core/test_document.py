@@ -160,8 +160,10 @@ def test_empty_edit():
 
 
 def test_brush_adds_and_eraser_cuts_a_hole():
+    from mask_checks import polygons_area
+
     from app.core.document import brush_polygons
-    from app.core.geometry import polygons_area, polygons_to_mask
+    from app.core.geometry import polygons_to_mask
 
     base = [square(10, 10, 40)]
     grown = brush_polygons(base, np.array([[55.0, 30.0]]), 4, erase=False, image_size=(100, 100))

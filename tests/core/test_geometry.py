@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from mask_checks import mask_iou, polygons_area
 from pycocotools import mask as mask_utils
 
 from app.core.geometry import (
@@ -13,9 +14,7 @@ from app.core.geometry import (
     GeometryError,
     crop_to_rle,
     label_map_to_instances,
-    mask_iou,
     mask_to_polygons,
-    polygons_area,
     polygons_bbox,
     polygons_to_mask,
     polygons_to_rle,
@@ -188,17 +187,6 @@ def test_crop_to_rle_merges_runs_across_columns():
     full = np.zeros((5, 6), bool)
     full[:, 1:4] = True
     assert rle == rle_encode(full)
-
-
-def test_mask_iou():
-    a = np.zeros((10, 10), bool)
-    b = a.copy()
-    assert mask_iou(a, b) == 1.0
-    a[:5] = True
-    b[:, :5] = True
-    assert mask_iou(a, b) == pytest.approx(25 / 75)
-    with pytest.raises(GeometryError):
-        mask_iou(a, np.zeros((3, 3), bool))
 
 
 def test_default_tolerance_simplifies_straight_and_diagonal_edges():

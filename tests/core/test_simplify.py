@@ -6,9 +6,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from mask_checks import mask_iou
 
 from app.core.geometry import (
-    mask_iou,
     mask_to_polygons,
     polygons_to_mask,
     simplify_ring,
