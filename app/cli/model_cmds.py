@@ -81,8 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
-        help="keep detections scoring above this (0-1; default 0.5)",
+        default=None,
+        help="also save this as the project's score threshold (0.05-1): proposals scoring "
+        "below it are hidden in the GUI, rejected when an image is marked done and left out "
+        "of exports. Every detection scoring 0.05 or more is stored whatever the threshold, "
+        "so it can be changed later without proposing again",
     )
     p.add_argument(
         "--nms-iou",
@@ -235,11 +238,21 @@ def _propose_each(
 def _propose(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from app.core.score_threshold import SCORE_FLOOR, migrate_score_floor, set_project_threshold
     from app.ml.predictor import Predictor
     from app.ml.propose import Shard, detection_threshold, select_images
     from app.ml.versions import active_model, version_id
 
     with ProjectStore.open(args.project) as store:
+        if args.threshold is not None:
+            saved = set_project_threshold(store, args.threshold)
+            print(f"score threshold of the project: {saved:.2f}")
+        again = migrate_score_floor(store)
+        if again:
+            print(
+                f"{again} proposed images are proposed again to store every detection down to "
+                f"score {SCORE_FLOOR} (the threshold then needs no new run)"
+            )
         model_id = args.model or active_model(store)
         card = model_card(store, model_id)
         chosen = select_images(
@@ -271,7 +284,7 @@ def _propose(args: argparse.Namespace) -> int:
             card,
             device=args.device,
             precision=args.precision,
-            score_threshold=detection_threshold(args.threshold),
+            score_threshold=detection_threshold(SCORE_FLOOR),
             nms_iou=args.nms_iou,
             max_detections=args.max_detections,
             tile_size=args.tile_size,
@@ -289,7 +302,7 @@ def _propose(args: argparse.Namespace) -> int:
                 chosen.images,
                 model_id=model_id,
                 model_version=version_id(model_id),
-                threshold=args.threshold,
+                threshold=SCORE_FLOOR,
                 score_only=args.score_only,
             ):
                 bar.update(1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +51,9 @@ from app.core.interchange import (
     source_for,
 )
 from app.core.output_files import check_output
+from app.core.progress import Progress
+from app.core.progress import report as report_progress
+from app.core.score_threshold import exported_instances, project_threshold
 from app.core.store import ProjectStore
 from app.core.types import Category, ImageStatus, Instance, Polygon, Source
 from app.errors import MaskLoopError
@@ -166,10 +169,16 @@ def build_coco(
     statuses: Iterable[ImageStatus] = (ImageStatus.DONE,),
     images_root: Path | None = None,
     out_path: Path = Path("-"),
+    progress: Progress | None = None,
 ) -> tuple[dict, ExportReport]:
-    """The COCO dict of the project's images with the given statuses, and what it holds."""
+    """The COCO dict of the project's images with the given statuses, and what it holds.
+
+    Proposals hidden below the project's score threshold are left out. ``progress`` gets
+    (images done, images).
+    """
     segmentation = Segmentation(segmentation)
     records = store.images(status=list(statuses), include_missing=True)
+    threshold = project_threshold(store)
     root = images_root_for(store, records, images_root)
     report = ExportReport(path=out_path, images_root=root)
     now = datetime.now(UTC)
@@ -191,6 +200,7 @@ def build_coco(
     }
     ann_id = 0
     for image_id, record in enumerate(sorted(records, key=lambda r: r.path), 1):
+        report_progress(progress, image_id - 1, len(records))
         name = relative_to_root(store, record, root)
         if name is None:
             report.skipped.append((record.path, f"not under the images root {root}"))
@@ -199,7 +209,7 @@ def build_coco(
             {"id": image_id, "file_name": name, "width": record.width, "height": record.height}
         )
         report.images += 1
-        instances = store.instances(record.id)
+        instances = exported_instances(store, record.id, threshold)
         as_polygons = _polygon_annotations(
             [
                 None if segmentation == Segmentation.RLE or inst.has_holes or inst.crowd else inst
@@ -232,6 +242,7 @@ def build_coco(
             else:
                 report.polygon_instances += 1
     report.instances = ann_id
+    report_progress(progress, len(records), len(records))
     if report.holes_as_rle:
         log.warning(
             "%d instances with holes were written as RLE: COCO polygons cannot hold holes",
@@ -256,11 +267,14 @@ def export_coco(
     statuses: Iterable[ImageStatus] = (ImageStatus.DONE,),
     images_root: Path | str | None = None,
     overwrite: bool = False,
+    progress: Progress | None = None,
 ) -> ExportReport:
-    """Write the project's annotations as a COCO instances file (atomically).
+    """Write the project's annotations as a COCO instances file (atomically: a cancelled
+    or failed export leaves no file).
 
     The store and the project's images are never written over; another existing file
-    only with ``overwrite`` (see :mod:`app.core.output_files`).
+    only with ``overwrite`` (see :mod:`app.core.output_files`). ``progress`` gets
+    (images done, images) and may raise :class:`OperationCancelled`.
     """
     out_path = Path(out_path)
     check_output(store, out_path, overwrite=overwrite)
@@ -271,6 +285,7 @@ def export_coco(
         statuses=statuses,
         images_root=Path(images_root) if images_root is not None else None,
         out_path=out_path,
+        progress=progress,
     )
     _write_coco_json(coco, out_path)
     return report
@@ -491,7 +506,7 @@ def import_coco(
     replace: bool = False,
     crowd: Crowd | str = Crowd.KEEP,
     simplify: float = 0.0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Import a COCO instances file; all or nothing (see the module docstring).
 

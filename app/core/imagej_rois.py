@@ -45,6 +45,9 @@ from app.core.interchange import (
 )
 from app.core.name_match import ImagesByName
 from app.core.output_files import check_output, check_output_folder, project_image_paths
+from app.core.progress import CreatedFiles, Progress
+from app.core.progress import report as report_progress
+from app.core.score_threshold import exported_instances, project_threshold
 from app.core.store import ProjectStore
 from app.core.types import Category, ImageRecord, ImageStatus, Instance, Polygon
 from app.errors import MaskLoopError
@@ -194,11 +197,15 @@ def export_rois(
     statuses: Iterable[ImageStatus] = (ImageStatus.DONE,),
     images_root: Path | str | None = None,
     overwrite: bool = False,
+    progress: Progress | None = None,
 ) -> RoiExportReport:
     """One ``<image stem>_RoiSet.zip`` per image, its folders mirrored from the images root.
 
     Every target is checked first: none in a folder of project images, and existing ones
-    replaced only with ``overwrite``; each zip is written atomically.
+    replaced only with ``overwrite``; each zip is written atomically. Proposals hidden
+    below the project's score threshold are left out. ``progress`` gets (images done,
+    images); if it raises :class:`OperationCancelled` (or a write fails) the ROI sets this
+    export created are removed again.
     """
     roifile = _roifile()
     out_dir = Path(out_dir).expanduser()
@@ -219,33 +226,59 @@ def export_rois(
         check_output_folder(store, target.parent, image_folders)
         check_output(store, target, overwrite=overwrite, image_paths=image_paths)
         targets.append((record, target))
-    for record, target in targets:
-        rois = []
-        for number, inst in enumerate(store.instances(record.id), 1):
-            if not any(len(p.exterior) >= 3 for p in inst.polygons):
-                report.skipped.append((f"{record.path} instance {inst.id}", "no polygon"))
-                continue
-            category = categories[inst.category_id]
-            roi, composite = instance_roi(
-                roifile,
-                inst,
-                category,
-                groups[inst.category_id],
-                number,
-                (record.width, record.height),
+    threshold = project_threshold(store)
+    created = CreatedFiles()
+    try:
+        for done, (record, target) in enumerate(targets):
+            report_progress(progress, done, len(targets))
+            _write_roi_set(
+                roifile, store, record, target, categories, groups, threshold, report, created
             )
-            rois.append(roi)
-            report.composite += int(composite)
-        data = _roi_set_bytes(rois)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(target, data)
-        except OSError as exc:
-            raise RoiError(f"cannot write {target}: {exc.strerror or exc}") from exc
-        report.files += 1
-        report.instances += len(rois)
+        report_progress(progress, len(targets), len(targets))
+    except BaseException:
+        created.remove()
+        raise
     log.info("exported %d ROI sets to %s", report.files, out_dir)
     return report
+
+
+def _write_roi_set(
+    roifile: Any,
+    store: ProjectStore,
+    record: ImageRecord,
+    target: Path,
+    categories: dict[int, Category],
+    groups: dict[int, int],
+    threshold: float,
+    report: RoiExportReport,
+    created: CreatedFiles,
+) -> None:
+    """One image's ROI set (see :func:`export_rois`)."""
+    rois = []
+    for number, inst in enumerate(exported_instances(store, record.id, threshold), 1):
+        if not any(len(p.exterior) >= 3 for p in inst.polygons):
+            report.skipped.append((f"{record.path} instance {inst.id}", "no polygon"))
+            continue
+        category = categories[inst.category_id]
+        roi, composite = instance_roi(
+            roifile,
+            inst,
+            category,
+            groups[inst.category_id],
+            number,
+            (record.width, record.height),
+        )
+        rois.append(roi)
+        report.composite += int(composite)
+    data = _roi_set_bytes(rois)
+    created.will_write(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(target, data)
+    except OSError as exc:
+        raise RoiError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    report.files += 1
+    report.instances += len(rois)
 
 
 # -- import -----------------------------------------------------------------------------------
@@ -327,8 +360,11 @@ def import_rois(
     category_id: int | None = None,
     status: ImageStatus = ImageStatus.DONE,
     replace: bool = False,
+    progress: Progress | None = None,
 ) -> ImportReport:
-    """Import every ``*.zip`` ROI set under ``folder``; checked first, written in one go.
+    """Import every ``*.zip`` ROI set under ``folder``; checked first, written in one go
+    (``progress`` gets sets read, sets; it may raise :class:`OperationCancelled`, which
+    leaves the project as it was).
 
     A ROI's category comes from its ``category`` property (added to the project if new),
     else ``category_id`` (default: the project's first category, 'object' if none).
@@ -357,7 +393,8 @@ def import_rois(
     by_name = ImagesByName(store.images(include_missing=True))
     pending: list[tuple[PendingImage, list[str | None]]] = []
     claimed: dict[int, str] = {}
-    for path in files:
+    for done, path in enumerate(files):
+        report_progress(progress, done, len(files))
         rel = path.relative_to(folder)
         where = rel.as_posix()
         entries = _read_entries(path, where, problems)
@@ -387,6 +424,7 @@ def import_rois(
             category = str(roi.properties.get("category", "")).strip() if roi.props else ""
             names.append(category or None)
         pending.append((item, names))
+    report_progress(progress, len(files), len(files))
     problems.raise_if_any()
     with store.transaction():
         categories = _Categories(store, category_id, report)

@@ -31,6 +31,9 @@ from app.core.interchange import (
     source_for,
 )
 from app.core.output_files import check_output, check_output_folder, project_image_paths
+from app.core.progress import CreatedFiles, Progress
+from app.core.progress import report as report_progress
+from app.core.score_threshold import exported_instances, project_threshold
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance
 from app.errors import MaskLoopError
@@ -114,10 +117,12 @@ def import_label_maps(
     replace: bool = False,
     simplify: float = 0.0,
     min_area: float = 0.0,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Import every label map in ``folder`` (not recursive) onto the project's images.
 
-    All files are read and checked first, then everything is written in one transaction.
+    All files are read and checked first (``progress`` gets files read, files; it may
+    raise :class:`OperationCancelled`), then everything is written in one transaction.
     An all-zero map says its image is empty; one whose every id is dropped (``min_area``)
     leaves its image as it was.
     ``category_id`` defaults to the project's first category ('object' is made if none).
@@ -140,7 +145,8 @@ def import_label_maps(
     source = source_for(status)
     pending: list[PendingImage] = []
     claimed: dict[int, str] = {}
-    for path in files:
+    for done, path in enumerate(files):
+        report_progress(progress, done, len(files))
         matches = next((by_stem[s] for s in _candidate_stems(path.stem) if s in by_stem), [])
         if not matches:
             report.skipped.append((path.name, "no project image has this file stem"))
@@ -166,6 +172,7 @@ def import_label_maps(
         if not parts and labels.any():  # every id fell below --min-area: not an empty image
             item.dropped = int(np.count_nonzero(np.unique(labels)))
         pending.append(item)
+    report_progress(progress, len(files), len(files))
     with store.transaction():
         if category_id is None:
             cats = store.categories()
@@ -192,11 +199,15 @@ def export_label_maps(
     statuses: Iterable[ImageStatus] = (ImageStatus.DONE,),
     images_root: Path | str | None = None,
     overwrite: bool = False,
+    progress: Progress | None = None,
 ) -> LabelExportReport:
     """One 16-bit PNG label map per image, at its path under the images root (suffix .png).
 
     Every target is checked before anything is written: none may land in a folder that
     holds project images, and an existing file is replaced only with ``overwrite``.
+    Proposals hidden below the project's score threshold are left out. ``progress`` gets
+    (images done, images); if it raises :class:`OperationCancelled` (or a write fails) the
+    maps this export created are removed again.
     """
     out_dir = Path(out_dir).expanduser()
     records = store.images(status=list(statuses), include_missing=True)
@@ -214,6 +225,8 @@ def export_label_maps(
         check_output_folder(store, target.parent, image_folders)
         check_output(store, target, overwrite=overwrite, image_paths=image_paths)
         targets.append((record, target))
+    created = CreatedFiles()
+    created.will_make(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -223,24 +236,34 @@ def export_label_maps(
         by_folder.setdefault(target.parent, set()).add(target.name)
     for folder, names in by_folder.items():
         remove_stale_temps(folder, names)
-    for record, target in targets:
-        instances = store.instances(record.id)
-        if len(instances) > MAX_PNG_ID:
-            report.skipped.append((record.path, f"{len(instances)} instances do not fit 16 bits"))
-            continue
-        labels = np.zeros((record.height, record.width), np.uint16)
-        for value, inst in enumerate(instances, 1):
-            crop, x0, y0 = polygons_to_mask_crop(inst.polygons, record.height, record.width)
-            if not crop.size:
+    threshold = project_threshold(store)
+    try:
+        for done, (record, target) in enumerate(targets):
+            report_progress(progress, done, len(targets))
+            instances = exported_instances(store, record.id, threshold)
+            if len(instances) > MAX_PNG_ID:
+                report.skipped.append(
+                    (record.path, f"{len(instances)} instances do not fit 16 bits")
+                )
                 continue
-            window = labels[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]]
-            report.overlap_pixels += int(np.count_nonzero(window[crop]))
-            window[crop] = value
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _write_png16(labels, target)
-        except OSError as exc:
-            raise LabelMapError(f"cannot write {target}: {exc.strerror or exc}") from exc
-        report.images += 1
-        report.instances += len(instances)
+            labels = np.zeros((record.height, record.width), np.uint16)
+            for value, inst in enumerate(instances, 1):
+                crop, x0, y0 = polygons_to_mask_crop(inst.polygons, record.height, record.width)
+                if not crop.size:
+                    continue
+                window = labels[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]]
+                report.overlap_pixels += int(np.count_nonzero(window[crop]))
+                window[crop] = value
+            created.will_write(target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _write_png16(labels, target)
+            except OSError as exc:
+                raise LabelMapError(f"cannot write {target}: {exc.strerror or exc}") from exc
+            report.images += 1
+            report.instances += len(instances)
+        report_progress(progress, len(targets), len(targets))
+    except BaseException:
+        created.remove()
+        raise
     return report

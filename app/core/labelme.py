@@ -33,6 +33,8 @@ from app.core.interchange import (
     safe_relative_name,
     source_for,
 )
+from app.core.progress import Progress
+from app.core.progress import report as report_progress
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus, Instance, Polygon
 from app.errors import MaskLoopError
@@ -193,8 +195,11 @@ def import_labelme(
     *,
     status: ImageStatus = ImageStatus.DONE,
     replace: bool = False,
+    progress: Progress | None = None,
 ) -> ImportReport:
-    """Import every labelme ``*.json`` under ``folder``; written in one transaction.
+    """Import every labelme ``*.json`` under ``folder``; written in one transaction, after
+    every file is read (``progress`` gets files read, files; it may raise
+    :class:`OperationCancelled`, which leaves the project as it was).
 
     Every shape is checked against its image first. A file whose shapes all fail leaves
     its image as it was; an empty ``shapes`` list says the image is empty. Labels become
@@ -213,7 +218,8 @@ def import_labelme(
     report = ImportReport()
     source = source_for(status)
     pending: list[tuple[PendingImage, list[tuple[str, list[Polygon]]]]] = []
-    for path in files:
+    for done, path in enumerate(files):
+        report_progress(progress, done, len(files))
         where = path.relative_to(folder).as_posix()
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
@@ -227,6 +233,7 @@ def import_labelme(
         if item is None:
             continue
         pending.append((item, _instances(doc["shapes"], item, report)))
+    report_progress(progress, len(files), len(files))
     with store.transaction():
         for item, instances in pending:
             for label, polygons in instances:

@@ -52,6 +52,9 @@ from app.core.interchange import (
 )
 from app.core.name_match import ImagesByName
 from app.core.output_files import check_output, check_output_folder, project_image_paths
+from app.core.progress import CreatedFiles, Progress
+from app.core.progress import report as report_progress
+from app.core.score_threshold import exported_instances, project_threshold
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance, Polygon
 from app.errors import MaskLoopError
@@ -264,12 +267,16 @@ def export_yolo(
     fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
     images_root: Path | str | None = None,
     overwrite: bool = False,
+    progress: Progress | None = None,
 ) -> YoloExportReport:
     """Write the images of ``statuses`` as an Ultralytics segmentation dataset in ``out_dir``.
 
     Every target is checked before anything is written (project images and the store are
     never replaced; other existing files only with ``overwrite``); each file is written
     atomically. ``fractions`` ({"val": 0.1, "test": ...}) sets the held-out shares.
+    Proposals hidden below the project's score threshold are left out. ``progress`` gets
+    (images done, images); if it raises :class:`OperationCancelled` (or a write fails) the
+    files this export created are removed again.
     """
     require("yaml", feature="YOLO export")
     check_fractions(fractions)
@@ -310,9 +317,38 @@ def export_yolo(
         plan.append((record, split, image_target, label_target))
     check_output(store, report.data_yaml, overwrite=overwrite, image_paths=image_paths)
     written: set[Path] = set()
-    for record, split, image_target, label_target in plan:
+    threshold = project_threshold(store)
+    created = CreatedFiles()
+    try:
+        _write_plan(store, plan, class_of, threshold, report, written, created, progress)
+        used = sorted(report.images, key=SPLITS.index)
+        text = _data_yaml(out_dir, used, [c.name for c in categories])
+        created.will_write(report.data_yaml)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(report.data_yaml, text)
+    except BaseException:
+        created.remove()
+        raise
+    report.stale = _stale_files(out_dir, written)
+    log.info("exported %d images as YOLO to %s", sum(report.images.values()), out_dir)
+    return report
+
+
+def _write_plan(
+    store: ProjectStore,
+    plan: list[tuple[ImageRecord, str, Path, Path]],
+    class_of: dict[int, int],
+    threshold: float,
+    report: YoloExportReport,
+    written: set[Path],
+    created: CreatedFiles,
+    progress: Progress | None,
+) -> None:
+    """Write each planned image and its label file (see :func:`export_yolo`)."""
+    for done, (record, split, image_target, label_target) in enumerate(plan):
+        report_progress(progress, done, len(plan))
         lines = []
-        for inst in store.instances(record.id):
+        for inst in exported_instances(store, record.id, threshold):
             made = instance_ring(inst.polygons, record.width, record.height)
             if made is None:
                 report.skipped.append((f"{record.path} instance {inst.id}", "no area on the image"))
@@ -323,6 +359,7 @@ def export_yolo(
         source = store.abspath(record)
         try:
             for target in (image_target, label_target):
+                created.will_write(target)
                 target.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(image_target, lambda tmp, src=source: shutil.copyfile(src, tmp))
             text = "".join(line + "\n" for line in lines)
@@ -332,13 +369,7 @@ def export_yolo(
         written |= {image_target.resolve(), label_target.resolve()}
         report.images[split] = report.images.get(split, 0) + 1
         report.instances += len(lines)
-    used = sorted(report.images, key=SPLITS.index)
-    text = _data_yaml(out_dir, used, [c.name for c in categories])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(report.data_yaml, text)
-    report.stale = _stale_files(out_dir, written)
-    log.info("exported %d images as YOLO to %s", sum(report.images.values()), out_dir)
-    return report
+    report_progress(progress, len(plan), len(plan))
 
 
 # -- import -----------------------------------------------------------------------------------
@@ -516,8 +547,11 @@ def import_yolo(
     *,
     status: ImageStatus = ImageStatus.DONE,
     replace: bool = False,
+    progress: Progress | None = None,
 ) -> ImportReport:
-    """Import a YOLO segmentation dataset; every line is checked, then all is written at once.
+    """Import a YOLO segmentation dataset; every line is checked, then all is written at once
+    (``progress`` gets label files read, files; it may raise :class:`OperationCancelled`,
+    which leaves the project as it was).
 
     Class names (data.yaml) become categories by name. An empty label file says its image
     has no objects. Raises :class:`DatasetFormatError` listing every malformed line.
@@ -537,7 +571,8 @@ def import_yolo(
     pending: list[PendingImage] = []
     claimed: dict[str, str] = {}
     source = source_for(status)
-    for label, images_dir, name in labels:
+    for done, (label, images_dir, name) in enumerate(labels):
+        report_progress(progress, done, len(labels))
         where = label.relative_to(folder).as_posix()
         try:
             text = label.read_text(encoding="utf-8")
@@ -572,6 +607,7 @@ def import_yolo(
                 Instance(category_id=class_index, polygons=polygons, source=source)
             )
         pending.append(item)
+    report_progress(progress, len(labels), len(labels))
     problems.raise_if_any()
     with store.transaction():
         category_ids = []

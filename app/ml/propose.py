@@ -8,8 +8,12 @@ touched are never written (:meth:`ProjectStore.replace_proposals` refuses them).
 Each image's active-learning uncertainty (:func:`app.ml.active.image_uncertainty`) is
 stored with its proposals. It needs the detections a reviewer never sees, down to
 :data:`app.ml.active.DEFAULT_FLOOR`, so the predictor runs at :func:`detection_threshold`
-and only detections scoring at least the user's threshold become proposals. A score-only
-run stores the uncertainty and no proposals.
+and only detections scoring at least ``threshold`` become proposals. A score-only run
+stores the uncertainty and no proposals.
+
+Callers store down to :data:`app.core.score_threshold.SCORE_FLOOR`: the project's score
+threshold then only decides which stored proposals are shown, so changing it needs no model
+run and a detection's presence never depends on it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Protocol
 
 from app.core.geometry import polygons_bbox
 from app.core.images import read_image
+from app.core.score_threshold import migrate_score_floor
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance, Polygon
 from app.errors import MaskLoopError
@@ -172,9 +177,11 @@ def propose_images(
 
     Every detection the predictor returns counts towards the image's stored uncertainty;
     only those scoring at least ``threshold`` (None: all) are stored as proposals, and none
-    with ``score_only``. Build the predictor at ``detection_threshold(threshold)``. An
+    with ``score_only``. Build the predictor at ``detection_threshold(threshold)``. A
+    project from before the score floor is migrated first (:func:`migrate_score_floor`). An
     unreadable image is reported and skipped; the model's own errors propagate.
     """
+    migrate_score_floor(store)
     categories = CategoryMapper(store, card)
     for image in images:
         t0 = time.perf_counter()

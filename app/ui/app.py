@@ -119,14 +119,21 @@ def attach_proposals(window: MainWindow, store: ProjectStore) -> None:
     """Start background proposals with the project's active model (never blocks the GUI)."""
     import torch
 
+    from app.core.score_threshold import SCORE_FLOOR
+
     from .model_entries import model_entries
-    from .workers import PROPOSAL_THRESHOLD_KEY, ModelChoice, ProposalController
+    from .workers import ModelChoice, ProposalController
 
     model_id = store.get_meta("active_model") or "cells-mobile"
     device = str(settings().value("model/device", "auto"))
-    saved = store.get_meta(PROPOSAL_THRESHOLD_KEY)
-    choice = ModelChoice(model_id, device, float(saved)) if saved else ModelChoice(model_id, device)
-    controller = ProposalController(store.root, choice=choice, parent=window)
+    # Every detection down to the floor is stored; the window's threshold decides what shows.
+    choice = ModelChoice(model_id, device, SCORE_FLOOR)
+    controller = ProposalController(
+        store.root,
+        choice=choice,
+        predictor_factory=window.simplify.predictor_factory(),  # outlines at its tolerance
+        parent=window,
+    )
     window.attach_proposals(controller, model_entries(store), cuda=torch.cuda.is_available())
     if not torch.cuda.is_available():
         window.statusBar().showMessage(

@@ -3,8 +3,10 @@
 Every operation calls the same core function as its command (``maskloop init``,
 ``import-coco``, ``import-labels``, ``import-labelme``, ``export-coco``,
 ``export-labels``), in a worker thread behind a progress dialog
-(:func:`.background_task.run_in_background`); an error is shown as the command's one-line
-message and leaves the project as the core function leaves it (imports are all or nothing).
+(:func:`.background_task.run_in_background`) that counts what is done; an error is shown
+as the command's one-line message and leaves the project as the core function leaves it
+(imports are all or nothing). Imports and exports can be cancelled: an import then leaves
+the project as it was, an export removes the files it had created.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from app.core.imagej_rois import export_rois, import_rois
 from app.core.interchange import ImportReport
 from app.core.label_maps import export_label_maps, import_label_maps
 from app.core.labelme import import_labelme
+from app.core.progress import OperationCancelled, Progress
 from app.core.scan import ScanReport, scan_folder
 from app.core.store import DB_NAME, ProjectStore
 from app.core.yolo import export_yolo, import_yolo
@@ -89,7 +92,9 @@ def create_project(store: ProjectStore, images: Path, progress) -> ScanReport:
     return report
 
 
-def run_import(store: ProjectStore, choice: ImportChoice) -> ImportReport:
+def run_import(
+    store: ProjectStore, choice: ImportChoice, progress: Progress | None = None
+) -> ImportReport:
     if choice.kind is Kind.COCO:
         assert choice.images_root is not None
         return import_coco(
@@ -99,6 +104,7 @@ def run_import(store: ProjectStore, choice: ImportChoice) -> ImportReport:
             status=choice.status,
             replace=choice.replace,
             crowd=Crowd.KEEP,  # as import-coco does: crowd regions stay crowd regions
+            progress=progress,
         )
     if choice.kind is Kind.LABEL_MAPS:
         return import_label_maps(
@@ -107,9 +113,12 @@ def run_import(store: ProjectStore, choice: ImportChoice) -> ImportReport:
             category_id=choice.category_id,
             status=choice.status,
             replace=choice.replace,
+            progress=progress,
         )
     if choice.kind is Kind.YOLO:
-        return import_yolo(store, choice.source, status=choice.status, replace=choice.replace)
+        return import_yolo(
+            store, choice.source, status=choice.status, replace=choice.replace, progress=progress
+        )
     if choice.kind is Kind.ROIS:
         return import_rois(
             store,
@@ -117,20 +126,18 @@ def run_import(store: ProjectStore, choice: ImportChoice) -> ImportReport:
             category_id=choice.category_id,
             status=choice.status,
             replace=choice.replace,
+            progress=progress,
         )
-    return import_labelme(store, choice.source, status=choice.status, replace=choice.replace)
+    return import_labelme(
+        store, choice.source, status=choice.status, replace=choice.replace, progress=progress
+    )
 
 
-def run_export(store: ProjectStore, choice: ExportChoice) -> str:
+def run_export(store: ProjectStore, choice: ExportChoice, progress: Progress | None = None) -> str:
     """Export and say what was written."""
+    options = {"statuses": choice.statuses, "overwrite": choice.overwrite, "progress": progress}
     if choice.kind is Kind.COCO:
-        r = export_coco(
-            store,
-            choice.target,
-            segmentation=Segmentation.AUTO,
-            statuses=choice.statuses,
-            overwrite=choice.overwrite,
-        )
+        r = export_coco(store, choice.target, segmentation=Segmentation.AUTO, **options)
         text = (
             f"Wrote {r.path}: {r.images} images, {r.instances} instances "
             f"({r.polygon_instances} polygons, {r.rle_instances} RLE); file names relative "
@@ -138,17 +145,15 @@ def run_export(store: ProjectStore, choice: ExportChoice) -> str:
         )
         return text + _skipped_text(r.skipped)
     if choice.kind is Kind.YOLO:
-        y = export_yolo(store, choice.target, statuses=choice.statuses, overwrite=choice.overwrite)
+        y = export_yolo(store, choice.target, **options)
         splits = ", ".join(f"{n} {split}" for split, n in y.images.items())
         text = f"Wrote {y.data_yaml}: {splits} images, {y.instances} instances."
         return text + _skipped_text(y.skipped)
     if choice.kind is Kind.ROIS:
-        r = export_rois(store, choice.target, statuses=choice.statuses, overwrite=choice.overwrite)
+        r = export_rois(store, choice.target, **options)
         text = f"Wrote {r.files} ROI sets ({r.instances} instances) to {r.out_dir}."
         return text + _skipped_text(r.skipped)
-    m = export_label_maps(
-        store, choice.target, statuses=choice.statuses, overwrite=choice.overwrite
-    )
+    m = export_label_maps(store, choice.target, **options)
     text = f"Wrote {m.images} label maps ({m.instances} instances) to {m.out_dir}."
     if m.overlap_pixels:
         text += f" {m.overlap_pixels} pixels were covered by more than one instance."
@@ -204,9 +209,26 @@ class FileMenu(QObject):
         self._box.setModal(False)
         self._box.show()
 
-    def _run(self, title: str, text: str, project: Path, operation, *, create: bool = False):
+    def _run(
+        self,
+        title: str,
+        text: str,
+        project: Path,
+        operation,
+        *,
+        create: bool = False,
+        cancelled: str = "",
+    ):
+        """Run ``operation`` behind the progress dialog; with a ``cancelled`` text (what a
+        cancel leaves behind) it has a Cancel button."""
         try:
-            return run_in_background(self.parent_widget, project, text, operation, create=create)
+            return run_in_background(
+                self.parent_widget, project, text, operation, create=create,
+                cancellable=bool(cancelled),
+            )  # fmt: skip
+        except OperationCancelled:
+            log.info("%s cancelled", title)
+            self.notify(title, cancelled)
         except MaskLoopError as exc:
             log.info("%s failed: %s", title, exc)
             self.notify(title, str(exc), error=True)
@@ -303,7 +325,8 @@ class FileMenu(QObject):
             title,
             f"Importing {choice.source}\u2026",
             self.store.root,
-            lambda store, _progress: run_import(store, choice),
+            lambda store, progress: run_import(store, choice, progress),
+            cancelled="Import cancelled: nothing was imported, the project is as it was.",
         )
         if report is not None:
             self.notify(title, import_summary(report))
@@ -321,7 +344,11 @@ class FileMenu(QObject):
             title,
             f"Exporting to {choice.target}\u2026",
             self.store.root,
-            lambda store, _progress: run_export(store, choice),
+            lambda store, progress: run_export(store, choice, progress),
+            cancelled=(
+                "Export cancelled: the files it had created were removed"
+                + (" (files it had already replaced stay replaced)." if choice.overwrite else ".")
+            ),
         )
         if text is not None:
             self.notify(title, text)

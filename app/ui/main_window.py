@@ -29,7 +29,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.store import ProjectStore
+from app.core.score_threshold import (
+    SCORE_FLOOR,
+    migrate_score_floor,
+    project_threshold,
+    set_project_threshold,
+)
+from app.core.store import ProjectStore, StoreError
 from app.core.types import ImageStatus
 from app.logs import log_file_path
 from app.ml.active import next_images
@@ -49,19 +55,23 @@ from .panels.instance_list import InstanceListPanel
 from .panels.model_panel import ModelPanel
 from .panels.versions_panel import VersionsPanel
 from .preferences import settings
-from .project_view_state import (
-    DEFAULT_THRESHOLD,
-    ProjectViewState,
-    load_view_state,
-    save_view_state,
-)
+from .project_view_state import ProjectViewState, load_view_state, save_view_state
 from .screen_fit import clamp_to_screen, first_run_geometry
+from .simplify_setting import SimplifySetting, VertexCountLabel
 from .train_dialog import TrainDialog
 from .workers import (
     ProposalController,
 )
 
 log = logging.getLogger(__name__)
+
+THRESHOLD_TIP = (
+    "Score threshold (saved with the project): proposals scoring below it are hidden, "
+    "skipped by Tab, not accepted by Shift+A, rejected when the image is marked done "
+    "(Ctrl+Enter) and left out of exports. Every detection scoring "
+    f"{SCORE_FLOOR:.2f} or more is stored, so moving it shows or hides them at once, "
+    "without running the model."
+)
 
 
 class MainWindow(ModelWiring, QMainWindow):
@@ -75,6 +85,7 @@ class MainWindow(ModelWiring, QMainWindow):
         self.canvas = CanvasView()
         self.setCentralWidget(self.canvas)
         self.editor = Editor(store, self.canvas)
+        self.simplify = SimplifySetting(store, self)
         self.images = ImageListPanel(store)
         self.instances = InstanceListPanel()
         self.categories = CategoriesPanel(store)
@@ -141,7 +152,14 @@ class MainWindow(ModelWiring, QMainWindow):
         self.cursor_label = QLabel()
         self.status_label = QLabel()
         self.model_status = QLabel()  # filled by the proposal worker
-        for w in (self.cursor_label, self.zoom_label, self.status_label, self.model_status):
+        self.vertex_label = VertexCountLabel()
+        for w in (
+            self.cursor_label,
+            self.zoom_label,
+            self.vertex_label,
+            self.status_label,
+            self.model_status,
+        ):
             bar.addPermanentWidget(w)
 
     def _action(
@@ -225,6 +243,9 @@ class MainWindow(ModelWiring, QMainWindow):
             "Refine selected mask with the model", self._refine_selected, "W", "mdi.creation", t,
             tb,
         )  # fmt: skip
+        tb.addWidget(QLabel(" Simplify "))
+        self.simplify_box = self.simplify.spin_box()
+        tb.addWidget(self.simplify_box)
         tb.addSeparator()
         r = mb.addMenu("&Review")
         self._action("Accept proposal", ed.accept_selected, "A", "mdi.check", r, tb)
@@ -249,13 +270,14 @@ class MainWindow(ModelWiring, QMainWindow):
             "Previous image", self.previous_image, ["Left", "PgUp"], "mdi.arrow-left", r, tb
         )
         tb.addSeparator()
-        tb.addWidget(QLabel(" Show score \u2265 "))
+        tb.addWidget(QLabel(" Score \u2265 "))
         self.threshold = QSlider(Qt.Orientation.Horizontal)
-        self.threshold.setRange(0, 100)
+        self.threshold.setRange(round(SCORE_FLOOR * 100), 100)
         self.threshold.setMaximumWidth(120)
-        self.threshold.setToolTip("Hide proposals scoring below this (Shift+A accepts the rest)")
+        self.threshold.setToolTip(THRESHOLD_TIP)
         tb.addWidget(self.threshold)
         self.threshold_label = QLabel()
+        self.threshold_label.setToolTip(THRESHOLD_TIP)
         self.threshold_label.setMinimumWidth(
             self.threshold_label.fontMetrics().horizontalAdvance("0.00 ")
         )
@@ -305,6 +327,8 @@ class MainWindow(ModelWiring, QMainWindow):
         self.external_check.timeout.connect(self.editor.reload_if_changed_elsewhere)
         self.external_check.start()
         c.selection_changed.connect(self.instances.set_selected)
+        c.selection_changed.connect(lambda ids: self.vertex_label.show_selection(ed.doc, ids))
+        self.simplify.failed.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.instances.selection_requested.connect(c.set_selection)
         self.instances.zoom_requested.connect(c.zoom_to_instance)
         self.instance_filter.changed.connect(self.instances.set_filter)
@@ -329,6 +353,9 @@ class MainWindow(ModelWiring, QMainWindow):
         self.threshold.valueChanged.connect(
             lambda v: self.threshold_label.setText(f"{v / 100:.2f}")
         )
+        self.threshold.valueChanged.connect(lambda v: self.instances.set_threshold(v / 100))
+        self.threshold.valueChanged.connect(lambda _: self._save_threshold())
+        self.threshold.sliderReleased.connect(self._save_threshold)
         self.opacity.valueChanged.connect(lambda v: c.set_fill_opacity(v / 100))
         self.versions.activated.connect(self._use_model)
 
@@ -348,10 +375,13 @@ class MainWindow(ModelWiring, QMainWindow):
         for dock in self.findChildren(QDockWidget):
             if dock.isFloating():
                 clamp_to_screen(dock, self)
-        state = load_view_state(
-            s, self.store.root, threshold=int(s.value("review/threshold", DEFAULT_THRESHOLD))
-        )
-        self.threshold.setValue(state.threshold)
+        state = load_view_state(s, self.store.root)
+        legacy = None if state.threshold is None else state.threshold / 100
+        try:
+            migrate_score_floor(self.store, shown=legacy)
+        except StoreError as exc:  # read-only or busy: show what is saved, migrate later
+            log.warning("score threshold not migrated: %s", exc)
+        self.threshold.setValue(round(project_threshold(self.store) * 100))
         self.display.set_settings(state.display)
         self.labels_action.setChecked(str(s.value("view/score_labels", True)).lower() != "false")
         self.canvas.set_score_labels_visible(self.labels_action.isChecked())
@@ -359,6 +389,7 @@ class MainWindow(ModelWiring, QMainWindow):
         self.opacity.setValue(int(s.value("view/opacity", 35)))
         self.canvas.set_brush_radius(float(s.value("tools/brush_radius", 8.0)))
         self.editor.set_threshold(self.threshold.value() / 100)
+        self.instances.set_threshold(self.threshold.value() / 100)
         self.canvas.set_fill_opacity(self.opacity.value() / 100)
         return state
 
@@ -375,14 +406,12 @@ class MainWindow(ModelWiring, QMainWindow):
         s = settings()
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
-        s.setValue("review/threshold", self.threshold.value())
         s.setValue("view/score_labels", self.labels_action.isChecked())
+        self._save_threshold()
         save_view_state(
             s,
             self.store.root,
-            ProjectViewState(
-                self.current_image_id(), self.threshold.value(), self.display.settings
-            ),
+            ProjectViewState(self.current_image_id(), None, self.display.settings),
         )
         s.setValue("view/opacity", self.opacity.value())
         s.setValue("tools/brush_radius", self.canvas.brush_radius())
@@ -466,6 +495,19 @@ class MainWindow(ModelWiring, QMainWindow):
             self.open_image(ids[0])
         self.versions.refresh()
 
+    def _save_threshold(self) -> None:
+        """Save the slider's value as the project's score threshold (not while it is being
+        dragged: once, when it is let go)."""
+        if self.threshold.isSliderDown():
+            return
+        value = self.threshold.value() / 100
+        if abs(project_threshold(self.store) - value) < 0.005:
+            return
+        try:
+            set_project_threshold(self.store, value)
+        except StoreError as exc:
+            self.statusBar().showMessage(f"Score threshold not saved: {exc}", 8000)
+
     def checkpoint(self) -> None:
         self.store.checkpoint()
         self.statusBar().showMessage("Checkpoint written (edits are saved as you make them).", 4000)
@@ -484,6 +526,7 @@ class MainWindow(ModelWiring, QMainWindow):
         doc = self.editor.doc
         self.instances.show_document(doc, self.store.categories())
         self.instances.set_selected(self.canvas.selection())
+        self.vertex_label.show_selection(doc, self.canvas.selection())
         if doc is not None:
             self._show_review_status()
             self.images.update_status(doc.image_id)

@@ -23,7 +23,6 @@ from .preferences import settings
 from .screen_fit import center_on, clamp_to_screen
 from .train_dialog import TrainDialog
 from .workers import (
-    PROPOSAL_THRESHOLD_KEY,
     ModelChoice,
     ProposalController,
     ProposalResult,
@@ -73,15 +72,13 @@ class ModelWiring:
             self._request_proposals(current)
 
     def set_model(self, choice: ModelChoice) -> None:
-        """Switch model/device/threshold: queued work is dropped, untouched images re-proposed."""
+        """Switch model or device: queued work is dropped, untouched images re-proposed."""
         if self.proposals is None or choice == self.proposals.choice:
             return
         settings().setValue("model/device", choice.device)
         if choice.model_id != self.proposals.choice.model_id:
             self._fallback_model = self.proposals.choice.model_id
             self.store.set_meta("active_model", choice.model_id)
-        if choice.score_threshold != self.proposals.choice.score_threshold:
-            self.store.set_meta(PROPOSAL_THRESHOLD_KEY, f"{choice.score_threshold:.2f}")
         self.proposals.set_model(choice)
         current = self.current_image_id()
         if current is not None:

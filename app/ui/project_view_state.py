@@ -1,6 +1,8 @@
-"""What a project looked like when it was closed: the image shown, the review threshold and
-the display mapping, kept per project (QSettings, keyed by the project folder) so reopening
-a project carries on where the person left it."""
+"""What a project looked like when it was closed: the image shown and the display mapping,
+kept per project (QSettings, keyed by the project folder) so reopening a project carries on
+where the person left it. The score threshold is saved in the project itself
+(:mod:`app.core.score_threshold`); the slider value earlier versions kept here is read once,
+to migrate it."""
 
 from __future__ import annotations
 
@@ -12,13 +14,11 @@ from PySide6.QtCore import QSettings
 
 from .display import DisplaySettings
 
-DEFAULT_THRESHOLD = 50  # percent
-
 
 @dataclass
 class ProjectViewState:
     image_id: int | None = None
-    threshold: int = DEFAULT_THRESHOLD  # percent, as the slider
+    threshold: int | None = None  # percent: the slider of earlier versions (read only)
     display: DisplaySettings = field(default_factory=DisplaySettings)
 
 
@@ -33,8 +33,8 @@ def _float(value: object, default: float) -> float:
         return default
 
 
-def load_view_state(settings: QSettings, root: Path, *, threshold: int) -> ProjectViewState:
-    """The saved state of ``root`` (``threshold`` where none was saved for it)."""
+def load_view_state(settings: QSettings, root: Path) -> ProjectViewState:
+    """The saved state of ``root``."""
     settings.beginGroup(_group(root))
     try:
         image = settings.value("image_id")
@@ -48,9 +48,10 @@ def load_view_state(settings: QSettings, root: Path, *, threshold: int) -> Proje
         display = DisplaySettings(
             auto=default.auto if auto is None else str(auto).lower() in ("true", "1"), **numbers
         )
+        threshold = settings.value("threshold")
         return ProjectViewState(
             image_id=None if image in (None, "") else int(_float(image, 0)) or None,
-            threshold=int(_float(settings.value("threshold"), threshold)),
+            threshold=None if threshold in (None, "") else int(_float(threshold, 50)),
             display=display,
         )
     finally:
@@ -61,7 +62,7 @@ def save_view_state(settings: QSettings, root: Path, state: ProjectViewState) ->
     settings.beginGroup(_group(root))
     try:
         settings.setValue("image_id", state.image_id if state.image_id is not None else "")
-        settings.setValue("threshold", state.threshold)
+        settings.remove("threshold")  # now saved in the project
         d = state.display
         settings.setValue("display/auto", d.auto)
         for name in ("low_pct", "high_pct", "low", "high", "gamma"):

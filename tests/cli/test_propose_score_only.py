@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from app.cli import main
+from app.core.score_threshold import SCORE_FLOOR, project_threshold
 from app.core.store import NewImage, ProjectStore
 from app.core.types import Category, ImageStatus, Instance, Polygon, Source
 from app.ml.active import DEFAULT_FLOOR, image_uncertainty
@@ -158,7 +159,7 @@ def test_cli_score_only_fills_uncertainty(
     assert "0 images to score with tiny (3 already scored by tiny" in capsys.readouterr().out
 
 
-def test_cli_runs_the_predictor_at_the_floor_and_keeps_proposals_above_threshold(
+def test_cli_stores_every_detection_down_to_the_floor_and_saves_the_threshold(
     project: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -174,9 +175,33 @@ def test_cli_runs_the_predictor_at_the_floor_and_keeps_proposals_above_threshold
     monkeypatch.setattr(Predictor, "predict", scripted)
     args = ["propose", str(project), "--model", "tiny", "--device", "cpu", "--threshold", "0.4"]
     assert main(args) == 0
-    assert "proposed 9 instances on 3 images" in capsys.readouterr().out
-    assert thresholds == [DEFAULT_FLOOR] * 3
+    out = capsys.readouterr().out
+    assert "score threshold of the project: 0.40" in out
+    assert "proposed 15 instances on 3 images" in out  # all but the 0.04 one
+    assert thresholds == [SCORE_FLOOR] * 3
     with ProjectStore.open(project) as store:
+        assert project_threshold(store) == 0.4
         image = store.image_by_path("imgs/cells_1.png")
         assert image.uncertainty == pytest.approx(image_uncertainty(SCORES))
-        assert sorted(i.score for i in store.instances(image.id)) == [0.45, 0.6, 0.9]
+        assert sorted(i.score for i in store.instances(image.id)) == [0.1, 0.3, 0.45, 0.6, 0.9]
+
+
+def test_what_is_stored_does_not_depend_on_the_threshold_used_to_propose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, install_tiny_card
+) -> None:
+    install_tiny_card(mask_bias=8.0)
+    monkeypatch.setattr(
+        Predictor,
+        "predict",
+        lambda self, image, *, should_stop=None: ScriptedPredictor().predict(image),
+    )
+    stored = {}
+    for threshold in ("0.8", "0.3"):
+        root = tmp_path / threshold
+        _make_project(root)
+        args = ["propose", str(root), "--model", "tiny", "--device", "cpu"]
+        assert main([*args, "--threshold", threshold]) == 0
+        with ProjectStore.open(root) as store:
+            image = store.image_by_path("imgs/cells_1.png")
+            stored[threshold] = sorted(i.score for i in store.instances(image.id))
+    assert stored["0.8"] == stored["0.3"] == [0.1, 0.3, 0.45, 0.6, 0.9]

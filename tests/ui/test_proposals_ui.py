@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
+from app.core.score_threshold import SCORE_FLOOR
 from app.core.store import NewImage, ProjectStore
 from app.core.types import Category, ImageStatus, Instance, Polygon, Source
 from app.ui.main_window import MainWindow
@@ -203,18 +204,23 @@ class TwoScores(Fake):
         ]
 
 
-def test_changing_the_store_score_reproposes_and_is_saved(qtbot, window):
-    controller = attach(window, lambda c, r: TwoScores())
+def test_the_model_dock_stores_down_to_the_floor_and_the_slider_shows_the_rest(qtbot, window):
+    """One threshold: the dock's choice stores every detection down to the floor, so the
+    0.3 detection is there and the slider alone decides whether it is shown."""
+    controller = ProposalController(
+        window.store.root,
+        predictor_factory=lambda c, r: TwoScores(),
+        choice=ModelChoice("fake", "auto", SCORE_FLOOR),
+    )
+    window.attach_proposals(controller, [ModelEntry("fake", "Fake model")])
+    assert window.model_panel.choice().score_threshold == SCORE_FLOOR
     qtbot.waitUntil(lambda: window.store.count_images(ImageStatus.PROPOSED) == N, timeout=5000)
     image = window.current_image_id()
-    assert [i.score for i in window.store.instances(image)] == [0.8]  # 0.3 < 0.5: not stored
-    window.set_model(ModelChoice("fake", "auto", 0.2))
-    qtbot.waitUntil(
-        lambda: all(len(window.store.instances(r.id)) == 2 for r in window.store.images()),
-        timeout=10000,
-    )
-    assert window.store.get_meta("proposal_threshold") == "0.20"
-    assert controller.choice.score_threshold == 0.2
+    assert sorted(i.score for i in window.store.instances(image)) == [0.3, 0.8]
+    qtbot.waitUntil(lambda: len(window.editor.doc.instances) == 2, timeout=5000)
+    assert window.threshold.value() == 50 and len(window.editor.review_order()) == 1
+    window.threshold.setValue(20)
+    assert len(window.editor.review_order()) == 2
 
 
 def test_raising_the_store_score_filters_without_running_the_model(qtbot, window):

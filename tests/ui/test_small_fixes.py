@@ -125,6 +125,7 @@ def test_reopening_a_project_restores_image_threshold_and_display(window, qtbot)
 
 def test_instances_filter_by_category_source_and_score(window):
     win, bar, panel = window, window.instance_filter, window.instances
+    win.threshold.setValue(0)  # the floor: both proposals shown
     doc = win.editor.doc
     high, low = sorted(doc.instances, key=lambda i: -doc.instances[i].score)
     win.editor.canvas.set_selection([high])

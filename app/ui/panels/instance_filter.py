@@ -51,7 +51,10 @@ class InstanceFilterBar(QWidget):
         self.min_score.setRange(0.0, 1.0)
         self.min_score.setSingleStep(0.05)
         self.min_score.setPrefix("score \u2265 ")
-        self.min_score.setToolTip("Hide rows of proposals scoring below this")
+        self.min_score.setToolTip(
+            "List only instances scoring at least this (a filter of this list; the toolbar's "
+            "score threshold decides which proposals are shown and reviewed)"
+        )
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         for w in (self.category, self.source, self.min_score):

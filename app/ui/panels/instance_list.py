@@ -49,6 +49,7 @@ class InstanceListPanel(QTreeWidget):
         self._items: dict[int, QTreeWidgetItem] = {}
         self._syncing = False
         self._filter = InstanceFilter()
+        self._threshold = 0.0
         self._row_keys: dict[int, tuple[int, str, bool, float | None]] = {}
 
     def show_document(self, doc: ImageDocument | None, categories: list[Category]) -> None:
@@ -92,9 +93,16 @@ class InstanceListPanel(QTreeWidget):
         self._filter = flt
         self._apply_filter()
 
+    def set_threshold(self, value: float) -> None:
+        """Leave out pending proposals scoring below the score threshold, as the canvas does."""
+        self._threshold = value
+        self._apply_filter()
+
     def _apply_filter(self) -> None:
         for i, item in self._items.items():
-            item.setHidden(not self._filter.passes(*self._row_keys[i]))
+            _, _, pending, score = keys = self._row_keys[i]
+            below = pending and score is not None and score < self._threshold
+            item.setHidden(below or not self._filter.passes(*keys))
 
     def shown_ids(self) -> list[int]:
         """Instance ids of the rows the filter shows, in row order."""

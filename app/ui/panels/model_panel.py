@@ -1,4 +1,7 @@
-"""The model dock: which model proposes, on which device, what it keeps, and how it is doing."""
+"""The model dock: which model proposes, on which device, and how it is doing.
+
+What the model proposes is stored down to the score floor; which proposals are shown is the
+toolbar's score threshold, not a setting of the model."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from dataclasses import dataclass
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -17,6 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.score_threshold import SCORE_FLOOR
 from app.ml.devices import DEVICE_CHOICES as DEVICES
 from app.ui.durations import format_duration
 from app.ui.workers import ModelChoice, WorkerStatus
@@ -60,15 +63,6 @@ class ModelPanel(QWidget):
         self.device.setToolTip("auto: the GPU when there is one, else the CPU")
         if not cuda_available:
             self.device.model().item(DEVICES.index("cuda")).setEnabled(False)
-        self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.05, 0.95)
-        self.threshold.setSingleStep(0.05)
-        self.threshold.setToolTip(
-            "Detections scoring below this are not stored as proposals (saved with the "
-            "project; raising it drops stored proposals below it at once, lowering it "
-            "proposes the untouched images again). The toolbar's "
-            "'Show score' slider hides stored proposals below its value without re-running."
-        )
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.propose_all = QPushButton("Propose all")
@@ -84,7 +78,6 @@ class ModelPanel(QWidget):
         form = QFormLayout()
         form.addRow("Model", self.model)
         form.addRow("Device", self.device)
-        form.addRow("Store score ≥", self.threshold)
         buttons = QHBoxLayout()
         buttons.addWidget(self.propose_all)
         buttons.addWidget(self.cancel)
@@ -98,10 +91,8 @@ class ModelPanel(QWidget):
 
         self.set_entries(entries, choice)
         self.device.setCurrentText(choice.device if choice.device in DEVICES else "auto")
-        self.threshold.setValue(choice.score_threshold)
         self.model.activated.connect(self._changed)
         self.device.activated.connect(self._changed)
-        self.threshold.editingFinished.connect(self._changed)
         self.propose_all.clicked.connect(self.propose_all_requested)
         self.cancel.clicked.connect(self.cancel_requested)
 
@@ -117,11 +108,8 @@ class ModelPanel(QWidget):
         self.model.blockSignals(False)
 
     def choice(self) -> ModelChoice:
-        return ModelChoice(
-            str(self.model.currentData()),
-            self.device.currentText(),
-            round(self.threshold.value(), 2),
-        )
+        # Every detection down to the floor is stored (app.core.score_threshold).
+        return ModelChoice(str(self.model.currentData()), self.device.currentText(), SCORE_FLOOR)
 
     def _changed(self, *_: object) -> None:
         self.choice_changed.emit(self.choice())
