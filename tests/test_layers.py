@@ -20,7 +20,7 @@ TORCH = {"torch", "torchvision"}
 # load everything below them, so they have no entry here.
 FORBIDDEN = {
     "core": QT | TORCH | {"app.ml", "app.demo", "app.ui", "app.cli"},
-    "ml": QT | {"app.ui", "app.cli"},
+    "ml": QT | {"app.demo", "app.ui", "app.cli"},
     "demo": QT | TORCH | {"app.ml", "app.ui", "app.cli"},
 }
 TOP_LAYERS = {"ui", "cli"}

@@ -62,6 +62,7 @@ from app.ml.evaluate import (
     EDIT_IOU,
     EvalImage,
     evaluate_predictor,
+    greedy_matches,
 )
 from app.ml.models import build_model
 from app.ml.predictor import Predictor
@@ -149,6 +150,14 @@ def _rles(instances: Sequence[Instance], height: int, width: int) -> list[dict]:
     return mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
 
 
+def _records(instances: Sequence[Instance], height: int, width: int) -> list[dict]:
+    """Instances as the records :func:`greedy_matches` compares (RLE, category, score)."""
+    return [
+        {"segmentation": rle, "category_id": inst.category_id, "score": inst.score or 0.0}
+        for inst, rle in zip(instances, _rles(instances, height, width), strict=True)
+    ]
+
+
 def review(
     proposals: Sequence[Instance],
     truth: Sequence[Instance],
@@ -165,28 +174,21 @@ def review(
     ``source=human``.
     """
     order = sorted(range(len(proposals)), key=lambda i: -(proposals[i].score or 0.0))
-    ranked = [proposals[i] for i in order]
-    ious = np.zeros((len(ranked), len(truth)))
-    if ranked and truth:
-        ious = np.asarray(
-            mask_utils.iou(
-                _rles(ranked, height, width), _rles(truth, height, width), [0] * len(truth)
-            )
-        ).reshape(len(ranked), len(truth))
+    match = {
+        i: (k, iou)
+        for i, k, iou in greedy_matches(
+            _records(proposals, height, width), _records(truth, height, width), min_iou=edit_iou
+        )
+    }
     matched = np.zeros(len(truth), dtype=bool)
+    matched[[k for k, _ in match.values()]] = True
     out = Review(ReviewCounts(instances=len(truth)))
     counts = out.counts
-    for row, proposal in enumerate(ranked):
-        same = np.array([t.category_id == proposal.category_id for t in truth], dtype=bool)
-        candidates = np.where(same & ~matched, ious[row], -1.0)
-        best = int(np.argmax(candidates)) if len(truth) else -1
-        best_iou = float(candidates[best]) if best >= 0 else -1.0
+    for proposal, (best, best_iou) in ((proposals[i], match.get(i, (-1, -1.0))) for i in order):
         if best_iou >= accept_iou:
-            matched[best] = True
             counts.accepted += 1
             out.kept.append(proposal)
         elif best_iou >= edit_iou:
-            matched[best] = True
             counts.edited += 1
             fixed = proposal.copy()
             fixed.polygons = [p.copy() for p in truth[best].polygons]
