@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "converted image (3 x H x W, values 0-1, at its own size), resizes it itself and "
             "returns boxes, scores, labels and each detection's mask probabilities over its "
             "box, for onnxruntime on any machine; docs/examples/onnx_predict.py runs it with "
-            "numpy and onnxruntime only and writes COCO. Needs the 'onnx' extra."
+            "numpy and onnxruntime only and writes COCO. Needs the 'export' extra."
         ),
     )
     p.add_argument("project", type=Path, help="project folder")

@@ -13,7 +13,7 @@ do around the graph: the input conversion (the card's ``input`` block, applied b
 thresholds and the output names. ``docs/examples/onnx_predict.py`` implements it with numpy
 and onnxruntime only.
 
-Exporting needs the ``onnx`` package (``pip install 'maskloop[onnx]'``); it uses
+Exporting needs the ``onnx`` package (``pip install 'maskloop[export]'``); it uses
 torch's TorchScript-based exporter (``dynamo=False``), the one torchvision's detection
 models support.
 """
@@ -46,7 +46,6 @@ from app.ml.zoo import ModelCard, load_model
 
 log = logging.getLogger(__name__)
 
-ONNX_EXTRA = "onnx"
 CARD_FORMAT = "maskloop-onnx"
 CARD_FORMAT_VERSION = 1
 # RoiAlign with output_half_pixel (torchvision's aligned=False) needs opset 16.
@@ -271,11 +270,12 @@ def export_onnx(card: ModelCard, onnx_path: Path | str) -> OnnxExport:
 
     Both files are written atomically; the ONNX file is checked by ``onnx.checker`` before
     it replaces anything. Raises :class:`app.core.extras.MissingExtraError` without the
-    ``onnx`` package and :class:`OnnxExportError` when the model cannot be exported.
+    ``onnx`` package (the ``export`` extra), :class:`OnnxExportError` when the model cannot
+    be exported.
     """
     onnx_path = Path(onnx_path)
     card_path = card_path_for(onnx_path)
-    onnx = require("onnx", feature="Exporting a model as ONNX", extra=ONNX_EXTRA)
+    onnx = require("onnx", feature="Exporting a model as ONNX")
     started = time.perf_counter()
     graph = DetectionGraph(export_model(card)).eval()
 

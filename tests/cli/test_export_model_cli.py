@@ -81,7 +81,7 @@ def test_never_writes_into_the_versions_folder(project: Path, capsys) -> None:
 def test_a_missing_extra_is_named(project: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
     assert main(["export-model", str(project), "v1", "--onnx", str(tmp_path / "m.onnx")]) == 1
-    assert "pip install 'maskloop[onnx]'" in capsys.readouterr().err
+    assert "pip install 'maskloop[export]'" in capsys.readouterr().err
 
 
 def test_the_name_must_end_in_onnx(project: Path, tmp_path: Path, capsys) -> None:

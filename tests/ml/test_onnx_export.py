@@ -241,7 +241,7 @@ def test_example_paste_is_masks_in_boxes(example) -> None:
 
 def test_missing_onnx_names_the_extra(card, tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
-    with pytest.raises(MissingExtraError, match=r"pip install 'maskloop\[onnx\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install 'maskloop\[export\]'"):
         export_onnx(card, tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
 
