@@ -109,6 +109,18 @@ def test_compare_two_versions_side_by_side(qtbot, store: ProjectStore) -> None:
     assert panel.compare.rowCount() == 0
 
 
+def outcome_rows(panel: VersionsPanel) -> list[dict[str, str]]:
+    """The analytics table as shown: column title -> text, a dict a row."""
+    table = panel.outcomes
+    return [
+        {
+            table.horizontalHeaderItem(c).text(): table.item(r, c).text()
+            for c in range(table.columnCount())
+        }
+        for r in range(table.rowCount())
+    ]
+
+
 def proposals(n: int) -> list[Instance]:
     return [Instance(1, [square(10 + 30 * k, 10, 20)], score=0.9) for k in range(n)]
 
@@ -117,7 +129,7 @@ def test_analytics_match_the_store_on_a_scripted_review(qtbot, store: ProjectSto
     ids = store.add_images([NewImage(f"{k}.png", 200, 200) for k in range(3)])
     panel = VersionsPanel(store)
     qtbot.addWidget(panel)
-    assert panel.outcome_rows() == []
+    assert outcome_rows(panel) == []
     # Image 1: v1 proposes 4; the reviewer keeps one, edits one, rejects one, leaves one,
     # draws a missed cell and marks the image done.
     store.replace_proposals(ids[0], proposals(4), model_version=1)
@@ -132,7 +144,7 @@ def test_analytics_match_the_store_on_a_scripted_review(qtbot, store: ProjectSto
     store.replace_proposals(ids[2], proposals(1), model_version=None)
     store.apply_edit(ids[2], delete=[store.instances(ids[2])[0].id])
     panel.refresh()
-    rows = panel.outcome_rows()
+    rows = outcome_rows(panel)
     expected = [
         {
             "Proposed by": "zoo model" if o.model_version is None else f"v{o.model_version}",

@@ -193,9 +193,6 @@ class InstanceLayer(QGraphicsItem):
                 best, best_area = i, area
         return best
 
-    def instances_in(self, rect: QRectF) -> list[int]:
-        return [i for i, s in self._shapes.items() if self.is_shown(i) and rect.contains(s.bbox)]
-
     # -- painting -----------------------------------------------------------------------------
 
     def boundingRect(self) -> QRectF:  # noqa: N802 (Qt API)

@@ -192,9 +192,6 @@ class CanvasView(QGraphicsView):
         for editor in self.canvas_scene.editors.values():
             editor.setVisible(visible)
 
-    def instances_visible(self) -> bool:
-        return self.canvas_scene.layer.isVisible()
-
     # -- tools --------------------------------------------------------------------------------
 
     def set_tool(self, name: str) -> None:

@@ -212,16 +212,6 @@ class VersionsPanel(QWidget):
         else:
             self.outcomes_label.setText("How reviewers treated each model's proposals")
 
-    def outcome_rows(self) -> list[dict[str, str]]:
-        """The analytics table as shown (column title -> text), for tests and export."""
-        return [
-            {
-                OUTCOME_COLUMNS[c]: self.outcomes.item(r, c).text()
-                for c in range(self.outcomes.columnCount())
-            }
-            for r in range(self.outcomes.rowCount())
-        ]
-
     # -- selection ------------------------------------------------------------------------------
 
     def selected_ids(self) -> list[int]:
