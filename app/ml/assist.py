@@ -1,4 +1,4 @@
-"""Model-assisted corrections (issue 19): box -> mask, click -> instance, refine.
+"""Model-assisted corrections: box -> mask, click -> instance, refine.
 
 Why the detector can do it: Mask R-CNN's mask head segments whatever box it is handed.
 RoIAlign pools the box from the image's FPN features and the head predicts the object in

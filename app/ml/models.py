@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_mobilenet_v3_fpn")
 
-# The light CPU model (see shared/notes/training-cost.md): stride 8/16/32 features (+ pool),
+# The light CPU model: stride 8/16/32 features (+ pool),
 # small anchors for 10-40 px nuclei, a narrow mask head and fewer sampled RoIs, because with
 # dozens of instances per image the mask head dominates the cost.
 MOBILE_RETURNED_LAYERS = [2, 3, 5]

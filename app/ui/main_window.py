@@ -3,7 +3,7 @@
 The keyboard review and its rules are in :mod:`.help_dialog` (Help > Keyboard shortcuts, F1);
 the File menu lives in :mod:`.file_menu`.
 
-The proposal worker (issue 6) attaches to :attr:`MainWindow.current_image_changed`, calls
+The proposal worker attaches to :attr:`MainWindow.current_image_changed`, calls
 :meth:`MainWindow.refresh_current_instances` when it stored proposals for the shown image,
 and shows its state in :attr:`MainWindow.model_status`.
 """

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: timing and the one JSON line per case (see DESIGN.md)."""
+"""Helpers shared by the benchmarks: timing and the one JSON line per case (:func:`emit`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Assist latency (issue 19): box -> mask and click -> instance on cached features.
+"""Assist latency: box -> mask and click -> instance on cached features.
 
-Cases (one JSON line each, see DESIGN.md), the bundled cells-mobile model on a 1024x1024
+Cases (one JSON line each, ``_bench.emit``), the bundled cells-mobile model on a 1024x1024
 16-bit synthetic nuclei image (tiled by the predictor into 512 px tiles at native scale):
   assist_box    one ``Assistant.box_to_mask`` per ground-truth box of the image, with the
                 image's features cached (``prepare``, as after the proposal pass); baseline:
@@ -9,7 +9,7 @@ Cases (one JSON line each, see DESIGN.md), the bundled cells-mobile model on a 1
                 window is not cached: one tile's backbone, then the heads), ``prepare_s``
                 (every window of the image), and ``iou_median`` (mask IoU of each result with
                 its ground-truth object, exact boxes, synthetic data: a sanity check, not
-                the real-data figure issue 19 asks for with jittered boxes).
+                the real-data figure, which uses jittered boxes).
   assist_click  one ``Assistant.click`` at the pixel nearest each object's centroid, with
                 features and every window's floor detections cached; ``first_click_s``: the
                 first click in a window (its RPN and box head run once, at the score floor);
@@ -17,8 +17,8 @@ Cases (one JSON line each, see DESIGN.md), the bundled cells-mobile model on a 1
   assist_box_iou  quality, not time: mask IoU of ``box_masks`` with each nucleus of the
                 real DSB2018 validation split (``../shared/data/dsb2018/val.txt``) from its
                 ground-truth box, exact and jittered (each side moved by up to 15 % of the
-                box's width or height, uniform, seeded), as issue 19's item 6 measures the
-                mask head on loose boxes (target there: jittered median >= 0.85). Skipped
+                box's width or height, uniform, seeded): the mask head on loose, drag-like
+                boxes (target: jittered median >= 0.85). Skipped
                 when the data set is not there.
 
 Nothing downloads; run ``.venv/bin/python tests/benchmarks/bench_assist.py [--quick]``.
@@ -122,7 +122,7 @@ def bench_real_iou(predictor: Predictor, data: Path, quick: bool) -> None:
                 "exact_share_iou_85": round(float(np.mean(exact >= 0.85)), 3),
                 "jittered_share_iou_85": round(float(np.mean(loose >= 0.85)), 3),
                 "jitter": JITTER,
-                "target": "jittered median >= 0.85 (issue 19, item 6)",
+                "target": "jittered median >= 0.85",
                 "subject": f"{BUNDLED} ({predictor.card.weights.sha256[:12]})",
                 "data": f"DSB2018 val split, {len(names)} images",
                 "env": env_info(),

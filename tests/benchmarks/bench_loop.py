@@ -1,4 +1,4 @@
-"""The annotation loop with a simulated annotator (JSON lines, see DESIGN.md).
+"""The annotation loop with a simulated annotator (one JSON line a case, ``_bench.emit``).
 
 Two copies of one synthetic project (hidden ground truth, loop_sim.py beside this file) go
 through the same rounds: propose -> pick the next images -> simulated review (cost model in

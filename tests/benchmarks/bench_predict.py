@@ -1,6 +1,6 @@
-"""Prediction benchmarks (issue 4): our Predictor vs torchvision's stock path, same weights.
+"""Prediction benchmarks: our Predictor vs torchvision's stock path, same weights.
 
-Cases (one JSON line each, see DESIGN.md):
+Cases (one JSON line each, ``_bench.emit``):
   predict_cpu      the bundled cells-mobile model (trained weights) on an 800x1066 16-bit
                    image of ~300 nuclei (>= 100 detections at score 0.5), image in, polygons
                    out, at the input's own scale (no resize, no tiling, for both); baseline:

@@ -1,4 +1,4 @@
-"""The bundled model on real, hand-annotated nuclei (JSON lines, see DESIGN.md).
+"""The bundled model on real, hand-annotated nuclei (one JSON line a case, ``_bench.emit``).
 
 - ``real_val``: cells-mobile (or ``--model``) on the DSB2018 validation split
   (``../shared/data/dsb2018/val.txt``: 62 images, 2,376 nuclei, fluorescence and

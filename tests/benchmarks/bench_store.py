@@ -1,6 +1,6 @@
-"""Project store benchmarks (issue 2).
+"""Project store benchmarks.
 
-Cases (one JSON line each, see DESIGN.md):
+Cases (one JSON line each, ``_bench.emit``):
   store_init   ``scan_folder`` of 20,000 small real PNG and JPEG files (48-80 px, in folders
                of 1,000) into a fresh project, images/s; target >= 2,000. Baseline, measured
                in the same run on a subset: a naive scan that fully decodes every file

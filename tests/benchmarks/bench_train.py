@@ -1,4 +1,4 @@
-"""Training throughput and the bundled model (JSON lines, see DESIGN.md).
+"""Training throughput and the bundled model (one JSON line a case, ``_bench.emit``).
 
 - ``train_cpu``: images/s of app.ml.train vs torchvision's reference loop (plain
   ``model(images, targets)`` + SGD) on the same synthetic data and the same model, measured

@@ -1,4 +1,4 @@
-"""Assists in the window (issue 19): Box to mask (Q), click to instance, Refine (W).
+"""Assists in the window: Box to mask (Q), click to instance, Refine (W).
 
 The real worker path with the tiny random-weight model (tests/conftest.py): with its mask
 logits biased up every mask is its whole box, so a box's answer is that box and a refine's
