@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QPlainTextEdit, QVBoxLa
 HELP_TEXT = """Review
   Tab / Shift+Tab  next / previous shown proposal (on the canvas; highest score first, wraps)
   A  accept the selected proposal       R  reject it (both move on to the next)
-  Shift+A  accept every shown proposal (score at or above the slider)
+  Shift+A  accept every shown proposal (score at or above the score threshold)
   Ctrl+Enter  mark done: shown pending proposals are accepted, hidden ones rejected
               (one undo step), then the next image needing review opens
   Ctrl+K  skip the image               U  the most uncertain untouched image
@@ -32,10 +32,15 @@ Tools
 View
   wheel zoom   F fit   Ctrl+1 actual size   Space+drag or middle-drag pan
   H show/hide instances   L show/hide score labels   double-click in Instances: zoom to it
-  Show score slider: hides proposals below it (Shift+A and Ctrl+Enter follow it)
+  Score slider (the one score threshold, saved with the project; its value beside it):
+    proposals below it are hidden, skipped by Tab, left by Shift+A, rejected by Ctrl+Enter
+    and left out of exports. Every detection scoring 0.05 or more is stored, so lowering
+    it shows more at once and raising it hides them, without running the model.
 File
   Ctrl+N  new project   Ctrl+O  open project   Recent projects, Add images / rescan,
-  Import (COCO, label maps, labelme), Export (COCO, label maps)
+  Import (COCO, label maps, labelme, YOLO, ImageJ ROIs), Export (COCO, label maps, YOLO,
+  ImageJ ROIs): the progress window counts what is done; Cancel leaves the project as it
+  was (an import) or removes the files written so far (an export)
 Model
   Ctrl+T  train a new version: it becomes active only if it scores at least as well as the
           active model on the same validation images, or when you choose it
