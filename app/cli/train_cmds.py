@@ -40,17 +40,34 @@ from app.ml.evaluate import (
     evaluate_model,
     evaluate_predictor,
 )
+from app.ml.metric_keys import (
+    AP_NAMES,
+    AREA_RATIO_MEDIAN,
+    IOU_TYPES,
+    MAX_DETS,
+    REVIEWER_KINDS,
+    SEGM_AP,
+    SEGM_AP50,
+    VAL_IMAGES,
+    ap_key,
+    reviewer_key,
+)
 from app.ml.models import replace_heads
 from app.ml.predictor import Predictor
 from app.ml.train import (
     CHECKPOINT_DIR,
     CHECKPOINT_NAME,
     MODEL_STATE_NAME,
-    EpochEvent,
-    FinishedEvent,
-    IterationEvent,
     TrainConfig,
     train,
+)
+from app.ml.train_events import (
+    EpochEvent,
+    ErrorEvent,
+    FinishedEvent,
+    IterationEvent,
+    RegisteredEvent,
+    TrainEvent,
 )
 from app.ml.versions import (
     DEFAULT_MODEL,
@@ -156,30 +173,23 @@ def _categories(store: ProjectStore, ids: list[int]) -> list[Category]:
 
 
 def _print_metrics(metrics: dict[str, float]) -> None:
-    for iou_type in ("segm", "bbox"):
+    for iou_type in IOU_TYPES:
         parts = "  ".join(
-            f"{k}={metrics[f'{iou_type}_{k}']:.3f}"
-            for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")
-            if f"{iou_type}_{k}" in metrics
+            f"{k}={metrics[ap_key(iou_type, k)]:.3f}"
+            for k in AP_NAMES
+            if ap_key(iou_type, k) in metrics
         )
         if parts:
             print(f"  {iou_type:4s} {parts}")
-    if "reviewer_accepted" in metrics:
+    if reviewer_key(REVIEWER_KINDS[0]) in metrics:
         print(
             "  reviewer: {:.0f} accepted as is, {:.0f} to edit, {:.0f} to reject, "
-            "{:.0f} missed".format(
-                metrics["reviewer_accepted"],
-                metrics["reviewer_edited"],
-                metrics["reviewer_rejected"],
-                metrics["reviewer_missed"],
-            )
+            "{:.0f} missed".format(*(metrics[reviewer_key(kind)] for kind in REVIEWER_KINDS))
         )
-    if "area_ratio_median" in metrics:
-        print(
-            f"  predicted/true area of matched objects: median {metrics['area_ratio_median']:.2f}"
-        )
-    if "max_dets" in metrics:
-        print(f"  (AP at up to {metrics['max_dets']:.0f} detections per image)")
+    if AREA_RATIO_MEDIAN in metrics:
+        print(f"  predicted/true area of matched objects: median {metrics[AREA_RATIO_MEDIAN]:.2f}")
+    if MAX_DETS in metrics:
+        print(f"  (AP at up to {metrics[MAX_DETS]:.0f} detections per image)")
 
 
 @dataclass
@@ -259,7 +269,7 @@ def _train_with_progress(
         )
         for event in events:
             if events_json:
-                _emit_event(event.to_dict())
+                _emit_event(event)
             if isinstance(event, IterationEvent):
                 bar.total = event.total_iterations
                 bar.n = event.iteration
@@ -267,20 +277,20 @@ def _train_with_progress(
                     epoch=event.epoch + 1, loss=f"{event.loss:.3f}", lr=f"{event.lr:.2e}"
                 )
             elif isinstance(event, EpochEvent) and event.metrics:
-                metrics = event.metrics
+                metrics = dict(event.metrics)
                 if show:
                     bar.write(
-                        f"epoch {event.epoch + 1}: segm AP {metrics['segm_AP']:.3f} "
-                        f"AP50 {metrics['segm_AP50']:.3f}"
+                        f"epoch {event.epoch + 1}: segm AP {metrics[SEGM_AP]:.3f} "
+                        f"AP50 {metrics[SEGM_AP50]:.3f}"
                     )
             elif isinstance(event, FinishedEvent):
                 finished = event
     return finished, metrics
 
 
-def _emit_event(event: dict[str, Any]) -> None:
+def _emit_event(event: TrainEvent) -> None:
     """One ``--events-json`` line on stdout, flushed at once so a reader sees it live."""
-    print(json.dumps(event), flush=True)
+    print(event.to_line(), flush=True)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -289,13 +299,13 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         return _run_train(args)
     except MaskLoopError as exc:
-        _emit_event({"event": "error", "message": str(exc)})
+        _emit_event(ErrorEvent(str(exc)))
         raise
     except KeyboardInterrupt:
-        _emit_event({"event": "error", "message": "Interrupted; nothing was registered."})
+        _emit_event(ErrorEvent("Interrupted; nothing was registered."))
         raise
     except Exception as exc:
-        _emit_event({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
+        _emit_event(ErrorEvent(f"{type(exc).__name__}: {exc}"))
         raise
 
 
@@ -362,7 +372,7 @@ def _run_train(args: argparse.Namespace) -> int:
             return 0
         if not metrics:
             metrics = evaluate_fn(setup.model)
-        metrics["val_images"] = float(len(setup.val_ids))
+        metrics[VAL_IMAGES] = float(len(setup.val_ids))
         version = register_version(
             store,
             setup.model,
@@ -395,7 +405,7 @@ def _run_train(args: argparse.Namespace) -> int:
             file=out,
         )
         if args.events_json:
-            _emit_event({"event": "registered", "version": version.id, "metrics": metrics})
+            _emit_event(RegisteredEvent(version.id, metrics))
         else:
             _print_metrics(metrics)
     return 0

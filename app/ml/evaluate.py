@@ -31,12 +31,27 @@ from app.core.geometry import polygons_to_mask_crop
 from app.core.types import Instance
 from app.errors import MaskLoopError
 from app.ml.defaults import DEFAULT_MAX_DETS, DEFAULT_PROPOSAL_SCORE
+from app.ml.metric_keys import (
+    AP,
+    AP50,
+    AP75,
+    AP_LARGE,
+    AP_MEDIUM,
+    AP_SMALL,
+    AREA_RATIO_MEDIAN,
+    EVAL_IMAGES,
+    EVAL_INSTANCES,
+    IOU_TYPES,
+    MAX_DETS,
+    REVIEWER_KINDS,
+    ap_key,
+    reviewer_key,
+)
 from app.ml.predictor import Predictor
 from app.ml.zoo import ModelCard
 
 log = logging.getLogger(__name__)
 
-IOU_TYPES = ("segm", "bbox")
 # A proposal this close to the truth needs no edit; between EDIT_IOU and this it is fixed
 # by hand; below EDIT_IOU it does not describe the object and gets deleted.
 ACCEPT_IOU = 0.85
@@ -64,12 +79,12 @@ class APMetrics:
 
     def to_dict(self) -> dict[str, float]:
         return {
-            "AP": self.ap,
-            "AP50": self.ap50,
-            "AP75": self.ap75,
-            "APs": self.ap_small,
-            "APm": self.ap_medium,
-            "APl": self.ap_large,
+            AP: self.ap,
+            AP50: self.ap50,
+            AP75: self.ap75,
+            AP_SMALL: self.ap_small,
+            AP_MEDIUM: self.ap_medium,
+            AP_LARGE: self.ap_large,
         }
 
 
@@ -124,14 +139,14 @@ class EvalResult:
         out: dict[str, float] = {}
         for iou_type in IOU_TYPES:
             for key, value in getattr(self, iou_type).to_dict().items():
-                out[f"{iou_type}_{key}"] = value
-        out["max_dets"] = float(self.max_dets)
-        for key in ("accepted", "edited", "rejected", "missed"):
-            out[f"reviewer_{key}"] = float(getattr(self.reviewer, key))
-        out["eval_images"] = float(self.images)
-        out["eval_instances"] = float(self.instances)
+                out[ap_key(iou_type, key)] = value
+        out[MAX_DETS] = float(self.max_dets)
+        for kind in REVIEWER_KINDS:
+            out[reviewer_key(kind)] = float(getattr(self.reviewer, kind))
+        out[EVAL_IMAGES] = float(self.images)
+        out[EVAL_INSTANCES] = float(self.instances)
         if self.area_ratio is not None:
-            out["area_ratio_median"] = self.area_ratio.median
+            out[AREA_RATIO_MEDIAN] = self.area_ratio.median
         return out
 
     def to_dict(self) -> dict[str, Any]:

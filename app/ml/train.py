@@ -1,9 +1,10 @@
 """Training as a generator of progress events.
 
-The CLI renders the events with tqdm, the GUI reads them as JSON lines from a subprocess;
-both share this loop. The same call scales from one CPU to a multi-GPU node: under
-``torchrun`` (WORLD_SIZE > 1) it wraps the model in DistributedDataParallel, splits the data
-with a DistributedSampler and only rank 0 writes files.
+The CLI renders the events (:mod:`app.ml.train_events`) with tqdm, the GUI reads them as
+JSON lines from a subprocess; both share this loop. The same call scales from one CPU to a
+multi-GPU node: under ``torchrun`` (WORLD_SIZE > 1) it wraps the model in
+DistributedDataParallel, splits the data with a DistributedSampler and only rank 0 writes
+files.
 
 Resuming is exact: the checkpoint holds the model, optimizer, scheduler, AMP scaler, the
 position in the epoch and every RNG state, the data order of an epoch is a pure function of
@@ -20,7 +21,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from app.ml.defaults import (
     SCHEDULES,
 )
 from app.ml.devices import device_from_arg
+from app.ml.train_events import EpochEvent, FinishedEvent, IterationEvent, RunEvent
 
 log = logging.getLogger(__name__)
 
@@ -103,50 +105,6 @@ class TrainConfig:
             raise TrainingError("max_iters must be at least 1 (or None for all epochs).")
         if self.checkpoint_dir is not None:
             self.checkpoint_dir = Path(self.checkpoint_dir)
-
-
-@dataclass
-class IterationEvent:
-    epoch: int
-    iteration: int
-    total_iterations: int
-    loss: float
-    losses: dict[str, float]
-    lr: float
-    images_per_s: float
-    eta_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"event": "iteration", **asdict(self)}
-
-
-@dataclass
-class EpochEvent:
-    epoch: int
-    checkpoint: Path | None
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["checkpoint"] = str(self.checkpoint) if self.checkpoint else None
-        return {"event": "epoch", **d}
-
-
-@dataclass
-class FinishedEvent:
-    """The run ended. ``model_state_path`` is None when cancelled or without checkpoint_dir."""
-
-    model_state_path: Path | None
-    iterations: int
-    cancelled: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["model_state_path"] = str(self.model_state_path) if self.model_state_path else None
-        return {"event": "finished", **d}
-
-
-Event = IterationEvent | EpochEvent | FinishedEvent
 
 
 def collate(batch: list[tuple[Any, Any]]) -> tuple[tuple[Any, ...], ...]:
@@ -496,7 +454,7 @@ def train(
     *,
     evaluate_fn: Callable[[nn.Module], dict[str, float]] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Iterator[Event]:
+) -> Iterator[RunEvent]:
     """Train ``model`` in place on ``dataset``, yielding progress events.
 
     Dataset items are ``(image float32 (3, H, W) in [0, 1], target)`` with target keys
@@ -533,7 +491,7 @@ def _run(
     loop: _Loop,
     evaluate_fn: Callable[[nn.Module], dict[str, float]] | None,
     should_stop: Callable[[], bool] | None,
-) -> Iterator[Event]:
+) -> Iterator[RunEvent]:
     config = loop.config
     images_per_iter = config.batch_size * loop.dctx.world_size
     avg_iter_s: float | None = None

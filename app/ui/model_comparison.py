@@ -17,6 +17,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, Signal
 
+from app.ml.metric_keys import AP
+
 from .cli_process import cli_process
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ class Comparison:
 def parse_evaluation(model_id: str, stdout: str) -> ModelScore:
     """The score in ``maskloop evaluate --json`` output; ValueError if it has none."""
     data = json.loads(stdout)
-    return ModelScore(model_id, float(data["segm"]["AP"]), int(data["images"]))
+    return ModelScore(model_id, float(data["segm"][AP]), int(data["images"]))
 
 
 def _last_line(text: str) -> str:

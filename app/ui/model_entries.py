@@ -6,6 +6,7 @@ import logging
 import os
 
 from app.core.store import ProjectStore
+from app.ml.metric_keys import SEGM_AP50
 from app.ui.panels.model_panel import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def model_entries(store: ProjectStore) -> list[ModelEntry]:
                 usable, note = False, " (unavailable)"
         entries.append(ModelEntry(card.id, f"{card.title}{note}", usable))
     for version in reversed(store.model_versions()):
-        ap = version.metrics.get("segm_AP50")
+        ap = version.metrics.get(SEGM_AP50)
         metric = f", AP50 {ap:.2f}" if isinstance(ap, int | float) else ""
         name = version.name or version.card_id
         entries.append(ModelEntry(f"v{version.id}", f"v{version.id}: {name}{metric}"))

@@ -43,8 +43,11 @@ from app.core.store import ProjectStore
 from app.core.types import ImageStatus
 from app.errors import MaskLoopError
 from app.ml.categories import categories_keeping_heads
+from app.ml.defaults import FINE_TUNE_BATCH_SIZE, FINE_TUNE_EPOCHS
 from app.ml.devices import DEVICE_CHOICES
+from app.ml.metric_keys import BBOX_AP, SEGM_AP, SEGM_AP50
 from app.ml.train import CHECKPOINT_DIR, CHECKPOINT_NAME
+from app.ml.train_events import EpochEvent, FinishedEvent, IterationEvent, TrainEvent
 from app.ml.versions import MODELS_DIR, active_model, set_active_model
 from app.ml.zoo import get_card, list_cards
 
@@ -67,8 +70,8 @@ class TrainOptions:
     """What the user chose; ``resume`` is None when there is no interrupted run."""
 
     base_model: str | None = None
-    epochs: int = 10
-    batch_size: int = 2
+    epochs: int = FINE_TUNE_EPOCHS
+    batch_size: int = FINE_TUNE_BATCH_SIZE
     device: str = "auto"
     max_iters: int | None = None
     name: str = ""
@@ -121,7 +124,7 @@ def gui_wording(text: str) -> str:
 def _metric_text(metrics: dict[str, float]) -> str:
     parts = [
         f"{label} {metrics[key]:.3f}"
-        for key, label in (("segm_AP", "segm AP"), ("segm_AP50", "AP50"), ("bbox_AP", "box AP"))
+        for key, label in ((SEGM_AP, "segm AP"), (SEGM_AP50, "AP50"), (BBOX_AP, "box AP"))
         if key in metrics
     ]
     return ", ".join(parts)
@@ -164,11 +167,11 @@ class TrainDialog(QDialog):
         self.base.setToolTip("The model training starts from: a project version or a zoo model")
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 1000)
-        self.epochs.setValue(10)
+        self.epochs.setValue(FINE_TUNE_EPOCHS)
         self.epochs.setToolTip("Passes over the training images")
         self.batch = QSpinBox()
         self.batch.setRange(1, 64)
-        self.batch.setValue(2)
+        self.batch.setValue(FINE_TUNE_BATCH_SIZE)
         self.batch.setToolTip("Images per step (per GPU); lower it if memory runs out")
         self.device = QComboBox()
         self.device.addItems(DEVICE_CHOICES)
@@ -281,8 +284,8 @@ class TrainDialog(QDialog):
         ids: list[str] = []
         for v in reversed(self.store.model_versions()):
             label = f"v{v.id}" + (f" \u2013 {v.name}" if v.name else "")
-            if "segm_AP" in v.metrics:
-                label += f" (segm AP {v.metrics['segm_AP']:.3f})"
+            if SEGM_AP in v.metrics:
+                label += f" (segm AP {v.metrics[SEGM_AP]:.3f})"
             self.base.addItem(label, f"v{v.id}")
             ids.append(f"v{v.id}")
         for card in list_cards():
@@ -438,28 +441,27 @@ class TrainDialog(QDialog):
 
     # -- events ---------------------------------------------------------------------------------
 
-    def _on_event(self, data: dict) -> None:
-        kind = data.get("event")
-        if kind == "iteration":
-            total, it = int(data["total_iterations"]), int(data["iteration"])
+    def _on_event(self, event: TrainEvent) -> None:
+        if isinstance(event, IterationEvent):
+            total, it = event.total_iterations, event.iteration
             self.progress.setRange(0, max(1, total))
             self.progress.setValue(it)
-            self.loss_plot.add_point("loss", it, float(data["loss"]))
+            self.loss_plot.add_point("loss", it, event.loss)
             if not self.process.stop_requested():
                 self.progress_label.setText(
-                    f"Epoch {int(data['epoch']) + 1}, iteration {it} of {total}, "
-                    f"loss {float(data['loss']):.3f}, {float(data['images_per_s']):.2f} images/s, "
-                    f"about {format_duration(float(data['eta_s']))} left"
+                    f"Epoch {event.epoch + 1}, iteration {it} of {total}, "
+                    f"loss {event.loss:.3f}, {event.images_per_s:.2f} images/s, "
+                    f"about {format_duration(event.eta_s)} left"
                 )
-        elif kind == "epoch":
-            metrics = data.get("metrics") or {}
-            x = int(data["epoch"]) + 1
-            for key, series in (("segm_AP", "AP"), ("segm_AP50", "AP50")):
+        elif isinstance(event, EpochEvent):
+            metrics = event.metrics
+            x = event.epoch + 1
+            for key, series in ((SEGM_AP, "AP"), (SEGM_AP50, "AP50")):
                 if key in metrics:
-                    self.ap_plot.add_point(series, x, float(metrics[key]))
+                    self.ap_plot.add_point(series, x, metrics[key])
             if metrics:
                 self.progress_label.setText(f"Epoch {x} evaluated: {_metric_text(metrics)}")
-        elif kind == "finished" and not data.get("cancelled"):
+        elif isinstance(event, FinishedEvent) and not event.cancelled:
             self.progress_label.setText("Training done; registering the new version\u2026")
 
     def _on_stderr(self, text: str) -> None:

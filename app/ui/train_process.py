@@ -15,11 +15,18 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from PySide6.QtCore import QObject, QProcess, QTimer, Signal
 
 from app.errors import MaskLoopError
+from app.ml.train_events import (
+    EVENT_KEY,
+    ErrorEvent,
+    FinishedEvent,
+    RegisteredEvent,
+    TrainEventError,
+    from_dict,
+)
 
 from .cli_process import cli_process
 
@@ -59,7 +66,7 @@ def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
 class TrainProcess(QObject):
     """One ``maskloop train --events-json`` subprocess, its events parsed as they arrive."""
 
-    event = Signal(dict)  # one decoded JSON event line
+    event = Signal(object)  # one TrainEvent, as its line arrives
     stderr = Signal(str)  # text as it arrives
     finished = Signal(object)  # TrainResult
 
@@ -68,7 +75,7 @@ class TrainProcess(QObject):
         self.python = python
         self._proc: QProcess | None = None
         self._out, self._err, self._err_chars = b"", [], 0
-        self._registered: dict[str, Any] | None = None
+        self._registered: RegisteredEvent | None = None
         self._error: str | None = None
         self._cancelled_event = self._stop_requested = False
         self._kill_timer = QTimer(self)
@@ -141,17 +148,26 @@ class TrainProcess(QObject):
             data = json.loads(line)
         except json.JSONDecodeError:
             data = None
-        if not isinstance(data, dict) or "event" not in data:
+        if not isinstance(data, dict) or EVENT_KEY not in data:
             self._add_stderr(line + "\n")  # not an event: show it with the other messages
             return
-        kind = data["event"]
-        if kind == "registered":
-            self._registered = data
-        elif kind == "error":
-            self._error = str(data.get("message", ""))
-        elif kind == "finished" and data.get("cancelled"):
+        try:
+            event = from_dict(data)
+        except TrainEventError as exc:  # shown, and the failure's reason if nothing else is
+            log.warning("%s: %s", exc, line)
+            self._error = self._error or str(exc)
+            self._add_stderr(f"{exc}\n{line}\n")
+            return
+        if event is None:  # a kind a newer trainer reports: nothing here needs it
+            log.info("ignoring training event %r", data[EVENT_KEY])
+            return
+        if isinstance(event, RegisteredEvent):
+            self._registered = event
+        elif isinstance(event, ErrorEvent):
+            self._error = event.message
+        elif isinstance(event, FinishedEvent) and event.cancelled:
             self._cancelled_event = True
-        self.event.emit(data)
+        self.event.emit(event)
 
     def _read_stderr(self) -> None:
         self._add_stderr(bytes(self._proc.readAllStandardError().data()).decode("utf-8", "replace"))
@@ -178,12 +194,12 @@ class TrainProcess(QObject):
     def _result(self, exit_code: int | None, crashed: bool) -> TrainResult:
         tail = _tail(self.stderr_text())
         if self._registered is not None:
-            version = int(self._registered["version"])
+            version = self._registered.version
             return TrainResult(
                 Outcome.REGISTERED,
                 f"Registered model version v{version}.",
                 version=version,
-                metrics=dict(self._registered.get("metrics") or {}),
+                metrics=dict(self._registered.metrics),
                 exit_code=exit_code,
                 stderr_tail=tail,
             )

@@ -12,6 +12,7 @@ from test_train_cli import _one_torch_thread as _one_torch_thread  # noqa: F401 
 
 from app.cli import main
 from app.core.store import ProjectStore
+from app.ml.train_events import FinishedEvent, IterationEvent, RegisteredEvent, from_dict
 
 
 def events(out: str) -> list[dict]:
@@ -33,6 +34,9 @@ def test_events_json_streams_progress_and_the_registered_version(
     assert all(e["total_iterations"] == 2 and e["eta_s"] >= 0 for e in evs[:2])
     assert "segm_AP" in evs[2]["metrics"] and evs[3]["cancelled"] is False
     assert evs[-1]["version"] == 1 and evs[-1]["metrics"]["segm_AP"] == evs[2]["metrics"]["segm_AP"]
+    typed = [from_dict(e) for e in evs]  # what the Train dialog reads back
+    assert isinstance(typed[0], IterationEvent) and isinstance(typed[3], FinishedEvent)
+    assert typed[-1] == RegisteredEvent(1, evs[-1]["metrics"])
     assert "Registered model version v1" in captured.err  # messages for people: stderr
     with ProjectStore.open(project) as store:
         assert [v.id for v in store.model_versions()] == [1]

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from test_train_cli import make_project  # noqa: E402
 
 from app.core.store import ProjectStore  # noqa: E402
+from app.ml.train_events import EpochEvent, IterationEvent  # noqa: E402
 from app.ml.versions import active_model  # noqa: E402
 from app.ui.train_dialog import (  # noqa: E402
     Outcome,
@@ -90,7 +91,7 @@ def test_stop_registers_nothing_and_offers_to_resume(qtbot, tmp_path: Path, tiny
         with qtbot.waitSignal(
             dialog.process.event,
             timeout=RUN_TIMEOUT_MS,
-            check_params_cb=lambda e: e["event"] == "iteration",
+            check_params_cb=lambda e: isinstance(e, IterationEvent),
         ):
             dialog.start()
         with qtbot.waitSignal(dialog.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
@@ -197,13 +198,17 @@ def test_progress_shows_eta_and_epoch_ap(qtbot, tmp_path: Path) -> None:
     project = make_project(tmp_path / "p", n=2)
     with ProjectStore.open(project) as store:
         dialog = dialog_for(qtbot, store)
-        iteration = {"event": "iteration", "epoch": 1, "iteration": 3, "total_iterations": 8}
-        dialog.process.event.emit({**iteration, "loss": 1.25, "images_per_s": 2.0, "eta_s": 90})
+        dialog.process.event.emit(
+            IterationEvent(
+                epoch=1, iteration=3, total_iterations=8, loss=1.25, losses={}, lr=1e-4,
+                images_per_s=2.0, eta_s=90.0,
+            )
+        )  # fmt: skip
         assert (dialog.progress.value(), dialog.progress.maximum()) == (3, 8)
         text = dialog.progress_label.text()
         assert "Epoch 2, iteration 3 of 8" in text and "1:30 left" in text
         metrics = {"segm_AP": 0.25, "segm_AP50": 0.5}
-        dialog.process.event.emit({"event": "epoch", "epoch": 1, "metrics": metrics})
+        dialog.process.event.emit(EpochEvent(epoch=1, checkpoint=None, metrics=metrics))
         assert dialog.ap_plot.series("AP50").ys == [0.5]
         assert "segm AP 0.250, AP50 0.500" in dialog.progress_label.text()
         dialog.grab()  # the plots paint with data
