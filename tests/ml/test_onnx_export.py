@@ -23,7 +23,8 @@ from app import paths
 from app.core.extras import MissingExtraError
 from app.core.images import read_image
 from app.ml import zoo
-from app.ml.onnx_export import OUTPUT_NAMES, OnnxExportError, export_onnx
+from app.ml.models import build_model
+from app.ml.onnx_export import OUTPUT_NAMES, SCORE_FLOOR, OnnxExportError, export_onnx
 from app.ml.predictor import Predictor, RawDetections, masks_in_boxes
 from app.ml.preprocess import InputSpec, to_model_input
 
@@ -249,3 +250,35 @@ def test_missing_onnx_names_the_extra(card, tmp_path, monkeypatch) -> None:
 def test_an_onnx_name_is_required(card, tmp_path) -> None:
     with pytest.raises(OnnxExportError, match=r"\.onnx"):
         export_onnx(card, tmp_path / "m.json")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", ["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"])
+def test_resnet_architectures_export_alike(architecture, example, tmp_path) -> None:
+    """The other trainable architectures (random weights, small input) give the same outputs."""
+    torch.manual_seed(0)
+    model = build_model(architecture, num_classes=3, min_size=128, max_size=160)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    card = zoo.ModelCard.from_dict(
+        {
+            "id": "random",
+            "title": "random weights",
+            "architecture": architecture,
+            "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+            "input": {"min_size": 128, "max_size": 160},
+            "detections_per_img": 30,
+            "weights": {"file": "w.pt", "sha256": zoo.sha256_file(tmp_path / "w.pt")},
+        },
+        path=tmp_path / "random.json",
+    )
+    exported = export_onnx(card, tmp_path / "random.onnx")
+    image = torch.from_numpy(np.random.default_rng(0).random((3, 100, 130), dtype=np.float32))
+    boxes, scores, labels, masks = example.session(exported.onnx_path).run(
+        None, {"image": image.numpy()}
+    )
+    ref = Predictor(card, device="cpu", score_threshold=SCORE_FLOOR).detect([image])[0]
+    assert len(scores) == len(ref.scores) > 5
+    np.testing.assert_allclose(boxes, ref.boxes.numpy(), atol=0.05)
+    np.testing.assert_allclose(scores, ref.scores, atol=1e-3)
+    assert (labels == ref.labels).all()
+    np.testing.assert_allclose(masks, ref.masks.numpy(), atol=0.02)
