@@ -36,7 +36,7 @@ from app.core.interchange import (
 from app.core.progress import Progress
 from app.core.progress import report as report_progress
 from app.core.store import ProjectStore
-from app.core.types import ImageStatus, Instance, Polygon
+from app.core.types import ImageRecord, ImageStatus, Instance, Polygon
 from app.errors import MaskLoopError
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,29 @@ def _instances(
     return list(groups.values())
 
 
+class _ImagesByStem:
+    """The project's images by file name without extension, listed on the first question
+    only and once per import (not once per file)."""
+
+    def __init__(self, store: ProjectStore) -> None:
+        self._store = store
+        self._index: dict[str, list[ImageRecord]] | None = None
+
+    def find(self, stem: str) -> list[ImageRecord]:
+        if self._index is None:
+            self._index = {}
+            for record in self._store.images(include_missing=True):
+                self._index.setdefault(Path(record.path).stem, []).append(record)
+        return self._index.get(stem, [])
+
+
 def _image_for(
-    store: ProjectStore, folder: Path, json_path: Path, doc: dict, report: ImportReport
+    store: ProjectStore,
+    folder: Path,
+    json_path: Path,
+    doc: dict,
+    report: ImportReport,
+    by_stem: _ImagesByStem,
 ) -> PendingImage | None:
     where = json_path.relative_to(folder).as_posix()
     width, height = doc.get("imageWidth"), doc.get("imageHeight")
@@ -170,7 +191,7 @@ def _image_for(
         if candidate is not None and candidate.is_file():
             return find_or_new_image(store, candidate, where, size, report)
     stem = Path(str(image_path).replace("\\", "/")).stem if image_path else json_path.stem
-    matches = [r for r in store.images(include_missing=True) if Path(r.path).stem == stem]
+    matches = by_stem.find(stem)
     if len(matches) != 1:
         reason = "no project image" if not matches else f"{len(matches)} project images"
         report.skipped.append(
@@ -218,6 +239,7 @@ def import_labelme(
     report = ImportReport()
     source = source_for(status)
     pending: list[tuple[PendingImage, list[tuple[str, list[Polygon]]]]] = []
+    by_stem = _ImagesByStem(store)
     for done, path in enumerate(files):
         report_progress(progress, done, len(files))
         where = path.relative_to(folder).as_posix()
@@ -229,7 +251,7 @@ def import_labelme(
         if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
             report.skipped.append((where, "not a labelme file (no 'shapes' list)"))
             continue
-        item = _image_for(store, folder, path, doc, report)
+        item = _image_for(store, folder, path, doc, report, by_stem)
         if item is None:
             continue
         pending.append((item, _instances(doc["shapes"], item, report)))

@@ -747,3 +747,30 @@ class ProjectStore:
         """The id the next registered version will get (names its files before the row exists)."""
         row = self._conn.execute("SELECT MAX(id) FROM model_versions").fetchone()
         return (row[0] or 0) + 1
+
+    # -- lookups answered in SQL (no listing of the whole project) ------------------------------
+
+    def next_image(
+        self,
+        current_id: int | None,
+        *,
+        status: ImageStatus | Iterable[ImageStatus],
+        order: str = "path",
+    ) -> int | None:
+        """The first image with ``status`` after ``current_id`` in ``order``, wrapping round
+        to the first; never ``current_id`` itself; None when no other image qualifies.
+
+        One query however large the project (the GUI asks on every "next image").
+        """
+        if order not in ORDERS:
+            raise ValueError(f"unknown order {order!r}; use one of {sorted(ORDERS)}")
+        where, params = status_filter(status)
+        current = -1 if current_id is None else current_id
+        row = self._conn.execute(
+            f"WITH listed AS (SELECT id, status, ROW_NUMBER() OVER (ORDER BY {ORDERS[order]}) "
+            "AS pos FROM images WHERE missing = 0) "
+            f"SELECT id FROM listed WHERE {where} AND id != ? "
+            "ORDER BY pos <= (SELECT pos FROM listed WHERE id = ?), pos LIMIT 1",
+            [*params, current, current],
+        ).fetchone()
+        return None if row is None else row[0]

@@ -93,3 +93,20 @@ def test_empty_folder(tmp_path: Path):
     with ProjectStore.open(tmp_path / "proj", create=True) as store:
         with pytest.raises(LabelmeError):
             import_labelme(store, tmp_path)
+
+
+def test_files_matched_by_stem_list_the_project_once(tmp_path: Path, monkeypatch):
+    """Each file's image is found by name without listing every project image per file."""
+    folder = tmp_path / "lm"
+    folder.mkdir()
+    shape = {"label": "x", "points": [[1, 1], [9, 1], [9, 9]], "shape_type": "polygon"}
+    for i in range(4):
+        (folder / f"s{i}.json").write_text(json.dumps(_doc(f"C:\\data\\pic{i}.png", [shape])))
+    with ProjectStore.open(tmp_path / "proj", create=True) as store:
+        store.add_images([NewImage(f"imgs/pic{i}.png", W, H) for i in range(4)])
+        listings = []
+        listed = store.images
+        monkeypatch.setattr(store, "images", lambda **kw: listings.append(kw) or listed(**kw))
+        report = import_labelme(store, folder)
+        assert report.images == 4 and report.instances == 4
+        assert len(listings) == 1
