@@ -1,7 +1,6 @@
 """The main window with background proposals (fake predictor: no torch work)."""
 
 import threading
-import time
 from types import SimpleNamespace
 
 import cv2
@@ -80,13 +79,20 @@ def test_proposals_appear_on_the_current_image_and_prefetch(qtbot, window):
 
 def test_proposals_wait_while_a_polygon_is_being_drawn(qtbot, window):
     gate = threading.Event()
-    attach(window, lambda c, r: Fake(gate))
+    controller = attach(window, lambda c, r: Fake(gate))
+    image = window.current_image_id()
     window.canvas.set_tool("polygon")
     window.canvas.tool.points.append(window.canvas.mapToScene(5, 5))  # a drawing under way
-    gate.set()
-    qtbot.waitUntil(lambda: window.store.count_instances(window.current_image_id()) == 1)
-    time.sleep(0.4)
-    qtbot.wait(50)
+    with qtbot.waitSignal(
+        controller.proposals_ready, timeout=5000, check_params_cb=lambda r: r.image_id == image
+    ):
+        gate.set()
+    assert window.store.count_instances(image) == 1
+    # The window's refresh ran before this test heard the signal; it waits for the drawing
+    # and, when its timer fires while the drawing goes on, waits again.
+    with qtbot.waitSignal(window._refresh_timer.timeout, timeout=3000):
+        pass
+    assert window._refresh_timer.isActive()
     assert len(window.editor.doc.instances) == 0  # not refreshed under the drawing
     assert window.canvas.tool.points  # the drawing was not disturbed
     window.canvas.tool.points.clear()
@@ -133,9 +139,14 @@ def test_human_work_survives_a_model_switch(qtbot, window):
     qtbot.waitUntil(lambda: len(window.editor.doc.instances) == 1, timeout=5000)
     window.store.apply_edit(image, add=[Instance(1, [Polygon([[1, 1], [5, 1], [5, 5]])])])
     controller.set_model(ModelChoice("other"))
-    window._request_proposals(image)
-    time.sleep(0.3)
-    qtbot.wait(50)
+    # The worker takes the shown image first, then the next ones: once "other" has proposed
+    # a next image, it has been through the shown one.
+    with qtbot.waitSignal(
+        controller.proposals_ready,
+        timeout=5000,
+        check_params_cb=lambda r: r.model_id == "other" and r.image_id != image,
+    ):
+        window._request_proposals(image)
     sources = sorted(i.source.value for i in window.store.instances(image))
     assert sources == ["human", "model"]
 
