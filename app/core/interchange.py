@@ -205,7 +205,7 @@ def commit_import(
             report.images_added += 1
         if record is None:
             raise StoreError(f"could not add image {item.path} to the project")
-        existing = store.instances(record.id)
+        existing = store.instance_ids(record.id)  # ids only: their outlines are not needed
         if existing:
             if not replace:
                 report.skipped.append(
@@ -213,7 +213,7 @@ def commit_import(
                                  "use --replace to replace them")
                 )  # fmt: skip
                 continue
-            store.apply_edit(record.id, delete=[i.id for i in existing if i.id is not None])
+            store.apply_edit(record.id, delete=existing)
             report.deleted.append((record.path, len(existing)))
         store.add_instances(record.id, item.instances)
         store.set_image_status(record.id, status)

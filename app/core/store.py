@@ -774,3 +774,10 @@ class ProjectStore:
             [*params, current, current],
         ).fetchone()
         return None if row is None else row[0]
+
+    def instance_ids(self, image_id: int) -> list[int]:
+        """Ids of an image's instances, without decoding their outlines."""
+        rows = self._conn.execute(
+            "SELECT id FROM instances WHERE image_id = ? ORDER BY id", (image_id,)
+        )
+        return [r[0] for r in rows]

@@ -1,14 +1,18 @@
-"""Store lookups answered in one query: the next image to review."""
+"""Store lookups answered in one query: the next image to review, an image's instance ids."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
+from app.core.labelme import import_labelme
 from app.core.store import NewImage, ProjectStore
-from app.core.types import ImageStatus
+from app.core.types import ImageStatus, Instance, Polygon
 
 REVIEW = (ImageStatus.NEW, ImageStatus.PROPOSED, ImageStatus.IN_PROGRESS)
 
@@ -74,3 +78,36 @@ def test_next_image_in_a_large_project_is_one_quick_query(tmp_path: Path) -> Non
         seconds = time.perf_counter() - t0
         assert found == ids[-1]
         assert seconds < 0.5, f"{seconds:.3f} s for one next-image lookup at {n} images"
+
+
+def test_instance_ids_lists_an_images_instances_in_order(store) -> None:
+    square = Polygon([[1, 1], [5, 1], [5, 5], [1, 5]])
+    cat = store.add_category("cell")
+    a, c = store.by_name["a"], store.by_name["c"]
+    added = store.add_instances(a, [Instance(cat.id, [square]), Instance(cat.id, [square])])
+    assert store.instance_ids(a) == [i.id for i in added]
+    assert store.instance_ids(c) == []
+
+
+def test_an_import_asks_only_for_ids_of_the_instances_it_replaces(tmp_path: Path, monkeypatch):
+    """Skipping or replacing an annotated image needs no decoding of its outlines."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((20, 20), np.uint8))
+    shape = {"label": "cell", "points": [[1, 1], [9, 1], [9, 9]], "shape_type": "polygon"}
+    doc = {"shapes": [shape], "imagePath": "a.png", "imageWidth": 20, "imageHeight": 20}
+    (folder / "a.json").write_text(json.dumps(doc))
+    with ProjectStore.open(tmp_path / "p", create=True) as s:
+        cat = s.add_category("cell")
+        (image_id,) = s.add_images([NewImage("../data/a.png", 20, 20)])
+        square = Polygon([[2, 2], [6, 2], [6, 6], [2, 6]])
+        s.add_instances(image_id, [Instance(cat.id, [square]), Instance(cat.id, [square])])
+
+        def no_decoding(_image_id):
+            raise AssertionError("the import decoded the image's outlines")
+
+        monkeypatch.setattr(s, "instances", no_decoding)
+        kept = import_labelme(s, folder)
+        assert kept.images == 0 and "already has 2 instances" in kept.skipped[0][1]
+        replaced = import_labelme(s, folder, replace=True)
+        assert replaced.deleted == [("../data/a.png", 2)] and s.count_instances(image_id) == 1
