@@ -33,10 +33,12 @@ from app.demo.synthetic import generate_sample  # noqa: E402
 from app.ml import zoo  # noqa: E402
 from app.ml.dataset import make_sample  # noqa: E402
 from app.ml.evaluate import AP_SCORE_FLOOR, evaluate_predictor  # noqa: E402
+from app.ml.metric_keys import EVAL_IMAGES, SEGM_AP50  # noqa: E402
 from app.ml.models import build_model  # noqa: E402
 from app.ml.predictor import Predictor  # noqa: E402
 from app.ml.preprocess import InputSpec, to_model_input  # noqa: E402
-from app.ml.train import IterationEvent, TrainConfig, collate, train  # noqa: E402
+from app.ml.train import TrainConfig, collate, train  # noqa: E402
+from app.ml.train_events import IterationEvent  # noqa: E402
 
 LR = 0.005
 
@@ -150,7 +152,7 @@ def bench_training(name: str, device: str, args, target: str) -> None:
 def bench_bundled(args) -> None:
     card = zoo.get_card("cells-mobile")
     model = zoo.load_model(card, device="cpu")
-    n_val = 6 if args.quick else card.metrics.get("eval_images", 40)
+    n_val = 6 if args.quick else card.metrics.get(EVAL_IMAGES, 40)
     with tempfile.TemporaryDirectory() as tmp:
         files = [
             sample_file(Path(tmp), "val", card.recipe.get("seed", 0) + 1, i, 256 if i % 2 else 384)
@@ -183,7 +185,7 @@ def bench_bundled(args) -> None:
             "images": result.images,
             "instances": result.instances,
         },
-        card_segm_AP50=card.metrics.get("segm_AP50"),
+        card_segm_AP50=card.metrics.get(SEGM_AP50),
         threads=torch.get_num_threads(),
     )
 
