@@ -239,6 +239,7 @@ def _propose(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from app.core.score_threshold import SCORE_FLOOR, migrate_score_floor, set_project_threshold
+    from app.ml.active import rescore_uncertainty
     from app.ml.predictor import Predictor
     from app.ml.propose import Shard, detection_threshold, select_images
     from app.ml.versions import active_model, version_id
@@ -246,7 +247,8 @@ def _propose(args: argparse.Namespace) -> int:
     with ProjectStore.open(args.project) as store:
         if args.threshold is not None:
             saved = set_project_threshold(store, args.threshold)
-            print(f"score threshold of the project: {saved:.2f}")
+            rescored = rescore_uncertainty(store, saved)  # images this run will not propose
+            print(f"score threshold of the project: {saved:.2f} ({rescored} images rescored)")
         again = migrate_score_floor(store)
         if again:
             print(

@@ -4,10 +4,11 @@ The score of an image is the number of corrections its review is expected to nee
 from the model's detection scores (each score taken as the probability that the detection
 is a real instance):
 
-    e(s)  = min(s, 1 - s)       per object with score s >= floor (default 0.05): a shown
-                                proposal (s >= 0.5) is false with probability 1 - s and must
-                                be rejected; a hidden one (s < 0.5) is a real instance with
-                                probability s and must be drawn by hand
+    e(s)  = 1 - s  if s >= t    per object with score s >= floor (default 0.05): a shown
+            s      if s <  t    proposal (s at or above the project's score threshold t) is
+                                false with probability 1 - s and must be rejected; a hidden
+                                one is a real instance with probability s and must be drawn
+                                by hand (at t = 0.5 this is min(s, 1 - s))
     U     = sum of e(s_k)       over the image's objects
 
 An object is a detection together with the weaker detections whose boxes lie mostly on it
@@ -32,15 +33,17 @@ the review's actual corrections. Measured against random order on the loop bench
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 
 import numpy as np
 
+from app.core.geometry import polygons_bbox
+from app.core.score_threshold import DEFAULT_THRESHOLD, SCORE_FLOOR
 from app.core.store import ProjectStore
-from app.core.types import ImageRecord, ImageStatus
+from app.core.types import ImageRecord, ImageStatus, Polygon
 
-DEFAULT_FLOOR = 0.05
+DEFAULT_FLOOR = SCORE_FLOOR
 # Images a person may still be asked to annotate.
 CANDIDATE_STATUSES = (ImageStatus.NEW, ImageStatus.PROPOSED)
 
@@ -50,10 +53,13 @@ class Strategy(StrEnum):
     RANDOM = "random"
 
 
-def expected_corrections(scores: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Per-detection chance e(s) = min(s, 1 - s) that the reviewer must correct it."""
+def expected_corrections(
+    scores: Sequence[float] | np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> np.ndarray:
+    """Per-detection chance e(s) that the reviewer must correct it: reject it if it is shown
+    (s >= ``threshold``), 1 - s; draw it if it is hidden, s."""
     s = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
-    return np.minimum(s, 1.0 - s)
+    return np.where(s >= threshold, 1.0 - s, s)
 
 
 def image_uncertainty(
@@ -61,8 +67,10 @@ def image_uncertainty(
     boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
     *,
     floor: float = DEFAULT_FLOOR,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> float:
-    """The image's uncertainty U >= 0: its expected corrections (module docstring).
+    """The image's uncertainty U >= 0: its expected corrections (module docstring) when the
+    proposals scoring at least ``threshold`` are shown.
 
     ``boxes`` (N x 4, x0 y0 x1 y1) group fragments into objects; without them every
     detection counts as an object.
@@ -74,7 +82,38 @@ def image_uncertainty(
         if len(b) != len(s):
             raise ValueError(f"{len(s)} scores but {len(b)} boxes")
         keep = np.flatnonzero(keep)[object_leaders(b[keep], s[keep])]
-    return float(expected_corrections(s[keep]).sum())
+    return float(expected_corrections(s[keep], threshold).sum())
+
+
+def rescore_uncertainty(
+    store: ProjectStore, threshold: float, should_stop: Callable[[], bool] | None = None
+) -> int:
+    """Compute again, from the stored proposals, the uncertainty of the untouched images a
+    model proposed, for a new score threshold; returns how many were rescored.
+
+    The proposals hold every detection down to the score floor, so no model is needed.
+    Images waiting to be proposed again (migrated, ``proposed_by`` unset) and score-only
+    images (no proposals stored) keep the figure their proposal run stored.
+    """
+    human = store.images_with_human_work()
+    done = 0
+    for image in store.images(status=ImageStatus.PROPOSED):
+        if should_stop is not None and should_stop():
+            break
+        if image.proposed_by is None or image.id in human:
+            continue
+        proposals = [i for i in store.instances(image.id) if i.score is not None]
+        scores = [i.score for i in proposals]
+        boxes = [box_xyxy(i.polygons) for i in proposals]
+        store.set_uncertainty(image.id, image_uncertainty(scores, boxes, threshold=threshold))
+        done += 1
+    return done
+
+
+def box_xyxy(polygons: Sequence[Polygon]) -> tuple[float, float, float, float]:
+    """The box (x0, y0, x1, y1) :func:`image_uncertainty` groups a detection by."""
+    x, y, w, h = polygons_bbox(polygons)
+    return (x, y, x + w, y + h)
 
 
 def object_leaders(boxes: np.ndarray, scores: np.ndarray, overlap: float = 0.5) -> np.ndarray:

@@ -26,13 +26,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.core.geometry import polygons_bbox
 from app.core.images import read_image
-from app.core.score_threshold import migrate_score_floor
+from app.core.score_threshold import migrate_score_floor, project_threshold
 from app.core.store import ProjectStore
-from app.core.types import ImageRecord, ImageStatus, Instance, Polygon
+from app.core.types import ImageRecord, ImageStatus, Instance
 from app.errors import MaskLoopError
-from app.ml.active import DEFAULT_FLOOR, image_uncertainty
+from app.ml.active import DEFAULT_FLOOR, box_xyxy, image_uncertainty
 from app.ml.categories import match_categories
 from app.ml.zoo import ModelCard
 
@@ -182,6 +181,7 @@ def propose_images(
     unreadable image is reported and skipped; the model's own errors propagate.
     """
     migrate_score_floor(store)
+    shown_from = project_threshold(store)
     categories = CategoryMapper(store, card)
     for image in images:
         t0 = time.perf_counter()
@@ -193,7 +193,9 @@ def propose_images(
             continue
         detections = predictor.predict(pixels, should_stop=should_stop)
         uncertainty = image_uncertainty(
-            [d.score or 0.0 for d in detections], [_xyxy(d.polygons) for d in detections]
+            [d.score or 0.0 for d in detections],
+            [box_xyxy(d.polygons) for d in detections],
+            threshold=shown_from,
         )
         instances = [d for d in detections if threshold is None or (d.score or 0.0) >= threshold]
         if score_only:
@@ -214,8 +216,3 @@ def propose_images(
             seconds=time.perf_counter() - t0,
             uncertainty=uncertainty if stored else None,
         )
-
-
-def _xyxy(polygons: Sequence[Polygon]) -> tuple[float, float, float, float]:
-    x, y, w, h = polygons_bbox(polygons)
-    return (x, y, x + w, y + h)

@@ -59,6 +59,7 @@ from .project_view_state import ProjectViewState, load_view_state, save_view_sta
 from .screen_fit import clamp_to_screen, first_run_geometry
 from .simplify_setting import SimplifySetting, VertexCountLabel
 from .train_dialog import TrainDialog
+from .uncertainty_rescore import UncertaintyRescorer
 from .workers import (
     ProposalController,
 )
@@ -125,6 +126,8 @@ class MainWindow(ModelWiring, QMainWindow):
         self._fallback_model: str | None = None  # the model proposals used before this one
         self._broken_models: set[str] = set()
         self.model_panel: ModelPanel | None = None
+        self.rescorer = UncertaintyRescorer(store.root, self)  # uncertainty follows the threshold
+        self.rescorer.rescored.connect(lambda _n: self.images.refresh())
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setInterval(300)
         self._refresh_timer.timeout.connect(self._refresh_when_idle)
@@ -408,6 +411,7 @@ class MainWindow(ModelWiring, QMainWindow):
         s.setValue("window/state", self.saveState())
         s.setValue("view/score_labels", self.labels_action.isChecked())
         self._save_threshold()
+        self.rescorer.finish()  # the uncertainties follow the threshold just saved
         save_view_state(
             s,
             self.store.root,
@@ -507,6 +511,8 @@ class MainWindow(ModelWiring, QMainWindow):
             set_project_threshold(self.store, value)
         except StoreError as exc:
             self.statusBar().showMessage(f"Score threshold not saved: {exc}", 8000)
+            return
+        self.rescorer.request(value)
 
     def checkpoint(self) -> None:
         self.store.checkpoint()

@@ -176,13 +176,13 @@ def test_cli_stores_every_detection_down_to_the_floor_and_saves_the_threshold(
     args = ["propose", str(project), "--model", "tiny", "--device", "cpu", "--threshold", "0.4"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "score threshold of the project: 0.40" in out
+    assert "score threshold of the project: 0.40 (0 images rescored)" in out
     assert "proposed 15 instances on 3 images" in out  # all but the 0.04 one
     assert thresholds == [SCORE_FLOOR] * 3
     with ProjectStore.open(project) as store:
         assert project_threshold(store) == 0.4
         image = store.image_by_path("imgs/cells_1.png")
-        assert image.uncertainty == pytest.approx(image_uncertainty(SCORES))
+        assert image.uncertainty == pytest.approx(image_uncertainty(SCORES, threshold=0.4))
         assert sorted(i.score for i in store.instances(image.id)) == [0.1, 0.3, 0.45, 0.6, 0.9]
 
 

@@ -112,3 +112,32 @@ def test_next_images_random_is_seeded(store):
     b = [r.id for r in next_images(store, 6, "random", seed=1)]
     assert a == b and sorted(a) == [1, 2, 3, 4, 5, 6]
     assert next_images(store, 0) == []
+
+
+def test_expected_corrections_follow_the_score_threshold():
+    # Shown (at or above the threshold): rejecting it is the correction; hidden: drawing it.
+    np.testing.assert_allclose(expected_corrections([0.3, 0.6], threshold=0.2), [0.7, 0.4])
+    np.testing.assert_allclose(expected_corrections([0.3, 0.6], threshold=0.7), [0.3, 0.6])
+    assert image_uncertainty([0.9, 0.3], threshold=0.2) == pytest.approx(0.1 + 0.7)
+
+
+def test_rescoring_uses_the_stored_proposals_of_untouched_images(tmp_path):
+    from app.core.types import Instance, Polygon
+    from app.ml.active import rescore_uncertainty
+
+    def square(x):
+        return Polygon([[x, 0], [x + 8, 0], [x + 8, 8], [x, 8]])
+
+    with ProjectStore.open(tmp_path / "p", create=True) as store:
+        store.add_category("cell")
+        store.add_images([NewImage(f"{k}.png", 64, 64) for k in range(3)])
+        for image_id in (1, 2, 3):
+            proposals = [Instance(1, [square(0)], score=0.9), Instance(1, [square(20)], score=0.3)]
+            store.replace_proposals(image_id, proposals, model_version=None)
+            store.set_uncertainty(image_id, 0.4)
+            store.set_proposed_by(image_id, "m")
+        store.set_proposed_by(2, None)  # waiting to be proposed again: its figure stays
+        store.add_instances(3, [Instance(1, [square(40)])])  # a person's work: left alone
+        assert rescore_uncertainty(store, 0.2) == 1
+        assert store.image(1).uncertainty == pytest.approx(0.1 + 0.7)
+        assert store.image(2).uncertainty == store.image(3).uncertainty == 0.4

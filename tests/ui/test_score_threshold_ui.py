@@ -168,3 +168,12 @@ def test_cancelling_an_export_leaves_no_file_behind(window, tmp_path, monkeypatc
     assert win.file_menu.run_export(ExportChoice(Kind.LABEL_MAPS, out)) is None
     assert "Export cancelled" in win.file_menu.last_message
     assert not out.exists() and (1, 2) in seen
+
+
+def test_the_uncertainty_follows_the_threshold_without_a_model(qtbot, window, store):
+    store.set_proposed_by(1, "fake")  # image 1's proposals (0.9, 0.3) came from a model
+    store.set_uncertainty(1, 0.4)  # 0.1 + 0.3 at 0.5
+    with qtbot.waitSignal(window.rescorer.rescored, timeout=10000):
+        window.threshold.setValue(20)
+    assert store.image(1).uncertainty == pytest.approx(0.1 + 0.7)  # 0.3 is now shown
+    assert "0.8 expected fixes" in window.images.list.item(0).text()
