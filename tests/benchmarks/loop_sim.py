@@ -19,10 +19,25 @@ Cost model of a review, in operations (clicks and drags an annotator makes):
     reject a proposal matching nothing (or a duplicate)                  1 op
     draw a missed instance by hand                                        1 op + 1 per 4 vertices
 
-Matching is greedy by descending score to the unmatched same-category instance of highest
-IoU, as in :func:`app.ml.evaluate.reviewer_counts`. The baseline is drawing every instance
-by hand (``manual_ops``). Vertices are those of the truth outline simplified as the app
-stores polygons (:func:`app.core.geometry.label_map_to_instances`).
+With the model's assists (:class:`SimulatedAssists`, the app's own
+:class:`app.ml.assist.Assistant` on the round's model), a missed instance and a poor
+proposal are tried with an assist first, and its answer is reviewed like a proposal:
+
+    missed: drag a box (the truth box, each side moved by up to 15 % of the box's size,
+    as a person drags it), 1 op; then the answer
+      reaches IoU >= 0.85: keep it                                        1 op
+      reaches 0.5 <= IoU < 0.85: edit it                                  3 ops
+      less, or the model sees no object: undo, draw by hand               1 op + drawing
+    poor proposal: refine it (its box grown 1.1x, as the W key does), 1 op; then the answer
+      reaches IoU >= 0.85: done                                           0 ops
+      reaches 0.5 <= IoU < 0.85: edit it                                  3 ops
+      less: undo, edit the proposal                                       1 + 3 ops
+
+A failed try costs its own ops and an undo, since a person sees the answer only after
+asking. Matching is greedy by descending score to the unmatched same-category instance of
+highest IoU, as in :func:`app.ml.evaluate.reviewer_counts`. The baseline is drawing every
+instance by hand (``manual_ops``). Vertices are those of the truth outline simplified as the
+app stores polygons (:func:`app.core.geometry.label_map_to_instances`).
 """
 
 from __future__ import annotations
@@ -31,9 +46,10 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -41,9 +57,17 @@ import torch
 from pycocotools import mask as mask_utils
 from torch import nn
 
-from app.core.geometry import label_map_to_instances, polygons_to_mask
+from app.core.geometry import label_map_to_instances, polygons_bbox, polygons_to_mask
 from app.core.store import NewImage, ProjectStore
-from app.core.types import Category, ImageRecord, ImageStatus, Instance, Polygon, Source
+from app.core.types import (
+    Category,
+    ImageRecord,
+    ImageStatus,
+    Instance,
+    Polygon,
+    Provenance,
+    Source,
+)
 from app.demo.synthetic import (
     OTHER_MICROSCOPE,
     Regime,
@@ -54,6 +78,7 @@ from app.demo.synthetic import (
 from app.errors import MaskLoopError
 from app.ml import zoo
 from app.ml.active import CANDIDATE_STATUSES, Strategy, next_images
+from app.ml.assist import Assistant, NoObjectFound
 from app.ml.dataset import ProjectDataset, category_labels
 from app.ml.defaults import FINE_TUNE_BATCH_SIZE, FINE_TUNE_LR
 from app.ml.evaluate import (
@@ -78,6 +103,13 @@ EDIT_OPS = 3
 REJECT_OPS = 1
 DRAW_OPS = 1
 VERTICES_PER_OP = 4
+BOX_OPS = 1  # drag a box around a missed instance (its answer is then reviewed)
+REFINE_OPS = 1  # refine a selected proposal (a good answer needs nothing more)
+UNDO_OPS = 1  # take back an assist's answer that is worse than starting again
+BOX_JITTER = 0.15  # a dragged box's sides miss the object's by up to this share of its size
+# The refine key's box growth (app.ui.workers.REFINE_ENLARGE; the GUI module is not
+# imported here, so the benchmark runs without Qt).
+REFINE_ENLARGE = 1.1
 CATEGORY = "nucleus"
 RANDOM_BASE = "random"
 """Base model name meaning: the mobile architecture with random weights."""
@@ -105,6 +137,15 @@ class ReviewCounts:
     draw_ops: int = 0  # ops spent drawing the ``drawn`` instances
     instances: int = 0  # truth instances on the reviewed images
     manual_ops: int = 0  # ops to draw all of them by hand (the no-model baseline)
+    # With assists: missed instances whose box answer was kept, edited, or undone (then
+    # ``drawn``); poor proposals whose refine answer was kept, edited (also in ``edited``),
+    # or undone (then the proposal is edited: ``edited``).
+    boxed: int = 0
+    box_edited: int = 0
+    box_failed: int = 0
+    refined: int = 0
+    refine_edited: int = 0
+    refine_failed: int = 0
 
     @property
     def ops(self) -> int:
@@ -113,6 +154,11 @@ class ReviewCounts:
             + EDIT_OPS * self.edited
             + REJECT_OPS * self.rejected
             + self.draw_ops
+            + BOX_OPS * (self.boxed + self.box_edited + self.box_failed)
+            + ACCEPT_OPS * self.boxed
+            + EDIT_OPS * self.box_edited
+            + REFINE_OPS * (self.refined + self.refine_edited + self.refine_failed)
+            + UNDO_OPS * (self.box_failed + self.refine_failed)
         )
 
     @property
@@ -140,7 +186,63 @@ class Review:
     kept: list[Instance] = field(default_factory=list)  # accepted as proposed
     updated: list[Instance] = field(default_factory=list)  # edited: truth outline, same id
     deleted: list[int] = field(default_factory=list)  # rejected proposal ids
-    added: list[Instance] = field(default_factory=list)  # drawn by hand
+    added: list[Instance] = field(default_factory=list)  # drawn by hand (or boxed)
+
+
+class Assists(Protocol):
+    """The assists the simulated annotator can ask for on one image."""
+
+    def box(self, truth: Instance) -> Instance | None:
+        """The answer to a box dragged around ``truth`` (None: no object found)."""
+
+    def refine(self, proposal: Instance) -> Instance | None:
+        """``proposal``'s outline predicted again (None: no object found)."""
+
+
+def jittered_box(
+    bbox: tuple[float, float, float, float], rng: np.random.Generator, jitter: float
+) -> tuple[float, float, float, float]:
+    """The box (x0, y0, x1, y1) a person drags around an object with box ``bbox`` (x, y, w,
+    h): each side moved in or out by up to ``jitter`` of the box's width or height."""
+    x, y, w, h = bbox
+    dx0, dy0, dx1, dy1 = rng.uniform(-jitter, jitter, 4)
+    return (x + dx0 * w, y + dy0 * h, x + w + dx1 * w, y + h + dy1 * h)
+
+
+class SimulatedAssists:
+    """The app's assists on one image, with boxes dragged as loosely as a person does."""
+
+    def __init__(
+        self,
+        assistant: Assistant,
+        image: np.ndarray,
+        *,
+        image_key: Hashable,
+        rng: np.random.Generator,
+        jitter: float = BOX_JITTER,
+    ) -> None:
+        self.assistant = assistant
+        self.image = image
+        self.image_key = image_key
+        self.rng = rng
+        self.jitter = jitter
+
+    def box(self, truth: Instance) -> Instance | None:
+        box = jittered_box(polygons_bbox(truth.polygons), self.rng, self.jitter)
+        try:
+            return self.assistant.box_to_mask(
+                self.image, box, image_key=self.image_key, category_id=truth.category_id
+            )
+        except NoObjectFound:
+            return None
+
+    def refine(self, proposal: Instance) -> Instance | None:
+        try:
+            return self.assistant.refine(
+                self.image, proposal, image_key=self.image_key, enlarge=REFINE_ENLARGE
+            )
+        except NoObjectFound:
+            return None
 
 
 def _rles(instances: Sequence[Instance], height: int, width: int) -> list[dict]:
@@ -158,6 +260,15 @@ def _records(instances: Sequence[Instance], height: int, width: int) -> list[dic
     ]
 
 
+def _iou(a: Instance | None, b: Instance, height: int, width: int) -> float:
+    """Mask IoU of two instances (0 for a missing answer)."""
+    if a is None:
+        return 0.0
+    return float(
+        np.asarray(mask_utils.iou(_rles([a], height, width), _rles([b], height, width), [0]))[0, 0]
+    )
+
+
 def review(
     proposals: Sequence[Instance],
     truth: Sequence[Instance],
@@ -166,12 +277,15 @@ def review(
     *,
     accept_iou: float = ACCEPT_IOU,
     edit_iou: float = EDIT_IOU,
+    assists: Assists | None = None,
 ) -> Review:
     """How the simulated annotator treats ``proposals`` on an image whose truth it knows.
 
     Proposals must carry their store ids (except in pure counting use); edited ones get the
     truth outline and ``source=model_edited``, missed truth instances are drawn as
-    ``source=human``.
+    ``source=human``. With ``assists`` a poor proposal is refined and a missed instance
+    boxed first (see the module's cost model); an answer that reaches ``accept_iou`` is
+    kept as the model gave it, provenance ``assisted``.
     """
     order = sorted(range(len(proposals)), key=lambda i: -(proposals[i].score or 0.0))
     match = {
@@ -189,10 +303,22 @@ def review(
             counts.accepted += 1
             out.kept.append(proposal)
         elif best_iou >= edit_iou:
-            counts.edited += 1
             fixed = proposal.copy()
-            fixed.polygons = [p.copy() for p in truth[best].polygons]
             fixed.source = Source.MODEL_EDITED
+            answer = assists.refine(proposal) if assists is not None else None
+            answer_iou = _iou(answer, truth[best], height, width) if answer else 0.0
+            if answer is not None and answer_iou >= accept_iou:
+                counts.refined += 1
+                fixed.polygons = answer.polygons
+                fixed.provenance = Provenance.ASSISTED
+            else:
+                if answer is not None and answer_iou >= edit_iou:
+                    counts.refine_edited += 1
+                else:
+                    counts.refine_failed += assists is not None
+                counts.edited += 1
+                fixed.polygons = [p.copy() for p in truth[best].polygons]
+                fixed.provenance = Provenance.EDITED
             out.updated.append(fixed)
         else:
             counts.rejected += 1
@@ -201,12 +327,29 @@ def review(
     for k, t in enumerate(truth):
         cost = draw_ops(t.polygons)
         counts.manual_ops += cost
-        if not matched[k]:
-            counts.drawn += 1
-            counts.draw_ops += cost
+        if matched[k]:
+            continue
+        answer = assists.box(t) if assists is not None else None
+        answer_iou = _iou(answer, t, height, width) if answer else 0.0
+        if answer is not None and answer_iou >= edit_iou:
+            kept = answer_iou >= accept_iou
+            counts.boxed += kept
+            counts.box_edited += not kept
             out.added.append(
-                Instance(t.category_id, [p.copy() for p in t.polygons], source=Source.HUMAN)
+                Instance(
+                    t.category_id,
+                    answer.polygons if kept else [p.copy() for p in t.polygons],
+                    source=Source.HUMAN,
+                    provenance=Provenance.ASSISTED if kept else Provenance.EDITED,
+                )
             )
+            continue
+        counts.box_failed += assists is not None
+        counts.drawn += 1
+        counts.draw_ops += cost
+        out.added.append(
+            Instance(t.category_id, [p.copy() for p in t.polygons], source=Source.HUMAN)
+        )
     return out
 
 
@@ -278,7 +421,7 @@ class RoundResult:
 
     ``review`` is what this round's picked images cost to review (None in round 0);
     ``heldout_review`` what the proposals of the round's resulting model would cost on the
-    held-out images.
+    held-out images, ``heldout_assisted`` the same with the model's assists.
     """
 
     round: int
@@ -289,6 +432,7 @@ class RoundResult:
     heldout_review: ReviewCounts
     labeled_images: int
     model_version: int | None
+    heldout_assisted: ReviewCounts = field(default_factory=ReviewCounts)
     propose_s: float = 0.0
     train_s: float = 0.0
     eval_s: float = 0.0
@@ -423,24 +567,34 @@ class LoopSimulation:
     def close(self) -> None:
         self.store.close()
 
-    def evaluate(self) -> tuple[float, float, ReviewCounts]:
+    def evaluate(self) -> tuple[float, float, ReviewCounts, ReviewCounts]:
         """Segm (AP, AP50) of the current model on the held-out set, and what reviewing its
-        proposals there (score >= the loop's threshold) would cost."""
+        proposals there (score >= the loop's threshold) would cost without and with its
+        assists (the same proposals; boxes dragged the same way every round)."""
         threshold = self.config.threshold
         result = evaluate_predictor(self._predictor(AP_SCORE_FLOOR), self.test_set.truth_images)
         # As proposing does: detect down to the uncertainty floor, show those >= threshold.
         predictor = self._predictor(detection_threshold(threshold))
+        assistant = Assistant(predictor)
         counts = ReviewCounts()
-        for image, truth in zip(self.test_set.images, self.test_truth, strict=True):
+        assisted = ReviewCounts()
+        for k, (image, truth) in enumerate(zip(self.test_set.images, self.test_truth, strict=True)):
             shown = [d for d in predictor.predict(image) if (d.score or 0.0) >= threshold]
             h, w = image.shape[:2]
             counts = counts + review(shown, truth, h, w).counts
-        return result.segm.ap, result.segm.ap50, counts
+            assists = SimulatedAssists(
+                assistant,
+                image,
+                image_key=k,
+                rng=np.random.default_rng([self.config.seed, _TEST_SEED_OFFSET, k]),
+            )
+            assisted = assisted + review(shown, truth, h, w, assists=assists).counts
+        return result.segm.ap, result.segm.ap50, counts, assisted
 
     def start(self) -> RoundResult:
         """Round 0: the starting model on the held-out set."""
         t0 = time.perf_counter()
-        ap, ap50, heldout = self.evaluate()
+        ap, ap50, heldout, assisted = self.evaluate()
         return RoundResult(
             0,
             self.strategy.value,
@@ -450,6 +604,7 @@ class LoopSimulation:
             heldout,
             0,
             None,
+            heldout_assisted=assisted,
             eval_s=time.perf_counter() - t0,
         )
 
@@ -512,7 +667,7 @@ class LoopSimulation:
         iterations = self._train(done)
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ap, ap50, heldout = self.evaluate()
+        ap, ap50, heldout, assisted = self.evaluate()
         eval_s = time.perf_counter() - t0
         version = register_version(
             self.store,
@@ -527,13 +682,14 @@ class LoopSimulation:
         self.version = version.id
         log.info(
             "%s round %d: %d images labelled, segm AP %.3f, %.2f ops/instance reviewed, "
-            "%.2f on the held-out images",
+            "%.2f on the held-out images (%.2f with assists)",
             self.strategy.value,
             self.round,
             len(done),
             ap,
             counts.ops_per_instance or 0.0,
             heldout.ops_per_instance or 0.0,
+            assisted.ops_per_instance or 0.0,
         )
         return RoundResult(
             self.round,
@@ -544,6 +700,7 @@ class LoopSimulation:
             heldout,
             len(done),
             version.id,
+            heldout_assisted=assisted,
             propose_s=propose_s,
             train_s=train_s,
             eval_s=eval_s,

@@ -10,6 +10,7 @@ import pytest
 import torch
 from loop_sim import (
     _TEST_SEED_OFFSET,
+    BOX_JITTER,
     RANDOM_BASE,
     LoopConfig,
     LoopSimError,
@@ -19,11 +20,12 @@ from loop_sim import (
     base_model,
     draw_ops,
     held_out_set,
+    jittered_box,
     review,
 )
 
 from app.core.store import NewImage, ProjectStore
-from app.core.types import ImageStatus, Instance, Polygon, Source
+from app.core.types import ImageStatus, Instance, Polygon, Provenance, Source
 from app.demo.synthetic import OTHER_MICROSCOPE, generate_sample, sample_seed
 from app.ml.active import Strategy
 
@@ -76,6 +78,68 @@ def test_scripted_review_counts_and_ops() -> None:
     assert [p.score for p in result.kept] == [0.9]
     assert result.updated[0].polygons == TRUTH[1].polygons
     assert [a.polygons for a in result.added] == [TRUTH[2].polygons, TRUTH[3].polygons]
+
+
+class ScriptedAssists:
+    """Boxes give the truth on the left half of the image, nothing on the right; a refine
+    gives its proposal back unchanged (still poor: IoU about 0.6)."""
+
+    def box(self, truth: Instance) -> Instance | None:
+        x = truth.polygons[0].exterior[:, 0].mean()
+        return truth.copy() if x < SIZE / 2 else None
+
+    def refine(self, proposal: Instance) -> Instance | None:
+        return proposal.copy()
+
+
+class TruthRefines(ScriptedAssists):
+    """A refine that finds the truth outline of the cell shifted right by 5 px."""
+
+    def refine(self, proposal: Instance) -> Instance | None:
+        return TRUTH[1].copy()
+
+
+class LostRefines(ScriptedAssists):
+    """A refine that finds no object."""
+
+    def refine(self, proposal: Instance) -> Instance | None:
+        return None
+
+
+def test_assists_answers_are_reviewed_like_proposals() -> None:
+    plain = review(_proposals(), TRUTH, SIZE, SIZE).counts
+    result = review(_proposals(), TRUTH, SIZE, SIZE, assists=ScriptedAssists())
+    c = result.counts
+    # The same proposals are accepted and rejected; the square on the left is boxed and
+    # kept, the octagon on the right drawn after a box that found nothing; the refine's
+    # answer is as poor as the proposal, so it is edited.
+    assert (c.accepted, c.rejected) == (plain.accepted, plain.rejected) == (1, 2)
+    assert (c.boxed, c.box_edited, c.box_failed, c.drawn, c.draw_ops) == (1, 0, 1, 1, 3)
+    assert (c.refined, c.refine_edited, c.refine_failed, c.edited) == (0, 1, 0, 1)
+    accept, rejects, box_kept, box_undone, refine_edited = 1, 2, 1 + 1, 1 + 1 + 3, 1 + 3
+    assert c.ops == accept + rejects + box_kept + box_undone + refine_edited == 14
+    boxed = next(a for a in result.added if a.provenance == Provenance.ASSISTED)
+    assert boxed.polygons == TRUTH[2].polygons and boxed.source == Source.HUMAN
+    good = review(_proposals(), TRUTH, SIZE, SIZE, assists=TruthRefines())
+    assert (good.counts.refined, good.counts.refine_edited, good.counts.edited) == (1, 0, 0)
+    assert good.counts.ops == c.ops - 3
+    assert [u.provenance for u in good.updated] == [Provenance.ASSISTED]
+    lost = review(_proposals(), TRUTH, SIZE, SIZE, assists=LostRefines()).counts
+    assert (lost.refine_failed, lost.edited, lost.ops) == (1, 1, c.ops + 1)  # and an undo
+    assert plain.ops == 11
+
+
+def test_a_dragged_box_misses_each_side_by_up_to_the_jitter() -> None:
+    rng = np.random.default_rng(0)
+    boxes = np.array([jittered_box((10, 20, 40, 20), rng, BOX_JITTER) for _ in range(500)])
+    exact = np.array([10, 20, 50, 40])
+    size = np.array([40, 20, 40, 20])
+    moved = (boxes - exact) / size
+    assert np.abs(moved).max() <= BOX_JITTER
+    assert np.abs(moved).max(axis=0).min() > 0.9 * BOX_JITTER  # every side moves, in and out
+    assert (moved < 0).any(axis=0).all() and (moved > 0).any(axis=0).all()
+    again = np.random.default_rng(0)
+    assert jittered_box((10, 20, 40, 20), again, BOX_JITTER) == tuple(boxes[0])
 
 
 def test_review_without_proposals_draws_everything() -> None:
@@ -163,6 +227,19 @@ def test_one_tiny_round_end_to_end(tmp_path: Path, one_thread: None) -> None:
         assert sum(store.count_instances(im.id) for im in done) == truth
         assert result.review.ops >= truth
         assert result.heldout_review.instances == test_instances
+        # With assists the same proposals are reviewed: only the misses and the poor masks
+        # are tried with the model first.
+        plain, assisted = result.heldout_review, result.heldout_assisted
+        assert (assisted.instances, assisted.accepted, assisted.rejected) == (
+            plain.instances,
+            plain.accepted,
+            plain.rejected,
+        )
+        assert assisted.boxed + assisted.box_edited + assisted.box_failed == plain.drawn
+        tried = assisted.refined + assisted.refine_edited + assisted.refine_failed
+        assert tried == plain.edited
+        assert assisted.drawn == assisted.box_failed
+        assert assisted.edited == assisted.refine_edited + assisted.refine_failed
         # Uncertainty ordering scored every candidate while proposing.
         assert all(im.uncertainty is not None for im in store.images())
         version = store.model_version(1)
