@@ -78,6 +78,8 @@ class Predictor:
     ``nms_iou`` and ``max_detections`` configure the detector (the last two default to the
     card's ``nms_iou``, else 0.5, and ``detections_per_img``); images whose longer side
     exceeds ``tile_size`` (default: the card's ``max_size``) are tiled with ``tile_overlap``.
+    Masks become outlines simplified by ``polygon_tolerance`` px, an attribute an annotation
+    session may change between images.
     ``model`` is an already-built model (tests, right after training); by default the
     card's weights are loaded.
     """
@@ -219,10 +221,11 @@ class Predictor:
 
     def _instances(self, crops: list[MaskCrop]) -> list[Instance]:
         out = []
+        tolerance = self.polygon_tolerance  # once: a change reaches the next image whole
         for crop in sorted(crops, key=lambda c: -c.score):
             polygons = mask_to_polygons(
                 crop.mask,
-                tolerance=self.polygon_tolerance,
+                tolerance=tolerance,
                 min_area=self.min_area,
                 offset=(crop.x0, crop.y0),
             )

@@ -16,6 +16,7 @@ from PySide6.QtGui import QImage, QUndoGroup
 
 from app.core.document import Edit, ImageDocument, brush_polygons
 from app.core.images import ImageReadError, read_image
+from app.core.simplify_tolerance import project_tolerance
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus, Instance, Polygon, Provenance, Source
 
@@ -244,12 +245,15 @@ class Editor(QObject):
             return
         size = self.canvas.image_size()
         sel = self.canvas.selection()
+        px = project_tolerance(self.store)  # the outline is traced anew: simplified by this
         if len(sel) == 1:
             inst = self.doc.instance(sel[0])
-            polys = brush_polygons(inst.polygons, stroke, radius, erase=erase, image_size=size)
+            polys = brush_polygons(
+                inst.polygons, stroke, radius, erase=erase, image_size=size, tolerance=px
+            )
             self.edit_geometry(sel[0], polys, None, "Erase" if erase else "Brush")
         elif not erase and not sel:
-            polys = brush_polygons([], stroke, radius, erase=False, image_size=size)
+            polys = brush_polygons([], stroke, radius, erase=False, image_size=size, tolerance=px)
             if polys:
                 self.add_polygon(polys)
 
