@@ -406,17 +406,7 @@ class Editor(QObject):
             self._push(f"Mark {status.value}", lambda d: d.set_status(status))
 
     def next_to_review(self, order: str = "path") -> int | None:
-        """The first image after the current one (in ``order``) that still needs review."""
-        images = self.store.images(status=list(REVIEW_STATUSES), order=order)
-        if not images:
-            return None
-        ids = [im.id for im in images if self.doc is None or im.id != self.doc.image_id]
-        if not ids:
-            return None
-        if self.doc is not None:
-            all_ids = [im.id for im in self.store.images(order=order)]
-            pos = all_ids.index(self.doc.image_id) if self.doc.image_id in all_ids else -1
-            after = [i for i in all_ids[pos + 1 :] if i in set(ids)]
-            if after:
-                return after[0]
-        return ids[0]
+        """The first image after the current one (in ``order``) that still needs review,
+        wrapping round to the first; asked of the store in one query."""
+        current = None if self.doc is None else self.doc.image_id
+        return self.store.next_image(current, status=REVIEW_STATUSES, order=order)
