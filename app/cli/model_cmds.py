@@ -88,6 +88,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "so it can be changed later without proposing again",
     )
     p.add_argument(
+        "--simplify",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="also save this as the project's simplify tolerance (0-10 px): how far a "
+        "proposal's outline may move from its mask to lose vertices, as the GUI's Simplify "
+        "box; default: the project's (1.4 px until set; 0 keeps every pixel corner)",
+    )
+    p.add_argument(
         "--nms-iou",
         type=float,
         default=None,
@@ -239,6 +248,7 @@ def _propose(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from app.core.score_threshold import SCORE_FLOOR, migrate_score_floor, set_project_threshold
+    from app.core.simplify_tolerance import project_tolerance, set_project_tolerance
     from app.ml.active import rescore_uncertainty
     from app.ml.predictor import Predictor
     from app.ml.propose import Shard, detection_threshold, select_images
@@ -249,6 +259,9 @@ def _propose(args: argparse.Namespace) -> int:
             saved = set_project_threshold(store, args.threshold)
             rescored = rescore_uncertainty(store, saved)  # images this run will not propose
             print(f"score threshold of the project: {saved:.2f} ({rescored} images rescored)")
+        if args.simplify is not None:
+            px = set_project_tolerance(store, args.simplify)
+            print(f"simplify tolerance of the project: {px:.1f} px")
         again = migrate_score_floor(store)
         if again:
             print(
@@ -290,6 +303,7 @@ def _propose(args: argparse.Namespace) -> int:
             nms_iou=args.nms_iou,
             max_detections=args.max_detections,
             tile_size=args.tile_size,
+            polygon_tolerance=project_tolerance(store),
             model_version=version_id(model_id),
         )
         print(f"model {card.id} on {predictor.device_name}")

@@ -302,3 +302,28 @@ def test_a_two_channel_tiff_is_proposed_on_the_cards_channel(project: Path, caps
     with ProjectStore.open(project) as store:
         (rec,) = [r for r in store.images() if r.path.endswith("stack.tif")]
         assert rec.status is ImageStatus.PROPOSED and store.count_instances(rec.id) > 0
+
+
+def test_simplify_is_saved_with_the_project_and_traces_its_proposals(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.core.simplify_tolerance import project_tolerance
+
+    traced: list[float] = []
+    trace = Predictor._instances
+
+    def spy(self: Predictor, crops: list) -> list[Instance]:
+        traced.append(self.polygon_tolerance)
+        return trace(self, crops)
+
+    monkeypatch.setattr(Predictor, "_instances", spy)
+    assert main(["propose", str(project), "--simplify", "2.5", *FAST]) == 0
+    assert "simplify tolerance of the project: 2.5 px" in capsys.readouterr().out
+    assert traced and set(traced) == {2.5}
+    with ProjectStore.open(project) as store:
+        assert project_tolerance(store) == 2.5
+    traced.clear()
+    assert main(["propose", str(project), "--force", *FAST]) == 0  # the project's, unasked
+    assert traced and set(traced) == {2.5}
+    assert main(["propose", str(project), "--simplify", "20", *FAST]) == 1
+    assert "between 0 (keep every pixel corner) and 10 px" in capsys.readouterr().err
