@@ -20,7 +20,6 @@ models support.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import warnings
@@ -42,7 +41,7 @@ from app.core.extras import require
 from app.errors import MaskLoopError
 from app.ml.active import DEFAULT_FLOOR
 from app.ml.predictor import DEFAULT_NMS_IOU, DEFAULT_TILE_OVERLAP, fold_batchnorm
-from app.ml.zoo import ModelCard, load_model
+from app.ml.zoo import ModelCard, load_model, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -257,14 +256,6 @@ def _trace_to(graph: nn.Module, example: Tensor, path: Path) -> None:
         )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def export_onnx(card: ModelCard, onnx_path: Path | str) -> OnnxExport:
     """Write ``card``'s model to ``onnx_path`` and its deploy card beside it.
 
@@ -297,7 +288,7 @@ def export_onnx(card: ModelCard, onnx_path: Path | str) -> OnnxExport:
         title=card.title,
         architecture=card.architecture,
         onnx_file=onnx_path.name,
-        onnx_sha256=_sha256(onnx_path),
+        onnx_sha256=sha256_file(onnx_path),
         categories=[
             {"label": k, "id": c.id, "name": c.name} for k, c in enumerate(card.categories, 1)
         ],
