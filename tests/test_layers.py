@@ -1,9 +1,8 @@
 """The layering of docs/architecture.md, checked on what really gets loaded.
 
 import-linter (``make lint``) checks the import statements; this test imports every module
-of a layer in a fresh interpreter and lists the forbidden modules that ended up loaded
-(an import inside a function counts once that function's module is imported at the top of
-another, which import-linter also sees, but a plugin or ``importlib`` call only shows here).
+of a layer in a fresh interpreter and fails if a forbidden package ended up loaded, which
+also catches what an ``importlib`` call or a dependency pulls in.
 """
 
 import pkgutil
