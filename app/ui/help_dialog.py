@@ -29,6 +29,10 @@ Tools
      there, else a box of the image's typical object size); Esc cancels a drag
   W  refine: the model predicts the selected instance's mask again from its box grown 1.1x
      (assists run on the model's thread; each answer is one undo step)
+  Simplify box (toolbar, px, saved with the project): how far the outlines traced next
+     (proposals, assist answers, brush and eraser results) may move to lose vertices;
+     1.4 by default, 0 keeps every pixel corner; outlines already made keep theirs.
+     The status bar shows the selected outline's vertex count
 View
   wheel zoom   F fit   Ctrl+1 actual size   Space+drag or middle-drag pan
   H show/hide instances   L show/hide score labels   double-click in Instances: zoom to it
