@@ -97,6 +97,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import logging
 import multiprocessing
 import operator
@@ -106,6 +107,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from functools import reduce
 from operator import add
 from pathlib import Path
@@ -126,6 +128,7 @@ from loop_sim import (  # noqa: E402
     ReviewCounts,
     RoundResult,
     base_model,
+    dsb_split,
     held_out_set,
 )
 
@@ -182,14 +185,34 @@ def default_base() -> str:
     return DEFAULT_BASE if path is not None and path.is_file() else RANDOM_BASE
 
 
-def run_seed(config: LoopConfig, base: str, rounds: int) -> History:
-    """Both strategies from the same starting weights on one seed's project."""
-    card, model = base_model(base, config)
-    test_set = held_out_set(config)
+@dataclass(frozen=True)
+class RealData:
+    """Real images for the loop: a DSB2018 folder and the kind of image (gray, bright)."""
+
+    folder: Path
+    kind: str
+
+    def describe(self) -> dict[str, str]:
+        return {"name": "dsb2018", "kind": self.kind, "folder": str(self.folder)}
+
+
+def run_seed(config: LoopConfig, base: str, rounds: int, real: RealData | None = None) -> History:
+    """Both strategies from the same starting weights on one seed's project (of synthetic
+    images, or of ``real`` ones, where a zoo model keeps its own input size)."""
+    pool = None
+    if real is None:
+        card, model = base_model(base, config)
+        test_set = held_out_set(config)
+    else:
+        pool, test = dsb_split(real.folder, real.kind, config)
+        card, model = base_model(base, config, native=False)
+        test_set = held_out_set(config, test)
     history: History = {s: [] for s in STRATEGIES}
     with tempfile.TemporaryDirectory(prefix="maskloop-bench-loop-") as tmp:
         sims = {
-            s: LoopSimulation(Path(tmp) / s.value, s, config, card, copy.deepcopy(model), test_set)
+            s: LoopSimulation(
+                Path(tmp) / s.value, s, config, card, copy.deepcopy(model), test_set, pool
+            )
             for s in STRATEGIES
         }
         try:
@@ -214,23 +237,31 @@ def run_seed(config: LoopConfig, base: str, rounds: int) -> History:
     return history
 
 
-def _run_seed_in_worker(config: LoopConfig, base: str, rounds: int) -> History:
+def _run_seed_in_worker(
+    config: LoopConfig, base: str, rounds: int, real: RealData | None
+) -> History:
     torch.set_num_threads(1)
     logging.basicConfig(
         level=logging.INFO, format=f"[seed {config.seed}] %(message)s", stream=sys.stderr
     )
-    return run_seed(config, base, rounds)
+    return run_seed(config, base, rounds, real)
 
 
-def run_seeds(configs: Sequence[LoopConfig], base: str, rounds: int, jobs: int) -> list[History]:
+def run_seeds(
+    configs: Sequence[LoopConfig],
+    base: str,
+    rounds: int,
+    jobs: int,
+    real: RealData | None = None,
+) -> list[History]:
     """Every seed's history, in order; ``jobs`` > 1 runs them in that many processes of one
     torch thread each (results may differ from a many-threaded run in the last digits:
     the thread count changes the order of float sums)."""
     if jobs <= 1:
-        return [run_seed(config, base, rounds) for config in configs]
+        return [run_seed(config, base, rounds, real) for config in configs]
     context = multiprocessing.get_context("spawn")  # no fork of a process running torch
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(_run_seed_in_worker, c, base, rounds) for c in configs]
+        futures = [pool.submit(_run_seed_in_worker, c, base, rounds, real) for c in configs]
         try:
             return [f.result() for f in futures]
         except BaseException:
@@ -269,6 +300,7 @@ def emit_round(
     seeds: Sequence[int],
     base: str,
     config: LoopConfig,
+    real: RealData | None = None,
 ) -> None:
     """One ``loop_round`` line: one round of one strategy, ``results`` holding one per seed."""
     counts = _pooled(results)
@@ -306,6 +338,7 @@ def emit_round(
             "eval": round(_mean([r.eval_s for r in results]), 2),
         },
         "base_model": base,
+        "data": real.describe() if real is not None else "synthetic",
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"},
     }
     if baseline is not None:
@@ -389,6 +422,20 @@ def main() -> int:
         help="the project's images: shifted away from the bundled model's training data "
         "(default) or drawn like it",
     )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="run the loop on real DSB2018 images from this folder (images/, labels/, "
+        "val.txt, manifest.json: pool from the training split, held-out images from "
+        "val.txt) instead of synthetic ones; one 'skipped' line when it is absent",
+    )
+    parser.add_argument(
+        "--kind",
+        choices=("bright", "gray"),
+        default="bright",
+        help="with --data: the kind of real image (default bright, the bundled model's weakest)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto, ...")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument(
@@ -444,12 +491,19 @@ def main() -> int:
         parser.error(str(exc))
     if config.pool_images < args.rounds * config.per_round:
         parser.error("the pool is too small for rounds x per-round images")
+    real = None
+    if args.data is not None:
+        if not (args.data / "val.txt").is_file():
+            print(json.dumps({"name": "loop_round", "skipped": f"no data at {args.data}"}))
+            return 0
+        real = RealData(args.data.resolve(), args.kind)
+        config = dataclasses.replace(config, regime=None)
     base = args.base_model or default_base()
     seeds = [args.seed + k for k in range(args.seeds)]
     t_start = time.perf_counter()
     configs = [dataclasses.replace(config, seed=seed) for seed in seeds]
     jobs = args.jobs or (usable_cores() if config.device == "cpu" else 1)
-    runs = run_seeds(configs, base, args.rounds, min(jobs, len(seeds)))
+    runs = run_seeds(configs, base, args.rounds, min(jobs, len(seeds)), real)
     mean_ap: dict[Strategy, list[float]] = {s: [] for s in STRATEGIES}
     ops: dict[Strategy, list[float]] = {s: [] for s in STRATEGIES}
     heldout_ops: dict[Strategy, list[float]] = {s: [] for s in STRATEGIES}
@@ -460,7 +514,12 @@ def main() -> int:
             results = [run[s][r] for run in runs]
             baseline = [run[Strategy.RANDOM][r] for run in runs]
             emit_round(
-                results, baseline if s is Strategy.UNCERTAINTY else None, seeds, base, config
+                results,
+                baseline if s is Strategy.UNCERTAINTY else None,
+                seeds,
+                base,
+                config,
+                real,
             )
             mean_ap[s].append(_mean([x.ap for x in results]))
             counts = _pooled(results)
@@ -491,6 +550,7 @@ def main() -> int:
             "fewer_ops": savings,
         },
         base_model=base,
+        data=real.describe() if real is not None else "synthetic",
         seeds=seeds,
         wall_s=round(time.perf_counter() - t_start, 1),
     )

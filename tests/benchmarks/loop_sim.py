@@ -43,8 +43,10 @@ app stores polygons (:func:`app.core.geometry.label_map_to_instances`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +60,7 @@ from pycocotools import mask as mask_utils
 from torch import nn
 
 from app.core.geometry import label_map_to_instances, polygons_bbox, polygons_to_mask
+from app.core.images import read_image
 from app.core.store import NewImage, ProjectStore
 from app.core.types import (
     Category,
@@ -468,21 +471,77 @@ class HeldOut:
         ]
 
 
-def held_out_set(config: LoopConfig) -> HeldOut:
-    """The fixed test images (their own seed stream); label 1 in the truth."""
+@dataclass(frozen=True)
+class LabelledImage:
+    """A real image file with its instance label map (0 background, 1..N one object each)."""
+
+    path: Path
+    image: np.ndarray
+    labels: np.ndarray
+
+
+def read_labelled(image_path: Path, label_path: Path) -> LabelledImage:
+    """An image as the app reads it, and its 16-bit label map."""
+    labels = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
+    if labels is None:
+        raise LoopSimError(f"cannot read the label map {label_path}")
+    return LabelledImage(image_path, read_image(image_path), labels)
+
+
+def dsb_split(
+    folder: Path, kind: str, config: LoopConfig
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    """A loop on real DSB2018 images (folder with images/, labels/, val.txt, manifest.json):
+    ``config.pool_images`` images of ``kind`` (gray or bright) drawn from the training split
+    with ``config.seed``, and the first ``config.test_images`` of that kind in val.txt."""
+    val = set((folder / "val.txt").read_text().split())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    names = sorted(e["file"] for e in manifest if e["kind"] == kind)
+    train = [n for n in names if n not in val]
+    test = [n for n in names if n in val][: config.test_images]
+    if len(train) < config.pool_images or not test:
+        raise LoopSimError(
+            f"{folder} holds {len(train)} training and {len(test)} validation images of kind "
+            f"{kind!r}; the loop wants {config.pool_images} and at least one."
+        )
+    rng = np.random.default_rng(config.seed)
+    pool = [train[i] for i in sorted(rng.choice(len(train), config.pool_images, replace=False))]
+
+    def load(names: Sequence[str]) -> list[LabelledImage]:
+        return [read_labelled(folder / "images" / n, folder / "labels" / n) for n in names]
+
+    return load(pool), load(test)
+
+
+def held_out_set(config: LoopConfig, images: Sequence[LabelledImage] | None = None) -> HeldOut:
+    """The fixed test images: ``images``, else synthetic ones (their own seed stream);
+    label 1 in the truth."""
     out = HeldOut([], [], [])
-    for i in range(config.test_images):
-        s = _sample(config, sample_seed(config.seed + _TEST_SEED_OFFSET, i))
-        out.truth_images.append(EvalImage.from_label_map(s.image, s.labels))
-        out.images.append(s.image)
-        out.outlines.append(list(label_map_to_instances(s.labels).values()))
+    pairs = (
+        [(im.image, im.labels) for im in images]
+        if images is not None
+        else [
+            (s.image, s.labels)
+            for s in (
+                _sample(config, sample_seed(config.seed + _TEST_SEED_OFFSET, i))
+                for i in range(config.test_images)
+            )
+        ]
+    )
+    for image, labels in pairs:
+        out.truth_images.append(EvalImage.from_label_map(image, labels))
+        out.images.append(image)
+        out.outlines.append(list(label_map_to_instances(labels).values()))
     return out
 
 
 def create_pool_project(
-    folder: Path, config: LoopConfig
+    folder: Path, config: LoopConfig, pool: Sequence[LabelledImage] | None = None
 ) -> tuple[ProjectStore, dict[int, list[Instance]]]:
-    """A new project of synthetic images (status new) and its hidden truth per image id."""
+    """A new project (status new) and its hidden truth per image id: of ``pool``'s images,
+    used where they are, else of synthetic images written into the project."""
+    if pool is not None:
+        return _real_pool_project(folder, pool)
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
     truth_by_path: dict[str, list[list[Polygon]]] = {}
@@ -504,8 +563,35 @@ def create_pool_project(
     return store, truth
 
 
-def base_model(name: str, config: LoopConfig) -> tuple[zoo.ModelCard, nn.Module]:
-    """The starting model and its card, at the loop's native input size.
+def _real_pool_project(
+    folder: Path, pool: Sequence[LabelledImage]
+) -> tuple[ProjectStore, dict[int, list[Instance]]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    root = folder.resolve()
+    truth_by_path = {
+        Path(os.path.relpath(im.path.resolve(), root)).as_posix(): list(
+            label_map_to_instances(im.labels).values()
+        )
+        for im in pool
+    }
+    store = ProjectStore.create(folder)
+    category = store.add_category(CATEGORY)
+    store.add_images(
+        NewImage(path, im.image.shape[1], im.image.shape[0])
+        for path, im in zip(truth_by_path, pool, strict=True)
+    )
+    truth = {
+        rec.id: [Instance(category.id, polys) for polys in truth_by_path[rec.path]]
+        for rec in store.images()
+    }
+    return store, truth
+
+
+def base_model(
+    name: str, config: LoopConfig, *, native: bool = True
+) -> tuple[zoo.ModelCard, nn.Module]:
+    """The starting model and its card, at the loop's native input size (``native=False``:
+    a zoo card keeps its own input size, e.g. for real images of several sizes).
 
     ``name`` is a zoo card id (e.g. cells-mobile) or :data:`RANDOM_BASE` for the mobile
     architecture with random weights.
@@ -535,7 +621,9 @@ def base_model(name: str, config: LoopConfig) -> tuple[zoo.ModelCard, nn.Module]
         raise LoopSimError(f"the loop simulates one category; {name} has {card.num_classes - 1}.")
     card = dataclasses.replace(
         card,
-        input=dataclasses.replace(card.input, min_size=spec.min_size, max_size=spec.max_size),
+        input=dataclasses.replace(card.input, min_size=spec.min_size, max_size=spec.max_size)
+        if native
+        else card.input,
         detections_per_img=config.max_detections,
     )
     return card, zoo.load_model(card)
@@ -552,6 +640,7 @@ class LoopSimulation:
         card: zoo.ModelCard,
         model: nn.Module,
         test_set: HeldOut,
+        pool: Sequence[LabelledImage] | None = None,
     ) -> None:
         self.strategy = Strategy(strategy)
         self.config = config
@@ -559,7 +648,7 @@ class LoopSimulation:
         self.model = model
         self.test_set = test_set
         self.test_truth = test_set.truth(card.category_for_label(1).id)
-        self.store, self.truth = create_pool_project(folder, config)
+        self.store, self.truth = create_pool_project(folder, config, pool)
         self.category = self.store.categories()[0]
         self.version: int | None = None
         self.round = 0

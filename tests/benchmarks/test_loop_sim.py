@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from loop_sim import (
     apply_review,
     base_model,
     draw_ops,
+    dsb_split,
     held_out_set,
     jittered_box,
     review,
@@ -290,5 +293,53 @@ def test_epochs_train_passes_over_every_done_image(tmp_path: Path, one_thread: N
     )
     try:
         assert sim.run_round().iterations == 4
+    finally:
+        sim.close()
+
+
+def _fake_dsb(folder: Path, n: int = 5) -> None:
+    """A DSB2018-shaped folder: n synthetic images of kind gray, the last two in val.txt,
+    and one bright image nobody asks for."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    manifest = []
+    for i in range(n + 1):
+        sample = generate_sample(sample_seed(5, i), size=(64, 80), n_cells=(2, 4))
+        name = f"{i:02d}.png"
+        cv2.imwrite(str(folder / "images" / name), sample.image)
+        cv2.imwrite(str(folder / "labels" / name), sample.labels)
+        kind = "gray" if i < n else "bright"
+        manifest.append({"file": name, "kind": kind, "height": 64, "width": 80})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "val.txt").write_text(f"{n - 2:02d}.png\n{n - 1:02d}.png\n")
+
+
+def test_a_loop_on_real_images_uses_them_where_they_are(tmp_path: Path, one_thread: None) -> None:
+    data = tmp_path / "dsb"
+    _fake_dsb(data)
+    config = LoopConfig(pool_images=2, test_images=5, per_round=1, iterations=1)
+    pool, test = dsb_split(data, "gray", config)
+    assert [im.path.name for im in test] == ["03.png", "04.png"]  # val.txt, every one asked
+    assert len(pool) == 2 and {im.path.name for im in pool} <= {"00.png", "01.png", "02.png"}
+    again, _ = dsb_split(data, "gray", config)
+    assert [im.path for im in again] == [im.path for im in pool]  # seeded
+    with pytest.raises(LoopSimError, match="kind 'bright'"):
+        dsb_split(data, "bright", config)
+    card, model = base_model(RANDOM_BASE, config, native=False)
+    test_set = held_out_set(config, test)
+    assert [len(t) for t in test_set.outlines] == [len(np.unique(im.labels)) - 1 for im in test]
+    sim = LoopSimulation(tmp_path / "sim", Strategy.RANDOM, config, card, model, test_set, pool)
+    try:
+        records = sim.store.images()
+        assert sorted(sim.store.abspath(r) for r in records) == sorted(
+            im.path.resolve() for im in pool
+        )
+        assert not (tmp_path / "sim" / "images").exists()  # nothing copied
+        for record, image in zip(records, sorted(pool, key=lambda im: im.path), strict=True):
+            assert len(sim.truth[record.id]) == len(np.unique(image.labels)) - 1
+            assert (record.width, record.height) == (80, 64)
+        result = sim.run_round()
+        assert result.labeled_images == 1
+        assert result.heldout_assisted.instances == sum(len(t) for t in test_set.outlines)
     finally:
         sim.close()
