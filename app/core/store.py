@@ -302,8 +302,9 @@ class ProjectStore:
             raise ValueError(f"split must be 'train', 'val' or None, not {split!r}")
         self._update_image(image_id, "split", split)
 
-    def set_proposed_by(self, image_id: int, model_id: str) -> None:
-        """Record the model whose proposals the image now holds (write it with them)."""
+    def set_proposed_by(self, image_id: int, model_id: str | None) -> None:
+        """Record the model whose proposals the image now holds (write it with them); None
+        has the next proposal pass propose it again."""
         self._update_image(image_id, "proposed_by", model_id)
 
     def set_scored_by(self, image_id: int, model_id: str) -> None:

@@ -119,15 +119,12 @@ def attach_proposals(window: MainWindow, store: ProjectStore) -> None:
     """Start background proposals with the project's active model (never blocks the GUI)."""
     import torch
 
-    from app.core.score_threshold import SCORE_FLOOR
-
     from .model_entries import model_entries
     from .workers import ModelChoice, ProposalController
 
     model_id = store.get_meta("active_model") or "cells-mobile"
     device = str(settings().value("model/device", "auto"))
-    # Every detection down to the floor is stored; the window's threshold decides what shows.
-    choice = ModelChoice(model_id, device, SCORE_FLOOR)
+    choice = ModelChoice(model_id, device)
     controller = ProposalController(
         store.root,
         choice=choice,

@@ -31,12 +31,13 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, Qt, QThread, Signal
 
+from app.core.score_threshold import SCORE_FLOOR
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance
 from app.errors import MaskLoopError
 from app.ml.assist import Assistant, AssistError
 from app.ml.predictor import PredictionCancelled
-from app.ml.propose import ImageOutcome, detection_threshold, propose_images
+from app.ml.propose import ImageOutcome, propose_images
 from app.ml.zoo import ModelCard
 
 log = logging.getLogger(__name__)
@@ -57,16 +58,13 @@ class Predictor(Protocol):
     ) -> list[Instance]: ...
 
 
-PROPOSAL_THRESHOLD_KEY = "proposal_threshold"  # project meta: the Model dock's store score
-
-
 @dataclass(frozen=True)
 class ModelChoice:
-    """Which model proposes, where it runs and what it keeps."""
+    """Which model proposes and where it runs. It stores every detection down to
+    :data:`SCORE_FLOOR`; which are shown is the project's score threshold."""
 
     model_id: str = "cells-mobile"
     device: str = "auto"
-    score_threshold: float = 0.5
 
     @property
     def version_number(self) -> int | None:
@@ -85,12 +83,10 @@ def zoo_predictor_factory(choice: ModelChoice, project_root: Path) -> Predictor:
     from app.ml.zoo import get_card
 
     card = get_card(choice.model_id, project_root=project_root)
-    # Detections down to the uncertainty floor are computed; only those scoring at least
-    # the user's threshold are stored as proposals.
     return MLPredictor(
         card,
         device=choice.device,
-        score_threshold=detection_threshold(choice.score_threshold),
+        score_threshold=SCORE_FLOOR,
         model_version=choice.version_number,
     )
 
@@ -166,8 +162,8 @@ class AssistResult:
 class ProposalJob:
     """One image to propose, with everything the worker needs fixed when it was queued.
 
-    ``cancelled`` is set when the job's generation ends (another model, device or
-    threshold) or the controller shuts down: the worker then skips the job, or abandons it
+    ``cancelled`` is set when the job's generation ends (another model or device) or the
+    controller shuts down: the worker then skips the job, or abandons it
     at the predictor's next cancellation point.
     """
 
@@ -178,8 +174,6 @@ class ProposalJob:
     choice: ModelChoice = field(compare=False)
     cancelled: threading.Event = field(compare=False, repr=False)
     batch: int = field(compare=False, default=0)  # the propose-all run it counts for; 0: none
-    repropose: bool = field(compare=False, default=False)  # keep-score changed: propose once more
-    refilter: bool = field(compare=False, default=False)  # ... raised: filter what is stored
 
 
 @dataclass(frozen=True)
@@ -291,8 +285,6 @@ class ProposalWorker(QThread):
         self._assistant: Assistant | None = None
         self._broken: set[int] = set()  # generations whose model did not load
         self._on_cpu: int | None = None  # generation that fell back to the CPU
-        self._reproposed_in = -1  # generation of the images in _reproposed
-        self._reproposed: set[int] = set()
 
     def run(self) -> None:
         store = ProjectStore.open(self._project_root)
@@ -387,32 +379,19 @@ class ProposalWorker(QThread):
         self.model_ready.emit(generation, getattr(self._predictor, "device_name", ""))
         return self._predictor
 
-    def _already_reproposed(self, job: ProposalJob) -> bool:
-        return self._reproposed_in == job.generation and job.image_id in self._reproposed
-
-    def _mark_reproposed(self, job: ProposalJob) -> None:
-        if self._reproposed_in != job.generation:
-            self._reproposed_in, self._reproposed = job.generation, set()
-        self._reproposed.add(job.image_id)
-
     def _run_job(self, store: ProjectStore, job: ProposalJob) -> None:
         choice = self._choice_for(job.generation, job.choice)
         image = store.image(job.image_id)
         if image.status not in (ImageStatus.NEW, ImageStatus.PROPOSED):
             return  # a person works on it: nothing to propose
         if image.status is ImageStatus.PROPOSED and image.proposed_by == choice.model_id:
-            if not job.repropose or self._already_reproposed(job):
-                return  # this model's proposals are already stored
-            if job.refilter:
-                self._refilter(store, image, job, choice)
-                return
+            return  # this model's proposals are already stored
         outcome = self._propose_with_fallback(store, image, job, choice)
         if outcome is None:
             return
         if outcome.error:
             self.failed.emit(WorkerFailure(job.image_id, outcome.error, ""))
             return
-        self._mark_reproposed(job)
         self.proposals_ready.emit(
             ProposalResult(
                 job.image_id,
@@ -425,25 +404,6 @@ class ProposalWorker(QThread):
                 outcome.uncertainty,
             )
         )
-
-    def _refilter(
-        self, store: ProjectStore, image: ImageRecord, job: ProposalJob, choice: ModelChoice
-    ) -> None:
-        """A higher keep-score: the stored proposals hold every detection it keeps, so the
-        ones below it are dropped without running the model."""
-        kept = [
-            inst
-            for inst in store.instances(image.id)
-            if inst.score is None or inst.score >= choice.score_threshold
-        ]
-        stored = store.replace_proposals(image.id, kept, model_version=choice.version_number)
-        self._mark_reproposed(job)
-        self.proposals_ready.emit(
-            ProposalResult(
-                job.image_id, job.seq, job.generation, choice.model_id, len(kept), stored, None,
-                image.uncertainty,
-            )
-        )  # fmt: skip
 
     def _propose_with_fallback(
         self, store: ProjectStore, image: ImageRecord, job: ProposalJob, choice: ModelChoice
@@ -464,7 +424,7 @@ class ProposalWorker(QThread):
                         model_id=choice.model_id,
                         model_version=choice.version_number,
                         should_stop=job.cancelled.is_set,
-                        threshold=choice.score_threshold,
+                        threshold=SCORE_FLOOR,
                     )
                 )
             except PredictionCancelled:
@@ -530,8 +490,6 @@ class ProposalController(QObject):
         self._device_name = ""
         self._last_seconds: float | None = None
         self._model_broken = False
-        self._repropose_generation = -1  # generation whose jobs re-propose (threshold changed)
-        self._threshold_raised = False  # ... by filtering what is stored (no inference)
         self._batch = 0  # the current propose-all run (0: none yet)
         self._batch_total = 0
         self._batch_done = 0
@@ -594,11 +552,7 @@ class ProposalController(QObject):
         self._emit_status()
 
     def set_model(self, choice: ModelChoice) -> None:
-        """Switch model, device or threshold: queued work is cancelled, the in-flight job dropped."""
-        same_model = choice.model_id == self.choice.model_id
-        if same_model and choice.score_threshold != self.choice.score_threshold:
-            self._repropose_generation = self.generation + 1
-            self._threshold_raised = choice.score_threshold > self.choice.score_threshold
+        """Switch model or device: queued work is cancelled, the in-flight job dropped."""
         self.choice = choice
         self.generation += 1
         self._cancelled.set()
@@ -620,13 +574,11 @@ class ProposalController(QObject):
 
     def _put(self, image_id: int, priority: int, batch: int = 0) -> None:
         self._seq += 1
-        repropose = self.generation == self._repropose_generation
         self._queue.put(
             ProposalJob(
-                priority, self._seq, image_id, self.generation, self.choice, self._cancelled,
-                batch, repropose, repropose and self._threshold_raised,
+                priority, self._seq, image_id, self.generation, self.choice, self._cancelled, batch
             )
-        )  # fmt: skip
+        )
         self._emit_status()
 
     def _emit_status(self) -> None:

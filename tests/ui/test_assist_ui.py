@@ -246,7 +246,7 @@ def test_an_answer_from_a_model_since_replaced_is_dropped(qtbot, solid):
     window.tool_actions["box"].trigger()
     drag(window.canvas, 4, 4, 24, 24)
     choice = controller.choice
-    controller.set_model(ModelChoice(choice.model_id, choice.device, 0.6))  # a new generation
+    controller.set_model(ModelChoice(choice.model_id, choice.device))  # a new generation
     drag(window.canvas, 36, 36, 60, 60)
     qtbot.waitUntil(
         lambda: any(r.request.generation == controller.generation for r in got), timeout=20000

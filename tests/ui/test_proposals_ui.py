@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
-from app.core.score_threshold import SCORE_FLOOR
 from app.core.store import NewImage, ProjectStore
 from app.core.types import Category, ImageStatus, Instance, Polygon, Source
 from app.ui.main_window import MainWindow
@@ -216,15 +215,14 @@ class TwoScores(Fake):
 
 
 def test_the_model_dock_stores_down_to_the_floor_and_the_slider_shows_the_rest(qtbot, window):
-    """One threshold: the dock's choice stores every detection down to the floor, so the
-    0.3 detection is there and the slider alone decides whether it is shown."""
+    """One threshold: the worker stores every detection down to the floor, so the 0.3
+    detection is there and the slider alone decides whether it is shown."""
     controller = ProposalController(
         window.store.root,
         predictor_factory=lambda c, r: TwoScores(),
-        choice=ModelChoice("fake", "auto", SCORE_FLOOR),
+        choice=ModelChoice("fake"),
     )
     window.attach_proposals(controller, [ModelEntry("fake", "Fake model")])
-    assert window.model_panel.choice().score_threshold == SCORE_FLOOR
     qtbot.waitUntil(lambda: window.store.count_images(ImageStatus.PROPOSED) == N, timeout=5000)
     image = window.current_image_id()
     assert sorted(i.score for i in window.store.instances(image)) == [0.3, 0.8]
@@ -232,30 +230,3 @@ def test_the_model_dock_stores_down_to_the_floor_and_the_slider_shows_the_rest(q
     assert window.threshold.value() == 50 and len(window.editor.review_order()) == 1
     window.threshold.setValue(20)
     assert len(window.editor.review_order()) == 2
-
-
-def test_raising_the_store_score_filters_without_running_the_model(qtbot, window):
-    calls = []
-
-    class Counting(TwoScores):
-        def predict(self, image, *, should_stop=None):
-            calls.append(1)
-            return super().predict(image, should_stop=should_stop)
-
-    controller = ProposalController(
-        window.store.root,
-        predictor_factory=lambda c, r: Counting(),
-        choice=ModelChoice("fake", "auto", 0.2),
-    )
-    window.attach_proposals(controller, [ModelEntry("fake", "Fake model")])
-    qtbot.waitUntil(lambda: window.store.count_images(ImageStatus.PROPOSED) == N, timeout=5000)
-    qtbot.waitUntil(lambda: len(calls) == N, timeout=5000)
-    window.set_model(ModelChoice("fake", "auto", 0.5))
-    qtbot.waitUntil(
-        lambda: all(
-            [i.score for i in window.store.instances(r.id)] == [0.8] for r in window.store.images()
-        ),
-        timeout=10000,
-    )
-    assert len(calls) == N  # filtered, not proposed again
-    qtbot.waitUntil(lambda: len(window.editor.doc.instances) == 1, timeout=5000)  # re-read

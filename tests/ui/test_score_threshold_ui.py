@@ -101,15 +101,23 @@ def _label_maps(folder, n=2):
         Image.fromarray(labels).save(folder / f"{name}.png")
 
 
-def _gated(real, seen, pressed):
-    """``real`` with its progress recorded; at the second step it waits until the test has
-    pressed Cancel, so the cancel always comes before the end."""
+class Gate:
+    """Holds an operation at its second step until the test has pressed Cancel: the first
+    file is done by then, and the end is never reached before the cancel."""
+
+    def __init__(self) -> None:
+        self.reached, self.pressed = threading.Event(), threading.Event()
+
+
+def _gated(real, seen, gate):
+    """``real`` with its progress recorded (and held by ``gate``, if any)."""
 
     def run(*args, progress=None, **kwargs):
         def step(done, total):
             seen.append((done, total))
-            if done == 1 and pressed is not None:
-                pressed.wait(10)
+            if done == 1 and gate is not None:
+                gate.reached.set()
+                gate.pressed.wait(10)
             progress(done, total)
 
         return real(*args, progress=step, **kwargs)
@@ -117,11 +125,12 @@ def _gated(real, seen, pressed):
     return run
 
 
-def _press_cancel(window, pressed):
+def _press_cancel(window, gate):
     def press():
+        gate.reached.wait(10)  # the worker waits for us: the GUI thread may block briefly
         dialogs = [d for d in window.findChildren(QProgressDialog) if not d.wasCanceled()]
         dialogs[-1].findChild(QPushButton).click()  # the dialog's Cancel button
-        pressed.set()
+        gate.pressed.set()
 
     QTimer.singleShot(0, press)
 
@@ -140,12 +149,12 @@ def test_import_progress_reaches_the_total(window, tmp_path, monkeypatch):
 
 def test_cancelling_an_import_leaves_the_project_as_it_was(window, store, tmp_path, monkeypatch):
     seen: list = []
-    pressed = threading.Event()
+    gate = Gate()
     real = file_menu_module.import_label_maps
-    monkeypatch.setattr(file_menu_module, "import_label_maps", _gated(real, seen, pressed))
+    monkeypatch.setattr(file_menu_module, "import_label_maps", _gated(real, seen, gate))
     _label_maps(tmp_path / "maps")
     before = [(r.id, r.status, len(store.instances(r.id))) for r in store.images()]
-    _press_cancel(window, pressed)
+    _press_cancel(window, gate)
     choice = ImportChoice(Kind.LABEL_MAPS, tmp_path / "maps", replace=True)
     assert window.file_menu.run_import(choice) is None
     assert "Import cancelled" in window.file_menu.last_message
@@ -159,11 +168,11 @@ def test_cancelling_an_export_leaves_no_file_behind(window, tmp_path, monkeypatc
     win.editor.mark_done()
     win.open_image(2)
     win.editor.mark_done()  # two done images: two label maps to write
-    pressed = threading.Event()
+    gate = Gate()
     seen: list = []
     real = file_menu_module.export_label_maps
-    monkeypatch.setattr(file_menu_module, "export_label_maps", _gated(real, seen, pressed))
-    _press_cancel(win, pressed)
+    monkeypatch.setattr(file_menu_module, "export_label_maps", _gated(real, seen, gate))
+    _press_cancel(win, gate)
     out = tmp_path / "maps"
     assert win.file_menu.run_export(ExportChoice(Kind.LABEL_MAPS, out)) is None
     assert "Export cancelled" in win.file_menu.last_message

@@ -324,7 +324,9 @@ def test_an_error_that_only_mentions_memory_is_reported_not_a_device_switch(
     assert [ch.device for ch in calls.choices] == ["cuda"] and c.choice.device == "cuda"
 
 
-def test_uncertainty_counts_every_detection_only_confident_ones_stored(qtbot, project, controllers):
+def test_every_detection_down_to_the_floor_is_stored_and_counts(qtbot, project, controllers):
+    """The worker stores the 0.3 detection too (the window's score threshold hides it)."""
+
     class TwoScores(FakePredictor):
         def predict(self, image, *, should_stop=None):
             x = int(image.flat[0])
@@ -339,9 +341,9 @@ def test_uncertainty_counts_every_detection_only_confident_ones_stored(qtbot, pr
     c.set_current(1)
     qtbot.waitUntil(lambda: len(got) == 1, timeout=5000)
     (result,) = got
-    assert result.instances == 1 and result.uncertainty == pytest.approx((0.2 + 0.6) / 2)
+    assert result.instances == 2 and result.uncertainty == pytest.approx(0.1 + 0.3)
     with ProjectStore.open(project) as store:
-        assert [i.score for i in store.instances(1)] == [pytest.approx(0.9)]
+        assert [i.score for i in store.instances(1)] == [pytest.approx(0.9), pytest.approx(0.3)]
         assert store.image(1).uncertainty == pytest.approx(0.4)
 
 

@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.score_threshold import SCORE_FLOOR
 from app.ml.devices import DEVICE_CHOICES as DEVICES
 from app.ui.durations import format_duration
 from app.ui.workers import ModelChoice, WorkerStatus
@@ -108,8 +107,7 @@ class ModelPanel(QWidget):
         self.model.blockSignals(False)
 
     def choice(self) -> ModelChoice:
-        # Every detection down to the floor is stored (app.core.score_threshold).
-        return ModelChoice(str(self.model.currentData()), self.device.currentText(), SCORE_FLOOR)
+        return ModelChoice(str(self.model.currentData()), self.device.currentText())
 
     def _changed(self, *_: object) -> None:
         self.choice_changed.emit(self.choice())
