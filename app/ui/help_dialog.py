@@ -48,7 +48,8 @@ File
 Model
   Ctrl+T  train a new version: it becomes active only if it scores at least as well as the
           active model on the same validation images, or when you choose it
-  Ctrl+Shift+V  versions, comparison and review analytics
+  Ctrl+Shift+V  versions, comparison and review analytics, and how the project's outlines
+                were made (proposals kept as is, assisted, drawn by hand, edited, imported)
 Edits are saved as you make them; Ctrl+S writes a checkpoint."""
 
 
