@@ -5,17 +5,18 @@ Needs only numpy, onnxruntime, opencv-python(-headless) and pycocotools:
     python onnx_predict.py MODEL.onnx IMAGE [IMAGE ...] --out predictions.json
 
 MODEL.json (the deploy card written beside MODEL.onnx) says how to convert an image, what
-the labels mean and which thresholds MaskLoop uses; this script follows it:
+the labels mean and which thresholds MaskLoop uses; this script follows it as MaskLoop's
+Predictor does:
 
-1. convert each image as the card's ``input`` block says (channel choice, grey, intensity
-   stretch, inversion of light-background images), as MaskLoop's ``to_model_input`` does;
-2. run the graph (it resizes the image itself and returns boxes in the image's pixels);
-3. keep detections scoring above the threshold and paste each mask onto exactly its box;
-4. write a COCO results file (RLE masks, boxes, scores; categories from the card).
-
-MaskLoop cuts images larger than the card's ``tile_size`` into overlapping tiles; this
-script runs every image whole (the graph then scales it down to the model's input size),
-so on such images small objects can be missed that MaskLoop finds.
+1. an image larger than the card's ``tile_size`` is cut into overlapping tiles (the model
+   then sees every part at its own resolution), converted with the whole image's
+   intensity range and inversion so that objects look alike in every tile;
+2. each image or tile is converted as the card's ``input`` block says (channel choice,
+   grey, intensity stretch, inversion of light-background images);
+3. the graph resizes it itself and returns boxes in its pixels, scores, labels and masks;
+4. detections scoring above the threshold keep their mask, pasted onto exactly their box;
+   the parts of an object that tile borders cut are joined;
+5. a COCO results file is written (RLE masks, boxes, scores; categories from the card).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -33,6 +35,37 @@ from pycocotools import mask as mask_utils
 
 # Percentiles of very large images are estimated on a strided subsample, as MaskLoop does.
 PERCENTILE_MAX_SAMPLES = 1 << 22
+TILE_MATCH_IOU = 0.5
+
+
+@dataclass
+class Detection:
+    """One object: a boolean mask over its box region, placed at (x0, y0) in the image."""
+
+    x0: int
+    y0: int
+    mask: np.ndarray
+    score: float
+    label: int
+    tile: int = 0
+
+    @property
+    def x1(self) -> int:
+        return self.x0 + self.mask.shape[1]
+
+    @property
+    def y1(self) -> int:
+        return self.y0 + self.mask.shape[0]
+
+    def window(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """The mask inside an image window (False where it does not reach)."""
+        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        ix0, iy0, ix1, iy1 = max(x0, self.x0), max(y0, self.y0), min(x1, self.x1), min(y1, self.y1)
+        if ix1 > ix0 and iy1 > iy0:
+            out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = self.mask[
+                iy0 - self.y0 : iy1 - self.y0, ix0 - self.x0 : ix1 - self.x0
+            ]
+        return out
 
 
 def load_card(onnx_path: Path) -> dict:
@@ -55,6 +88,9 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
+# -- input conversion (MaskLoop's app/ml/preprocess.py) ---------------------------------------
+
+
 def _subsample(values: np.ndarray) -> np.ndarray:
     flat = values.reshape(-1)
     if flat.size > PERCENTILE_MAX_SAMPLES:
@@ -71,19 +107,19 @@ def _planes(image: np.ndarray, spec: dict) -> np.ndarray:
         arr = arr[:, :, :3]
     elif arr.shape[2] not in (1, 3):
         channel = int(spec.get("channel", 0))
+        if channel >= arr.shape[2]:
+            raise SystemExit(f"the card's input uses channel {channel}; the image has fewer")
         arr = arr[:, :, channel : channel + 1]
     if spec["channels"] == "gray" and arr.shape[2] == 3:
         arr = arr.astype(np.float32).mean(axis=2, keepdims=True)
     return arr
 
 
-def _scaled(arr: np.ndarray, spec: dict) -> np.ndarray:
-    """Values in [0, 1]: uint8 / 255 ("auto"), else stretched between two intensities."""
+def _range(arr: np.ndarray, spec: dict) -> tuple[float, float] | None:
+    """The intensities stretched to 0 and 1; None for bool, and for uint8 with "auto" (/ 255)."""
     mode = spec["normalize"]
-    if arr.dtype == np.bool_:
-        return arr.astype(np.float32)
-    if mode == "auto" and arr.dtype == np.uint8:
-        return arr.astype(np.float32) / np.float32(255.0)
+    if arr.dtype == np.bool_ or (mode == "auto" and arr.dtype == np.uint8):
+        return None
     data = arr.astype(np.float32, copy=False)
     finite = np.isfinite(data)
     if mode == "fixed":
@@ -95,22 +131,129 @@ def _scaled(arr: np.ndarray, spec: dict) -> np.ndarray:
     else:  # "percentile", or "auto" on a non-uint8 image
         valid = data if finite.all() else data[finite]
         low, high = (float(v) for v in np.percentile(_subsample(valid), spec["percentiles"]))
-    if high <= low:
-        high = low + 1.0
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def _scaled(arr: np.ndarray, spec: dict) -> np.ndarray:
+    """Values in [0, 1]: bool as 0/1, uint8 / 255 ("auto"), else stretched by ``_range``."""
+    found = _range(arr, spec)
+    if found is None:
+        return arr.astype(np.float32) / np.float32(255.0 if arr.dtype == np.uint8 else 1.0)
+    low, high = found
+    data = arr.astype(np.float32, copy=False)
     out = (data - np.float32(low)) / np.float32(high - low)
-    out = np.where(finite, out, 0.0)
+    out = np.where(np.isfinite(data), out, 0.0)
     return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+def _inverts(scaled: np.ndarray, spec: dict) -> bool:
+    if spec["invert"] == "auto":  # a light background: dark objects become bright
+        return float(np.median(_subsample(scaled))) > 0.5
+    return spec["invert"] == "always"
 
 
 def to_model_input(image: np.ndarray, spec: dict) -> np.ndarray:
     """The graph's input: float32 (3, H, W) in [0, 1], converted as the card's ``input`` says."""
     scaled = _scaled(_planes(image, spec), spec)
-    invert = spec["invert"]
-    if invert == "always" or (invert == "auto" and float(np.median(_subsample(scaled))) > 0.5):
+    if _inverts(scaled, spec):
         scaled = np.float32(1.0) - scaled
     if scaled.shape[2] == 1:
         scaled = np.repeat(scaled, 3, axis=2)
     return np.ascontiguousarray(scaled.transpose(2, 0, 1))
+
+
+def whole_image_spec(image: np.ndarray, spec: dict) -> dict:
+    """``spec`` with the whole image's intensity range and inversion fixed, so that every tile
+    is converted alike (estimated on at most ~4 million evenly strided pixels)."""
+    step = max(1, math.ceil(math.sqrt(image.shape[0] * image.shape[1] / PERCENTILE_MAX_SAMPLES)))
+    arr = _planes(np.asarray(image)[::step, ::step], spec)
+    fixed = dict(spec)
+    found = _range(arr, spec)
+    if found is not None:
+        fixed.update(normalize="fixed", low=found[0], high=found[1])
+    if spec["invert"] == "auto":
+        fixed["invert"] = "always" if _inverts(_scaled(arr, spec), spec) else "none"
+    return fixed
+
+
+# -- tiles (MaskLoop's app/ml/tiling.py) ------------------------------------------------------
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    count = -(-(length - overlap) // (tile - overlap))
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def tiles(width: int, height: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) windows of at most ``tile`` px overlapping by at least ``overlap``."""
+    if max(width, height) <= tile:
+        return [(0, 0, width, height)]
+    return [
+        (x, y, min(x + tile, width), min(y + tile, height))
+        for y in _starts(height, tile, overlap)
+        for x in _starts(width, tile, overlap)
+    ]
+
+
+def merge_tiles(dets: list[Detection], windows: list[tuple[int, int, int, int]]) -> list[Detection]:
+    """Join detections of one object seen by two overlapping tiles: same label, and masks
+    that agree (IoU >= 0.5) inside the window both tiles saw. A joined object is the union
+    of its parts, with the best part's score."""
+    parent = list(range(len(dets)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def touching(tile: int, win: tuple[int, int, int, int]) -> list[int]:
+        return [
+            i
+            for i, d in enumerate(dets)
+            if d.tile == tile
+            and d.x0 < win[2]
+            and d.x1 > win[0]
+            and d.y0 < win[3]
+            and d.y1 > win[1]
+        ]
+
+    for ta, a in enumerate(windows):
+        for tb in range(ta + 1, len(windows)):
+            b = windows[tb]
+            shared = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+            if shared[2] <= shared[0] or shared[3] <= shared[1]:
+                continue
+            for p in touching(ta, shared):
+                for q in touching(tb, shared):
+                    dp, dq = dets[p], dets[q]
+                    meet = min(dp.x1, dq.x1) > max(dp.x0, dq.x0) and min(dp.y1, dq.y1) > max(
+                        dp.y0, dq.y0
+                    )
+                    if not meet or dp.label != dq.label or find(p) == find(q):
+                        continue
+                    mp, mq = dp.window(*shared), dq.window(*shared)
+                    union = np.count_nonzero(mp | mq)
+                    if union and np.count_nonzero(mp & mq) / union >= TILE_MATCH_IOU:
+                        parent[find(q)] = find(p)
+    groups: dict[int, list[Detection]] = {}
+    for i, det in enumerate(dets):
+        groups.setdefault(find(i), []).append(det)
+    merged = []
+    for group in groups.values():
+        x0, y0 = min(d.x0 for d in group), min(d.y0 for d in group)
+        x1, y1 = max(d.x1 for d in group), max(d.y1 for d in group)
+        mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        for d in group:
+            mask |= d.window(x0, y0, x1, y1)
+        best = max(group, key=lambda d: d.score)
+        merged.append(Detection(x0, y0, mask, best.score, best.label, best.tile))
+    return merged
+
+
+# -- the model --------------------------------------------------------------------------------
 
 
 def paste(
@@ -154,48 +297,46 @@ def session(onnx_path: Path, threads: int = 0) -> ort.InferenceSession:
 
 def predict(
     sess: ort.InferenceSession, card: dict, image: np.ndarray, threshold: float
-) -> list[dict]:
-    """Detections scoring above ``threshold``: category_id, score, box, mask crop at (x0, y0)."""
+) -> list[Detection]:
+    """The image's detections scoring above ``threshold``, best first, in image pixels."""
     floor = card["thresholds"]["score_floor"]
     if threshold < floor:
         raise SystemExit(f"the graph keeps only scores above {floor}; use a threshold >= {floor}")
     height, width = image.shape[:2]
-    boxes, scores, labels, masks = sess.run(None, {"image": to_model_input(image, card["input"])})
-    category = {c["label"]: c["id"] for c in card["categories"]}
-    out = []
-    for box, score, label, prob in zip(boxes, scores, labels, masks[:, 0], strict=True):
-        if score <= threshold:
-            continue
-        pasted = paste(prob, box, height, width, card["thresholds"]["mask"])
-        if pasted is None:
-            continue
-        x0, y0, mask = pasted
-        out.append(
-            {
-                "category_id": category[int(label)],
-                "score": float(score),
-                "x0": x0,
-                "y0": y0,
-                "mask": mask,
-            }  # fmt: skip
-        )
-    return out
+    overlap = min(card["tile_overlap"], card["tile_size"] // 2 - 1)
+    windows = tiles(width, height, card["tile_size"], overlap)
+    spec = whole_image_spec(image, card["input"]) if len(windows) > 1 else card["input"]
+    dets = []
+    for index, (x0, y0, x1, y1) in enumerate(windows):
+        x = to_model_input(image[y0:y1, x0:x1], spec)
+        boxes, scores, labels, masks = sess.run(None, {"image": x})
+        for box, score, label, prob in zip(boxes, scores, labels, masks[:, 0], strict=True):
+            if score <= threshold:
+                continue
+            pasted = paste(prob, box, y1 - y0, x1 - x0, card["thresholds"]["mask"])
+            if pasted is not None:
+                cx, cy, mask = pasted
+                dets.append(Detection(x0 + cx, y0 + cy, mask, float(score), int(label), index))
+    if len(windows) > 1:
+        dets = merge_tiles(dets, windows)
+    return sorted(dets, key=lambda d: -d.score)
 
 
-def coco_annotation(det: dict, height: int, width: int, ann_id: int, image_id: int) -> dict:
+# -- COCO -------------------------------------------------------------------------------------
+
+
+def coco_annotation(det: Detection, height: int, width: int, category_id: int) -> dict:
+    """A COCO result: the mask as compressed RLE over the whole image, its box and score."""
     full = np.zeros((height, width), dtype=np.uint8)
-    h, w = det["mask"].shape
-    full[det["y0"] : det["y0"] + h, det["x0"] : det["x0"] + w] = det["mask"]
+    full[det.y0 : det.y1, det.x0 : det.x1] = det.mask
     rle = mask_utils.encode(np.asfortranarray(full))
     rle["counts"] = rle["counts"].decode("ascii")
     return {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": det["category_id"],
+        "category_id": category_id,
         "segmentation": rle,
         "area": int(mask_utils.area(rle)),
         "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-        "score": round(det["score"], 6),
+        "score": round(det.score, 6),
         "iscrowd": 0,
     }
 
@@ -211,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     card = load_card(args.model)
     threshold = card["thresholds"]["score"] if args.threshold is None else args.threshold
     sess = session(args.model, args.threads)
+    category = {c["label"]: c["id"] for c in card["categories"]}
     coco: dict = {
         "images": [],
         "annotations": [],
@@ -222,10 +364,13 @@ def main(argv: list[str] | None = None) -> int:
         coco["images"].append(
             {"id": image_id, "file_name": path.name, "height": height, "width": width}
         )
-        for det in predict(sess, card, image, threshold):
-            ann_id = len(coco["annotations"]) + 1
-            coco["annotations"].append(coco_annotation(det, height, width, ann_id, image_id))
-        print(f"{path}: {sum(a['image_id'] == image_id for a in coco['annotations'])} objects")
+        dets = predict(sess, card, image, threshold)
+        for det in dets:
+            ann = coco_annotation(det, height, width, category[det.label])
+            coco["annotations"].append(
+                {"id": len(coco["annotations"]) + 1, "image_id": image_id, **ann}
+            )
+        print(f"{path}: {len(dets)} objects")
     args.out.write_text(json.dumps(coco), encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
