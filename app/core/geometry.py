@@ -63,36 +63,28 @@ def _drop_redundant(ring: np.ndarray) -> np.ndarray:
 
 
 def _douglas_peucker(ring: np.ndarray, tolerance: float) -> np.ndarray:
-    """Indices of the vertices Douglas-Peucker keeps on a closed ring (ascending).
+    """Indices (ascending) of the vertices Douglas-Peucker keeps on a closed ring.
 
-    The ring is cut at vertex 0 and the vertex furthest from it; every span is split at
-    its vertex furthest from the span's chord while that one is more than ``tolerance``
-    away from it.
+    cv2 chooses them and returns them in ring order, so they are found by position; on a
+    ring that passes one point twice (two parts touching at a corner) by walking the ring
+    from each place where the first kept vertex lies until every kept one is matched.
     """
-    p = ring.astype(np.float64)
-    n = len(p)
-    far = int(np.argmax(np.hypot(*(p - p[0]).T)))
-    keep = np.zeros(n, bool)
-    keep[[0, far]] = True
-    closed = np.vstack([p, p[:1]])
-    spans = [(0, far), (far, n)]
-    while spans:
-        a, b = spans.pop()
-        if b - a < 2:
-            continue
-        chord = closed[b] - closed[a]
-        length = math.hypot(chord[0], chord[1])
-        q = closed[a + 1 : b] - closed[a]
-        if length > 0:
-            dist = np.abs(q[:, 0] * chord[1] - q[:, 1] * chord[0]) / length
-        else:
-            dist = np.hypot(q[:, 0], q[:, 1])
-        k = int(np.argmax(dist))
-        if dist[k] > tolerance:
-            mid = a + 1 + k
-            keep[mid % n] = True
-            spans += [(a, mid), (mid, b)]
-    return np.flatnonzero(keep)
+    pts = ring if ring.dtype in (np.int32, np.float32) else ring.astype(np.float32)
+    kept = cv2.approxPolyDP(pts.reshape(-1, 1, 2), float(tolerance), True).reshape(-1, 2)
+    rows, wanted = pts.tolist(), kept.tolist()
+    where = {tuple(p): i for i, p in enumerate(rows)}
+    if len(where) == len(rows):
+        return np.array(sorted(where[tuple(p)] for p in wanted), np.intp)
+    n = len(rows)
+    for start in (i for i, p in enumerate(rows) if p == wanted[0]):
+        found: list[int] = []
+        for step in range(n):
+            i = (start + step) % n
+            if len(found) < len(wanted) and rows[i] == wanted[len(found)]:
+                found.append(i)
+        if len(found) == len(wanted):
+            return np.array(sorted(found), np.intp)
+    return np.arange(n)  # not reached: cv2 keeps vertices of the ring, in its order
 
 
 def simplify_ring(ring: np.ndarray, tolerance: float) -> np.ndarray:
@@ -103,7 +95,7 @@ def simplify_ring(ring: np.ndarray, tolerance: float) -> np.ndarray:
     chords meet (at most ``tolerance`` away). Plain Douglas-Peucker keeps vertices on a
     pixel outline and puts each chord inside a convex curve, so small objects shrink: on
     real nuclei (median 208 px^2) at 1.4 px the median IoU with the mask is 0.946 plain and
-    0.977 balanced, with the same vertex count. ``tolerance`` 0 keeps every vertex.
+    0.976 balanced, with the same vertex count. ``tolerance`` 0 keeps every vertex.
     """
     if tolerance <= 0 or len(ring) <= 3:
         return ring

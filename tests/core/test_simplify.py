@@ -102,3 +102,16 @@ def test_the_project_tolerance_defaults_saves_and_refuses_what_it_cannot_use(tmp
             set_project_tolerance(store, -1)
         store.set_meta(TOLERANCE_KEY, "lots")
         assert project_tolerance(store) == DEFAULT_SIMPLIFY_TOLERANCE
+
+
+def test_a_ring_through_one_point_twice_is_simplified_too():
+    """Two squares touching at a corner are one part whose outline passes that corner twice."""
+    mask = np.zeros((30, 30), bool)
+    mask[2:14, 2:14] = True
+    mask[14:26, 14:26] = True
+    mask[2, 2:14:2] = False  # a notched edge for the tolerance to straighten
+    (exact,) = mask_to_polygons(mask, tolerance=0, min_area=0)
+    assert len({tuple(p) for p in exact.exterior.tolist()}) < len(exact.exterior)
+    (simple,) = mask_to_polygons(mask, tolerance=1.4, min_area=0)
+    assert len(simple.exterior) < len(exact.exterior)
+    assert mask_iou(polygons_to_mask([simple], 30, 30), mask) >= 0.95
