@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.cli.progress_bar import progress_bar
 from app.core.coco_options import Crowd, Segmentation
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus
@@ -223,7 +224,10 @@ def _print_import(report: ImportReport) -> None:
 def _export_coco(args: argparse.Namespace) -> int:
     from app.core.coco import export_coco
 
-    with ProjectStore.open(args.project) as store:
+    with (
+        ProjectStore.open(args.project) as store,
+        progress_bar("exporting", "img") as progress,
+    ):
         report = export_coco(
             store,
             args.out,
@@ -231,6 +235,7 @@ def _export_coco(args: argparse.Namespace) -> int:
             statuses=args.status,
             images_root=args.images_root,
             overwrite=args.overwrite,
+            progress=progress,
         )
     print(f"wrote {report.path}")
     print(f"images: {report.images} (file names relative to {report.images_root})")
@@ -245,20 +250,12 @@ def _export_coco(args: argparse.Namespace) -> int:
 
 
 def _import_coco(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from app.core.coco import import_coco
 
     with (
         ProjectStore.open(args.project, create=True) as store,
-        tqdm(desc="reading annotations", unit="ann", leave=False) as bar,
+        progress_bar("reading annotations", "ann") as progress,
     ):
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
         report = import_coco(
             store,
             args.coco,
@@ -276,13 +273,17 @@ def _import_coco(args: argparse.Namespace) -> int:
 def _export_labels(args: argparse.Namespace) -> int:
     from app.core.label_maps import export_label_maps
 
-    with ProjectStore.open(args.project) as store:
+    with (
+        ProjectStore.open(args.project) as store,
+        progress_bar("writing label maps", "img") as progress,
+    ):
         report = export_label_maps(
             store,
             args.outdir,
             statuses=args.status,
             images_root=args.images_root,
             overwrite=args.overwrite,
+            progress=progress,
         )
     print(f"wrote {report.images} label maps to {report.out_dir}, {report.instances} instances")
     if report.overlap_pixels:
@@ -307,7 +308,10 @@ def _category_id(store: ProjectStore, name: str | None) -> int | None:
 def _import_labels(args: argparse.Namespace) -> int:
     from app.core.label_maps import import_label_maps
 
-    with ProjectStore.open(args.project) as store:
+    with (
+        ProjectStore.open(args.project) as store,
+        progress_bar("reading label maps", "file") as progress,
+    ):
         category_id = _category_id(store, args.category)
         report = import_label_maps(
             store,
@@ -317,6 +321,7 @@ def _import_labels(args: argparse.Namespace) -> int:
             replace=args.replace,
             simplify=args.simplify,
             min_area=args.min_area,
+            progress=progress,
         )
     _print_import(report)
     return 0
@@ -325,7 +330,12 @@ def _import_labels(args: argparse.Namespace) -> int:
 def _import_labelme(args: argparse.Namespace) -> int:
     from app.core.labelme import import_labelme
 
-    with ProjectStore.open(args.project, create=True) as store:
-        report = import_labelme(store, args.dir, status=args.status, replace=args.replace)
+    with (
+        ProjectStore.open(args.project, create=True) as store,
+        progress_bar("reading labelme files", "file") as progress,
+    ):
+        report = import_labelme(
+            store, args.dir, status=args.status, replace=args.replace, progress=progress
+        )
     _print_import(report)
     return 0

@@ -13,6 +13,7 @@ from app.cli.coco_cmds import (
     _print_skipped,
     _statuses,
 )
+from app.cli.progress_bar import progress_bar
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus
 
@@ -131,7 +132,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _export_yolo(args: argparse.Namespace) -> int:
     from app.core.yolo import export_yolo
 
-    with ProjectStore.open(args.project) as store:
+    with (
+        ProjectStore.open(args.project) as store,
+        progress_bar("exporting", "img") as progress,
+    ):
         report = export_yolo(
             store,
             args.out,
@@ -139,6 +143,7 @@ def _export_yolo(args: argparse.Namespace) -> int:
             fractions=args.split,
             images_root=args.images_root,
             overwrite=args.overwrite,
+            progress=progress,
         )
     splits = ", ".join(f"{n} {split}" for split, n in report.images.items()) or "none"
     print(f"wrote {report.data_yaml}")
@@ -155,8 +160,13 @@ def _export_yolo(args: argparse.Namespace) -> int:
 def _import_yolo(args: argparse.Namespace) -> int:
     from app.core.yolo import import_yolo
 
-    with ProjectStore.open(args.project, create=True) as store:
-        report = import_yolo(store, args.dir, status=args.status, replace=args.replace)
+    with (
+        ProjectStore.open(args.project, create=True) as store,
+        progress_bar("reading label files", "file") as progress,
+    ):
+        report = import_yolo(
+            store, args.dir, status=args.status, replace=args.replace, progress=progress
+        )
     _print_import(report)
     return 0
 
@@ -164,13 +174,17 @@ def _import_yolo(args: argparse.Namespace) -> int:
 def _export_rois(args: argparse.Namespace) -> int:
     from app.core.imagej_rois import export_rois
 
-    with ProjectStore.open(args.project) as store:
+    with (
+        ProjectStore.open(args.project) as store,
+        progress_bar("writing ROI sets", "img") as progress,
+    ):
         report = export_rois(
             store,
             args.outdir,
             statuses=args.status,
             images_root=args.images_root,
             overwrite=args.overwrite,
+            progress=progress,
         )
     print(f"wrote {report.files} ROI sets to {report.out_dir}, {report.instances} ROIs "
           f"({report.composite} composite)")  # fmt: skip
@@ -181,10 +195,18 @@ def _export_rois(args: argparse.Namespace) -> int:
 def _import_rois(args: argparse.Namespace) -> int:
     from app.core.imagej_rois import import_rois
 
-    with ProjectStore.open(args.project) as store:
+    with (
+        ProjectStore.open(args.project) as store,
+        progress_bar("reading ROI sets", "file") as progress,
+    ):
         category_id = _category_id(store, args.category)
         report = import_rois(
-            store, args.dir, category_id=category_id, status=args.status, replace=args.replace
+            store,
+            args.dir,
+            category_id=category_id,
+            status=args.status,
+            replace=args.replace,
+            progress=progress,
         )
     _print_import(report)
     return 0
