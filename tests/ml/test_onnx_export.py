@@ -26,8 +26,15 @@ from app.core.images import read_image
 from app.ml import zoo
 from app.ml.models import build_model
 from app.ml.onnx_export import OUTPUT_NAMES, SCORE_FLOOR, OnnxExportError, export_onnx
-from app.ml.predictor import Predictor, RawDetections, masks_in_boxes
+from app.ml.predictor import (
+    DEFAULT_TILE_OVERLAP,
+    Predictor,
+    RawDetections,
+    global_spec,
+    masks_in_boxes,
+)
 from app.ml.preprocess import InputSpec, to_model_input
+from app.ml.tiling import tile_grid
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -253,6 +260,25 @@ def test_example_input_conversion_is_maskloops(example, spec, image) -> None:
     ours = example.to_model_input(image, spec.to_dict())
     assert ours.dtype == np.float32 and ours.shape == (3, *image.shape[:2])
     np.testing.assert_allclose(ours, to_model_input(image, spec).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.linspace(0, 4000, 3000 * 1500).astype(np.uint16).reshape(3000, 1500),  # strided
+        np.random.default_rng(2).integers(100, 255, (40, 50, 3), dtype=np.uint8),
+    ],
+)
+def test_example_tiling_is_maskloops(example, image) -> None:
+    """Tile windows and the whole-image conversion every tile shares."""
+    spec = InputSpec(normalize="percentile", channels="gray", invert="auto")
+    fixed = example.whole_image_spec(image, spec.to_dict())
+    assert InputSpec.from_dict(fixed) == global_spec(image, spec)
+    for width, height, size in ((1500, 3000, 512), (696, 520, 512), (100, 90, 512), (97, 61, 40)):
+        overlap = min(DEFAULT_TILE_OVERLAP, size // 2 - 1)
+        grid = tile_grid(width, height, size, overlap) if max(width, height) > size else None
+        expected = [(t.x0, t.y0, t.x1, t.y1) for t in grid] if grid else [(0, 0, width, height)]
+        assert example.tiles(width, height, size, overlap) == expected
 
 
 def test_example_paste_is_masks_in_boxes(example) -> None:
