@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication
 from app.core.geometry import polygons_bbox
 from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus, Instance, Provenance, Source
+from app.ml.models import PROMPT_BOX_MARGIN
 from app.ui.main_window import MainWindow
 from app.ui.panels.model_panel import ModelEntry
 from app.ui.workers import ASSIST_BOX, AssistRequest, ModelChoice, ProposalController
@@ -76,6 +77,13 @@ def drag(view, x0, y0, x1, y1, mods=Qt.KeyboardModifier.NoModifier) -> None:
     _send(vp, QEvent.Type.MouseButtonRelease, view_point(view, x1, y1), left, none, mods)
 
 
+def prompted(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """The box the mask head is asked about: the given one widened by the prompt margin,
+    inside the image (the solid test mask fills it)."""
+    m, w, h = PROMPT_BOX_MARGIN, x1 - x0, y1 - y0
+    return np.clip([x0 - m * w, y0 - m * h, x1 + m * w, y1 + m * h], 0, SIZE)
+
+
 def bbox(instance: Instance) -> np.ndarray:
     return np.asarray(polygons_bbox(instance.polygons), np.float64)
 
@@ -100,9 +108,9 @@ def test_a_dragged_box_becomes_one_undoable_instance_of_the_drawing_category(qtb
     qtbot.waitUntil(lambda: len(window.editor.doc.instances) == 1, timeout=5000)
     (inst,) = window.store.instances(window.current_image_id())
     assert inst.category_id == 2 and inst.source == Source.HUMAN
-    # The solid mask is the box; view coordinates round to whole screen pixels.
+    # The solid mask is the widened box; view coordinates round to whole screen pixels.
     x, y, w, h = bbox(inst)
-    assert np.allclose([x, y, x + w, y + h], [10, 12, 40, 44], atol=2.0)
+    assert np.allclose([x, y, x + w, y + h], prompted(10, 12, 40, 44), atol=2.0)
     assert window.canvas.selection() == [inst.id]  # shown and editable at once
     assert stack.count() == 1 and stack.text(0) == "Box to mask"
     assert "Box to mask: done" in window.statusBar().currentMessage()
@@ -173,7 +181,7 @@ def test_refine_replaces_the_geometry_from_the_grown_box_as_one_edit(qtbot, soli
     (inst,) = window.store.instances(image)
     assert inst.id == made.id and inst.category_id == 1
     x, y, w, h = bbox(inst)
-    assert np.allclose([x, y, x + w, y + h], [8, 8, 52, 52], atol=1.0)  # 40 px grown 1.1x
+    assert np.allclose([x, y, x + w, y + h], prompted(8, 8, 52, 52), atol=1.0)  # grown 1.1x
     assert window.editor.undo_group.activeStack().text(0) == "Refine"
     assert inst.provenance == Provenance.ASSISTED  # the model made the drawn one's outline
     window.undo_action.trigger()
@@ -236,7 +244,8 @@ def test_two_quick_boxes_are_two_instances_and_two_undo_steps(qtbot, solid):
     boxes = sorted(
         tuple(bbox(i).round()) for i in window.store.instances(window.current_image_id())
     )
-    assert len(boxes) == 2 and boxes[0][:2] == (4.0, 4.0) and boxes[1][:2] == (36.0, 36.0)
+    corners = [tuple(prompted(4, 4, 24, 24)[:2].round()), tuple(prompted(36, 36, 60, 60)[:2].round())]
+    assert len(boxes) == 2 and [b[:2] for b in boxes] == corners
     assert window.editor.undo_group.activeStack().count() == 2
 
 
@@ -253,7 +262,7 @@ def test_an_answer_from_a_model_since_replaced_is_dropped(qtbot, solid):
     )
     QApplication.processEvents()
     (inst,) = window.store.instances(window.current_image_id())  # only the second box
-    assert tuple(bbox(inst).round())[:2] == (36.0, 36.0)
+    assert tuple(bbox(inst).round())[:2] == tuple(prompted(36, 36, 60, 60)[:2].round())
 
 
 def test_a_refine_of_an_instance_edited_meanwhile_replaces_nothing(qtbot, solid):
@@ -285,7 +294,7 @@ def test_a_box_dragged_with_shift_is_the_selected_instances_new_outline(qtbot, s
     (inst,) = window.store.instances(image)
     assert inst.id == made.id and inst.category_id == 2
     x, y, w, h = bbox(inst)
-    assert np.allclose([x, y, x + w, y + h], [8, 8, 40, 40], atol=2.0)
+    assert np.allclose([x, y, x + w, y + h], prompted(8, 8, 40, 40), atol=2.0)
     assert window.editor.undo_group.activeStack().text(0) == "Refine from box"
     window.canvas.set_selection([])
     drag(window.canvas, 30, 30, 50, 50, Qt.KeyboardModifier.ShiftModifier)
