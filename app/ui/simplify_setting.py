@@ -11,7 +11,6 @@ Outlines already made are never re-traced: a new tolerance changes what comes ne
 
 from __future__ import annotations
 
-import logging
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +28,6 @@ from app.core.simplify_tolerance import (
 from app.core.store import ProjectStore, StoreError
 
 from .workers import ModelChoice, Predictor, PredictorFactory, zoo_predictor_factory
-
-log = logging.getLogger(__name__)
 
 SIMPLIFY_TIP = (
     "Simplify tolerance (saved with the project): how far, in pixels, the outline of a new "
@@ -69,7 +66,9 @@ class SimplifySetting(QObject):
             predictor.polygon_tolerance = value
         self.changed.emit(value)
 
-    def predictor_factory(self, build: PredictorFactory = zoo_predictor_factory) -> PredictorFactory:
+    def predictor_factory(
+        self, build: PredictorFactory = zoo_predictor_factory
+    ) -> PredictorFactory:
         """``build`` for a :class:`ProposalController`, with predictors that trace at this
         tolerance: each starts at it, and a change is written to the one in use."""
 
