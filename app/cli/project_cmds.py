@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from app.core.provenance import ProvenanceCounts
+from app.core.score_threshold import project_threshold
 from app.core.store import ProjectStore
 from app.core.types import Provenance
 from app.errors import MaskLoopError
@@ -106,7 +107,9 @@ def project_summary(store: ProjectStore) -> dict:
             for v in store.model_versions()
         ],
         "active_model": store.get_meta("active_model"),
-        "proposal_outcomes": [o.to_dict() for o in store.proposal_outcomes()],
+        "proposal_outcomes": [
+            o.to_dict() for o in store.proposal_outcomes(project_threshold(store))
+        ],
         "failed_images": [{"path": im.path, "error": im.error} for im in store.failed_images()],
     }
 

@@ -55,7 +55,11 @@ class DocumentChangedError(DocumentError):
 
 @dataclass
 class Edit:
-    """One atomic change to an image: instances added / updated / deleted, status, acceptance."""
+    """One atomic change to an image: instances added / updated / deleted, status, acceptance.
+
+    ``discard`` deletes proposals hidden below the score threshold: gone like ``delete``d
+    ones, but not counted as rejected by a reviewer (nobody saw them).
+    """
 
     add: list[Instance] = field(default_factory=list)
     update: list[Instance] = field(default_factory=list)
@@ -63,6 +67,7 @@ class Edit:
     status: ImageStatus | None = None
     accept: list[int] = field(default_factory=list)
     unaccept: list[int] = field(default_factory=list)
+    discard: list[int] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -70,6 +75,7 @@ class Edit:
             self.add
             or self.update
             or self.delete
+            or self.discard
             or self.status is not None
             or self.accept
             or self.unaccept
@@ -179,7 +185,8 @@ class ImageDocument:
         """
         self._check_current()
         before_status = self.status
-        deleted = [self.instance(i) for i in edit.delete]
+        gone = [*edit.delete, *edit.discard]
+        deleted = [self.instance(i) for i in gone]
         updated_before = [self.instance(inst.id) for inst in edit.update]
         accepted_before = set(self.accepted)
         instances = dict(self.instances)
@@ -190,12 +197,13 @@ class ImageDocument:
                 update=edit.update,
                 delete=edit.delete,
                 status=edit.status,
+                discard=edit.discard,
             )
-            for i in edit.delete:
+            for i in gone:
                 del instances[i]
             for inst in [*edit.update, *added]:
                 instances[inst.id] = inst.copy()
-            accepted = (accepted_before - set(edit.delete) - set(edit.unaccept)) | set(edit.accept)
+            accepted = (accepted_before - set(gone) - set(edit.unaccept)) | set(edit.accept)
             accepted = {
                 i for i in accepted if i in instances and instances[i].source == Source.MODEL
             }

@@ -522,18 +522,24 @@ class ProjectStore:
         update: Iterable[Instance] = (),
         delete: Iterable[int] = (),
         status: ImageStatus | None = None,
+        discard: Iterable[int] = (),
     ) -> list[Instance]:
         """One annotator edit on one image, committed as one transaction.
 
         ``status`` sets the image status; when it is None an image that is still ``new`` or
         ``proposed`` becomes ``in_progress``, because a person has now worked on it (and
-        proposals must never overwrite it). Returns the added instances with their ids.
+        proposals must never overwrite it). ``discard`` deletes like ``delete`` but a
+        proposal deleted this way is not logged as rejected (it was hidden below the score
+        threshold: nobody saw it). Returns the added instances with their ids.
         """
         now = _now()
         with self.transaction():
             image = self.image(image_id)
-            for instance_id in delete:
-                self._log_if_rejected(image_id, instance_id, now)
+            delete, discard = list(delete), list(discard)
+            rejected = set(delete)
+            for instance_id in [*delete, *discard]:
+                if instance_id in rejected:
+                    self._log_if_rejected(image_id, instance_id, now)
                 cur = self._conn.execute(
                     "DELETE FROM instances WHERE id = ? AND image_id = ?", (instance_id, image_id)
                 )
@@ -627,27 +633,32 @@ class ProjectStore:
                 (instance_id, image_id, row["model_version"], now),
             )
 
-    def proposal_outcomes(self) -> list[ProposalOutcomes]:
+    def proposal_outcomes(self, min_score: float = 0.0) -> list[ProposalOutcomes]:
         """Per model version: proposals accepted, edited, rejected, pending, and hand-drawn
-        instances on the done images it proposed for (the measure of what the loop saves)."""
+        instances on the done images it proposed for (the measure of what the loop saves).
+
+        Pending proposals scoring below ``min_score`` (the score threshold: hidden, not yet
+        anything to review) are not counted.
+        """
         out: dict[int | None, ProposalOutcomes] = {}
 
         def get(version: int | None) -> ProposalOutcomes:
             return out.setdefault(version, ProposalOutcomes(version))
 
         done = ImageStatus.DONE.value
-        for version, source, is_done, n in self._conn.execute(
-            "SELECT i.model_version, i.source, im.status = ?, COUNT(*) FROM instances i "
+        for version, source, is_done, shown, n in self._conn.execute(
+            "SELECT i.model_version, i.source, im.status = ?, "
+            "i.score IS NULL OR i.score >= ?, COUNT(*) FROM instances i "
             "JOIN images im ON im.id = i.image_id WHERE i.source != ? "
-            "GROUP BY i.model_version, i.source, im.status = ?",
-            (done, Source.HUMAN.value, done),
+            "GROUP BY 1, 2, 3, 4",
+            (done, min_score, Source.HUMAN.value),
         ):
             stats = get(version)
             if source == Source.MODEL_EDITED.value:
                 stats.edited += n
             elif is_done:
                 stats.accepted += n
-            else:
+            elif shown:
                 stats.pending += n
         for version, n in self._conn.execute(
             "SELECT model_version, COUNT(*) FROM rejected_proposals GROUP BY model_version"

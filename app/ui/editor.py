@@ -375,7 +375,8 @@ class Editor(QObject):
 
     def mark_done(self) -> DoneSummary | None:
         """Mark the image done by the done rule: pending proposals that are shown (score at
-        or above the threshold) are accepted, the hidden ones are rejected; one undo step.
+        or above the threshold) are accepted, the hidden ones are rejected (removed, but not
+        counted as a reviewer's rejections: nobody saw them); one undo step.
         While a category with pending proposals is hidden nothing is done (they would be
         decided unseen): the summary says so."""
         if self.doc is None:
@@ -394,7 +395,7 @@ class Editor(QObject):
             text += f", accept {len(accept)}, reject {len(reject)} hidden"
         self._push(
             text,
-            lambda d: d.apply(Edit(status=ImageStatus.DONE, accept=accept, delete=reject)),
+            lambda d: d.apply(Edit(status=ImageStatus.DONE, accept=accept, discard=reject)),
         )
         return summary
 

@@ -81,3 +81,21 @@ def test_exports_leave_out_the_proposals_hidden_below_the_threshold(store, tmp_p
     set_project_threshold(store, 0.3)
     report = export_coco(store, out, statuses=[ImageStatus.PROPOSED], overwrite=True)
     assert report.instances == 3
+
+
+def test_hidden_proposals_discarded_by_the_done_rule_are_no_rejections(store):
+    from app.core.document import Edit, ImageDocument
+
+    _propose(store, 1, [0.9, 0.6, 0.1])
+    by_score = {i.score: i.id for i in store.instances(1)}
+    assert [o.pending for o in store.proposal_outcomes(min_score=0.5)] == [2]  # 0.1 hidden
+    doc = ImageDocument(store, 1)
+    doc.reject([by_score[0.6]])  # a shown proposal the reviewer rejected
+    inverse = doc.apply(
+        Edit(status=ImageStatus.DONE, accept=[by_score[0.9]], discard=[by_score[0.1]])
+    )
+    (outcome,) = store.proposal_outcomes(min_score=0.5)
+    assert (outcome.accepted, outcome.rejected, outcome.pending) == (1, 1, 0)
+    doc.apply(inverse)  # undo brings the hidden one back, still pending
+    assert sorted(i.score for i in store.instances(1)) == [0.1, 0.9]
+    assert store.proposal_outcomes(min_score=0.0)[0].pending == 2

@@ -88,6 +88,8 @@ def test_ctrl_enter_accepts_the_shown_and_rejects_the_hidden(window, store):
     assert store.image(image).status is ImageStatus.DONE
     assert [i.score for i in store.instances(image)] == [0.9]  # 0.3 was hidden: rejected
     assert "rejected 1 hidden below score 0.50" in win.statusBar().currentMessage()
+    (outcome,) = store.proposal_outcomes()
+    assert (outcome.accepted, outcome.rejected) == (1, 0)  # nobody saw the hidden one
 
 
 # -- progress of imports and exports ---------------------------------------------------------

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.provenance import ProvenanceCounts
+from app.core.score_threshold import project_threshold
 from app.core.store import ProjectStore
 from app.core.types import ModelVersion, ProposalOutcomes
 from app.errors import MaskLoopError
@@ -186,7 +187,7 @@ class VersionsPanel(QWidget):
         self.select_versions(selected)
         self.table.blockSignals(False)
         self._selection_changed()
-        self._fill_outcomes(self.store.proposal_outcomes())
+        self._fill_outcomes(self.store.proposal_outcomes(project_threshold(self.store)))
         self.provenance_label.setText(f"Outlines: {ProvenanceCounts.of(self.store).sentence()}.")
 
     def _add_row_to_selection(self, row: int) -> None:
