@@ -34,6 +34,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import resize_boxes
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 from app import __version__
 from app.core.atomic import write_atomic, write_json_atomic
@@ -192,10 +194,61 @@ class DetectionGraph(nn.Module):
         return boxes, det["scores"], det["labels"], det["masks"]
 
 
+class GatherRoIAlign(MultiScaleRoIAlign):
+    """``MultiScaleRoIAlign`` (same levels, same ``roi_align``) whose per-level results are
+    put back in box order by one gather.
+
+    Traced, torchvision's pooler writes each level's results into a zero tensor with a
+    scatter of every pooled value (ONNX ScatterElements with expanded indices), which took
+    40 % of the exported model's CPU time in onnxruntime; a gather of whole rows is cheap.
+    """
+
+    def forward(
+        self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> Tensor:
+        features = _filter_input(x, self.featmap_names)
+        if self.scales is None or self.map_levels is None:
+            self.scales, self.map_levels = _setup_scales(
+                features, image_shapes, self.canonical_scale, self.canonical_level
+            )
+        rois = _convert_to_roi_format(boxes)
+        size = tuple(self.output_size)
+        if len(features) == 1:
+            return roi_align(features[0], rois, size, self.scales[0], self.sampling_ratio)
+        levels = self.map_levels(boxes)
+        pooled, where = [], []
+        for level, (feature, scale) in enumerate(zip(features, self.scales, strict=True)):
+            index = torch.where(levels == level)[0]
+            pooled.append(roi_align(feature, rois[index], size, scale, self.sampling_ratio))
+            where.append(index)
+        return torch.cat(pooled)[torch.argsort(torch.cat(where))]
+
+
+def use_gather_roi_align(model: nn.Module) -> None:
+    """Swap a Mask R-CNN's box and mask poolers for :class:`GatherRoIAlign`."""
+    heads = model.roi_heads
+    for name in ("box_roi_pool", "mask_roi_pool"):
+        pool = getattr(heads, name, None)
+        if type(pool) is MultiScaleRoIAlign:
+            setattr(
+                heads,
+                name,
+                GatherRoIAlign(
+                    pool.featmap_names,
+                    pool.output_size,
+                    pool.sampling_ratio,
+                    canonical_scale=pool.canonical_scale,
+                    canonical_level=pool.canonical_level,
+                ),
+            )
+
+
 def export_model(card: ModelCard) -> nn.Module:
-    """``card``'s model ready to trace: eval mode, batch norms folded, the graph's thresholds."""
+    """``card``'s model ready to trace: eval mode, batch norms folded, poolers that export
+    to fast ONNX, the graph's thresholds."""
     model = load_model(card, device="cpu")
     fold_batchnorm(model)
+    use_gather_roi_align(model)
     heads = model.roi_heads
     heads.score_thresh = SCORE_FLOOR
     heads.nms_thresh = card.nms_iou if card.nms_iou is not None else DEFAULT_NMS_IOU
