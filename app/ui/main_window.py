@@ -127,7 +127,7 @@ class MainWindow(ModelWiring, QMainWindow):
         self._broken_models: set[str] = set()
         self.model_panel: ModelPanel | None = None
         self.rescorer = UncertaintyRescorer(store.root, self)  # uncertainty follows the threshold
-        self.rescorer.rescored.connect(lambda _n: self.images.refresh())
+        self.rescorer.rescored.connect(lambda n: self.images.refresh() if n else None)
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setInterval(300)
         self._refresh_timer.timeout.connect(self._refresh_when_idle)
@@ -292,7 +292,7 @@ class MainWindow(ModelWiring, QMainWindow):
             "Model versions and review analytics\u2026", self.show_versions, "Ctrl+Shift+V",
             "mdi.chart-line", m,
         )  # fmt: skip
-        v = mb.addMenu("&View")
+        v = self.view_menu = mb.addMenu("&View")
         self._action("Fit image", self.canvas.fit, "F", "mdi6.fit-to-screen", v, tb)
         self._action("Actual size", lambda: self.canvas.set_zoom(1.0), "Ctrl+1", "mdi.magnify", v)
         self.visible_action = self._action(
