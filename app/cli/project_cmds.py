@@ -87,6 +87,8 @@ def _init(args: argparse.Namespace) -> int:
 
 def project_summary(store: ProjectStore) -> dict:
     """Everything ``info`` shows, as plain data."""
+    from app.ml.versions import active_model  # torch: only when asked
+
     return {
         "project": str(store.root),
         "images": {s.value: n for s, n in store.status_counts().items()},
@@ -106,7 +108,7 @@ def project_summary(store: ProjectStore) -> dict:
             }
             for v in store.model_versions()
         ],
-        "active_model": store.get_meta("active_model"),
+        "active_model": active_model(store),
         "proposal_outcomes": [
             o.to_dict() for o in store.proposal_outcomes(project_threshold(store))
         ],

@@ -119,10 +119,12 @@ def attach_proposals(window: MainWindow, store: ProjectStore) -> None:
     """Start background proposals with the project's active model (never blocks the GUI)."""
     import torch
 
+    from app.ml.versions import active_model
+
     from .model_entries import model_entries
     from .workers import ModelChoice, ProposalController
 
-    model_id = store.get_meta("active_model") or "cells-mobile"
+    model_id = active_model(store)
     device = str(settings().value("model/device", "auto"))
     choice = ModelChoice(model_id, device)
     controller = ProposalController(

@@ -14,7 +14,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.core.types import ImageStatus
-from app.ml.versions import DEFAULT_MODEL
+from app.errors import MaskLoopError
+from app.ml.versions import DEFAULT_MODEL, set_active_model
 
 from .assist_session import AssistSession
 from .model_entries import model_entries
@@ -48,9 +49,7 @@ class ModelWiring:
         self.proposals = controller
         self.model_panel = ModelPanel(entries, controller.choice, cuda_available=cuda)
         dock = self._dock("Model", self.model_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
-        for menu_action in self.menuBar().actions():
-            if menu_action.text() == "&View":
-                menu_action.menu().addAction(dock.toggleViewAction())
+        self.view_menu.addAction(dock.toggleViewAction())
         p = self.model_panel
         p.choice_changed.connect(self.set_model)
         p.choice_changed.connect(lambda _choice: self.versions.refresh())
@@ -77,8 +76,12 @@ class ModelWiring:
             return
         settings().setValue("model/device", choice.device)
         if choice.model_id != self.proposals.choice.model_id:
+            try:
+                set_active_model(self.store, choice.model_id)
+            except MaskLoopError as exc:  # e.g. its card was deleted since the list was made
+                self.statusBar().showMessage(str(exc), 10000)
+                return
             self._fallback_model = self.proposals.choice.model_id
-            self.store.set_meta("active_model", choice.model_id)
         self.proposals.set_model(choice)
         current = self.current_image_id()
         if current is not None:

@@ -1,6 +1,9 @@
 """The main window with background proposals (fake predictor: no torch work)."""
 
+import json
+import os
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -45,6 +48,23 @@ def project(tmp_path):
         s.add_images([NewImage(f"img/{i}.png", 32, 32) for i in range(N)])
         s.add_category("cell")
     return root
+
+
+@pytest.fixture(autouse=True)
+def fake_cards():
+    """User cards for the model ids the fake predictors stand for: the active model is set
+    through the versions module, which refuses ids that name no model."""
+    folder = Path(os.environ["XDG_DATA_HOME"]) / "maskloop" / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    for model_id in ("fake", "other"):
+        card = {
+            "id": model_id,
+            "title": model_id,
+            "architecture": "maskrcnn_mobilenet_v3_fpn",
+            "categories": [{"id": 1, "name": "cell"}],
+            "weights": {"file": f"{model_id}.pt", "sha256": "0" * 64},
+        }
+        (folder / f"{model_id}.json").write_text(json.dumps(card))
 
 
 @pytest.fixture
@@ -130,6 +150,16 @@ def test_propose_all_with_progress_and_model_switch(qtbot, window):
     window.model_panel.model.activated.emit(1)
     assert controller.choice.model_id == "other"
     assert window.store.get_meta("active_model") == "other"
+
+
+def test_a_model_whose_card_is_gone_is_not_made_active(qtbot, window):
+    """The active model has one writer (app.ml.versions), which checks the id names a model."""
+    controller = attach(window, lambda c, r: Fake())
+    (Path(os.environ["XDG_DATA_HOME"]) / "maskloop" / "models" / "other.json").unlink()
+    window.set_model(ModelChoice("other"))
+    assert controller.choice.model_id == "fake"
+    assert window.store.get_meta("active_model") is None  # never written: the default stays
+    assert "No model card with id 'other'" in window.statusBar().currentMessage()
 
 
 def test_human_work_survives_a_model_switch(qtbot, window):
