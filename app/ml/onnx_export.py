@@ -243,7 +243,7 @@ def use_gather_roi_align(model: nn.Module) -> None:
             )
 
 
-def export_model(card: ModelCard) -> nn.Module:
+def model_for_export(card: ModelCard) -> nn.Module:
     """``card``'s model ready to trace: eval mode, batch norms folded, poolers that export
     to fast ONNX, the graph's thresholds."""
     model = load_model(card, device="cpu")
@@ -321,7 +321,7 @@ def export_onnx(card: ModelCard, onnx_path: Path | str) -> OnnxExport:
     card_path = card_path_for(onnx_path)
     onnx = require("onnx", feature="Exporting a model as ONNX")
     started = time.perf_counter()
-    graph = DetectionGraph(export_model(card)).eval()
+    graph = DetectionGraph(model_for_export(card)).eval()
 
     def write(tmp: Path) -> None:
         try:
