@@ -38,7 +38,6 @@ from enum import StrEnum
 
 import numpy as np
 
-from app.core.geometry import polygons_bbox
 from app.core.score_threshold import DEFAULT_THRESHOLD, SCORE_FLOOR
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Polygon
@@ -112,6 +111,8 @@ def rescore_uncertainty(
 
 def box_xyxy(polygons: Sequence[Polygon]) -> tuple[float, float, float, float]:
     """The box (x0, y0, x1, y1) :func:`image_uncertainty` groups a detection by."""
+    from app.core.geometry import polygons_bbox  # cv2: not while the CLI only parses
+
     x, y, w, h = polygons_bbox(polygons)
     return (x, y, x + w, y + h)
 
