@@ -53,13 +53,14 @@ IMAGES = (
 TILED = "dsb2018_1c8b905c9519061d.png"
 THRESHOLD = 0.5
 
-# Runs the example with torch made unimportable, then says whether torch got loaded.
+# Runs the example with torch (and MaskLoop itself) made unimportable, then says whether
+# torch got loaded.
 NO_TORCH_RUN = """
 import importlib.abc, runpy, sys
 
 class NoTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision"):
+        if name.split(".")[0] in ("torch", "torchvision", "app"):
             raise ImportError(f"{name} must not be imported by the example")
 
 sys.meta_path.insert(0, NoTorch())
