@@ -56,7 +56,7 @@ clean-venv:
 # PyInstaller is a build tool only: installed into the venv here, never a runtime dependency.
 package: $(STAMP_RUN)
 	$(PY) -c "import PyInstaller" 2>/dev/null || $(PY) -m pip install -q "pyinstaller>=6.11"
-	$(PY) -c "import roifile, yaml" 2>/dev/null || $(PY) -m pip install -q -e '.[export]'
+	$(PY) -c "import roifile, yaml, onnx" 2>/dev/null || $(PY) -m pip install -q -e '.[export]'
 	$(PY) -m PyInstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller \
 		packaging/maskloop.spec
 	cp packaging/install_desktop.sh dist/maskloop/

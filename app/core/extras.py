@@ -1,6 +1,6 @@
 """Optional dependencies: import them on use, and say which extra installs them when missing.
 
-The ImageJ ROI and YOLO formats need packages a plain install leaves out
+The ImageJ ROI and YOLO formats and ONNX model export need packages a plain install leaves out
 (``pip install 'maskloop[export]'`` brings them); the rest of MaskLoop runs without them.
 """
 
