@@ -131,7 +131,7 @@ class Editor(QObject):
     def _show_document(self) -> None:
         """Redraw the current image's instances from its document (what is saved)."""
         assert self.doc is not None
-        self.canvas.canvas_scene.load(self.doc)
+        self.canvas.load_document(self.doc)
         self.canvas.reload(self.colors())
         self.instances_changed.emit()
 

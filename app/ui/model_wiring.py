@@ -152,8 +152,7 @@ class ModelWiring:
 
     def _annotator_busy(self) -> bool:
         """A stroke, drag or polygon is under way: new proposals wait until it is over."""
-        tool = self.canvas.tool
-        drawing = bool(getattr(tool, "points", None))
+        drawing = self.canvas.tool.in_progress
         return drawing or QApplication.mouseButtons() != Qt.MouseButton.NoButton
 
     def _refresh_when_idle(self) -> None:

@@ -35,6 +35,11 @@ class Tool:
     def deactivate(self, view: CanvasView) -> None:
         """Drop any unfinished gesture."""
 
+    @property
+    def in_progress(self) -> bool:
+        """A gesture that spans several events (a polygon being clicked) is under way."""
+        return False
+
     def press(self, view: CanvasView, pos: QPointF, event: QMouseEvent) -> bool:
         return False
 
@@ -100,6 +105,10 @@ class DrawPolygonTool(Tool):
 
     def deactivate(self, view: CanvasView) -> None:
         self.cancel(view)
+
+    @property
+    def in_progress(self) -> bool:
+        return bool(self.points)
 
     def cancel(self, view: CanvasView) -> None:
         self.points = []

@@ -89,6 +89,10 @@ class CanvasView(QGraphicsView):
             self.fit()
         self.selection_changed.emit([])
 
+    def load_document(self, doc: ImageDocument) -> None:
+        """Show ``doc``'s instances (after it changed without an edit, e.g. a reload)."""
+        self.canvas_scene.load(doc)
+
     def image_size(self) -> tuple[int, int]:
         """(width, height) of the shown image."""
         return self._image_size
