@@ -129,12 +129,20 @@ def test_an_assists_instance_is_assisted_until_a_person_moves_a_vertex(qtbot, so
     qtbot.waitUntil(lambda: len(window.editor.doc.instances) == 1, timeout=5000)
     (inst,) = window.store.instances(image)
     assert inst.provenance == Provenance.ASSISTED and inst.source == Source.HUMAN
+    assert window.instances.topLevelItem(0).text(3) == "assisted"  # the Instances dock
+    kinds = window.instance_filter.source
+    kinds.setCurrentIndex(kinds.findData("drawn"))
+    assert window.instances.shown_ids() == []
+    kinds.setCurrentIndex(kinds.findData("assisted"))
+    assert window.instances.shown_ids() == [inst.id]
+    kinds.setCurrentIndex(0)
     window.canvas.set_tool("select")
     handle = next(h for h in window.canvas.single_editor().handles() if h.key == (0, 0, 0))
     x0, y0 = handle.pos().x(), handle.pos().y()
     drag_path(window.canvas, [(x0, y0), (x0 + 4, y0 + 3), (x0 + 6, y0 + 5)])
     assert window.editor.undo_group.activeStack().count() == 2
     assert window.store.instance(inst.id).provenance == Provenance.EDITED
+    assert window.instances.topLevelItem(0).text(3) == "edited"
     window.undo_action.trigger()
     assert window.store.instance(inst.id).provenance == Provenance.ASSISTED
     window.redo_action.trigger()

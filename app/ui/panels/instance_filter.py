@@ -14,8 +14,10 @@ SOURCES = {
     "All sources": None,
     "Pending proposals": "pending",
     "Accepted proposals": "accepted",
-    "Edited proposals": "model_edited",
-    "Drawn": "human",
+    "Assisted": "assisted",
+    "Edited": "edited",
+    "Drawn": "drawn",
+    "Imported": "imported",
 }
 
 
@@ -28,6 +30,7 @@ class InstanceFilter:
     min_score: float = 0.0
 
     def passes(self, category_id: int, source: str, pending: bool, score: float | None) -> bool:
+        """``source`` is ``model`` for a proposal, else how the instance was made."""
         if self.category_id is not None and category_id != self.category_id:
             return False
         kind = ("pending" if pending else "accepted") if source == "model" else source
@@ -46,7 +49,10 @@ class InstanceFilterBar(QWidget):
         self.source = QComboBox()
         for text, value in SOURCES.items():
             self.source.addItem(text, value)
-        self.source.setToolTip("Show drawn instances or proposals only")
+        self.source.setToolTip(
+            "Show one kind only: pending or accepted proposals, or instances made with an "
+            "assist, edited, drawn by hand or imported"
+        )
         self.min_score = QDoubleSpinBox()
         self.min_score.setRange(0.0, 1.0)
         self.min_score.setSingleStep(0.05)

@@ -1,4 +1,5 @@
-"""Instance list dock: category, score and source of each instance; click selects on canvas,
+"""Instance list dock: category, score and how each instance was made (its provenance: a
+proposal, assisted, drawn, edited or imported); click selects on canvas,
 double-click zooms to it. Instances are numbered 1..N on their image (database ids mean
 nothing to a person); every column sorts, numbers and scores as numbers."""
 
@@ -9,11 +10,36 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, QWidget
 
 from app.core.document import ImageDocument
-from app.core.types import Category
+from app.core.types import Category, Instance, Provenance, Source
 
 from .instance_filter import InstanceFilter
 
-SOURCE_LABELS = {"human": "drawn", "model": "proposal", "model_edited": "edited proposal"}
+PROVENANCE_LABELS = {
+    Provenance.PROPOSAL: "proposal",
+    Provenance.ASSISTED: "assisted",
+    Provenance.DRAWN: "drawn",
+    Provenance.EDITED: "edited",
+    Provenance.IMPORTED: "imported",
+}
+
+
+def source_label(inst: Instance, pending: bool) -> str:
+    """The Source column: how the instance was made, and a proposal's review state."""
+    if inst.source == Source.MODEL:
+        return "proposal (pending)" if pending else "proposal (accepted)"
+    if inst.made_as == Provenance.PROPOSAL:
+        return "proposal (recategorised)"  # its outline is still the model's
+    return PROVENANCE_LABELS[inst.made_as]
+
+
+def filter_kind(inst: Instance) -> str:
+    """What the filter row's Source choice compares: ``model`` for a proposal (pending or
+    accepted), else how it was made (a recategorised proposal counts as edited)."""
+    if inst.source == Source.MODEL:
+        return "model"
+    if inst.made_as == Provenance.PROPOSAL:
+        return Provenance.EDITED.value
+    return inst.made_as.value
 
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -62,9 +88,7 @@ class InstanceListPanel(QTreeWidget):
             rows = []
             for number, (i, inst) in enumerate(doc.instances.items(), 1):
                 cat = cats.get(inst.category_id)
-                source = SOURCE_LABELS[inst.source.value]
-                if inst.source.value == "model":
-                    source += " (pending)" if doc.is_pending(i) else " (accepted)"
+                source = source_label(inst, doc.is_pending(i))
                 if inst.crowd:
                     source += ", crowd"
                 item = _Row(
@@ -80,7 +104,7 @@ class InstanceListPanel(QTreeWidget):
                 item.setData(2, SORT_ROLE, -1.0 if inst.score is None else inst.score)
                 item.setToolTip(0, f"instance {number} of {len(doc.instances)}")
                 pending = doc.is_pending(i)
-                self._row_keys[i] = (inst.category_id, inst.source.value, pending, inst.score)
+                self._row_keys[i] = (inst.category_id, filter_kind(inst), pending, inst.score)
                 if cat is not None:
                     item.setForeground(1, QColor(cat.color))
                 rows.append(item)
