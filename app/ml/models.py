@@ -8,6 +8,7 @@ weights files, so tests and the bundled model work offline.
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import Any
 
 import torch
@@ -125,12 +126,20 @@ def loose_box_mask_loss(
     per_image: int = LOOSE_BOXES_PER_IMAGE,
 ) -> torch.Tensor:
     """The mask loss of up to ``per_image`` random ground-truth objects per image, each
-    predicted from its :func:`loose_boxes` box (targets sampled over that same box)."""
+    predicted from its :func:`loose_boxes` box (targets sampled over that same box).
+
+    The draws are seeded by each image's boxes and the number of training passes so far, not
+    by the global random stream: an image gets the same loose boxes whether it is trained in
+    one process or on one rank of several (DDP gives the single-process update)."""
+    step = getattr(heads, "_loose_box_passes", 0)
+    heads._loose_box_passes = step + 1
     boxes, matched = [], []
     for target, (h, w) in zip(targets, image_shapes, strict=True):
         gt = target["boxes"]
-        pick = torch.randperm(len(gt), device="cpu")[:per_image].to(gt.device)
-        b = loose_boxes(gt[pick])
+        key = zlib.crc32(gt.detach().round().to(torch.int64).cpu().numpy().tobytes())
+        gen = torch.Generator().manual_seed(key + 1_000_003 * step)
+        pick = torch.randperm(len(gt), generator=gen)[:per_image].to(gt.device)
+        b = loose_boxes(gt[pick], generator=gen)
         b[:, 0::2] = b[:, 0::2].clamp(0, w)
         b[:, 1::2] = b[:, 1::2].clamp(0, h)
         boxes.append(b)
