@@ -216,6 +216,7 @@ def test_a_click_without_drag_adds_the_object_under_it(qtbot, solid):
     new = max(window.store.instances(image), key=lambda i: i.id)
     x, y, w, h = bbox(new)
     assert x <= 45 <= x + w and y <= 45 <= y + h  # the object under the click
+    assert new.provenance == Provenance.ASSISTED
     stack = window.editor.undo_group.activeStack()
     assert stack.count() == 1 and stack.text(0) == "Click to instance"
 
@@ -304,6 +305,7 @@ def test_a_box_dragged_with_shift_is_the_selected_instances_new_outline(qtbot, s
     x, y, w, h = bbox(inst)
     assert np.allclose([x, y, x + w, y + h], prompted(8, 8, 40, 40), atol=2.0)
     assert window.editor.undo_group.activeStack().text(0) == "Refine from box"
+    assert inst.provenance == Provenance.ASSISTED
     window.canvas.set_selection([])
     drag(window.canvas, 30, 30, 50, 50, Qt.KeyboardModifier.ShiftModifier)
     assert "select one instance" in window.statusBar().currentMessage()
