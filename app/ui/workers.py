@@ -292,8 +292,8 @@ class ProposalWorker(QThread):
             while (job := self._queue.get()) is not None:
                 if job.cancelled.is_set():
                     continue
-                self.busy_changed.emit(True, isinstance(job, AssistJob))
                 if isinstance(job, AssistJob):
+                    self.busy_changed.emit(True, True)
                     try:
                         self.assist_ready.emit(self._assist(job))
                     finally:
@@ -311,7 +311,6 @@ class ProposalWorker(QThread):
                 finally:
                     if job.batch:
                         self.batch_step.emit(job.batch)
-                    self.busy_changed.emit(False, False)
         finally:
             store.close()
             self._predictor = None
@@ -386,7 +385,12 @@ class ProposalWorker(QThread):
             return  # a person works on it: nothing to propose
         if image.status is ImageStatus.PROPOSED and image.proposed_by == choice.model_id:
             return  # this model's proposals are already stored
-        outcome = self._propose_with_fallback(store, image, job, choice)
+        # "proposing" only when the model runs: a skipped image does not flash the status.
+        self.busy_changed.emit(True, False)
+        try:
+            outcome = self._propose_with_fallback(store, image, job, choice)
+        finally:
+            self.busy_changed.emit(False, False)
         if outcome is None:
             return
         if outcome.error:
