@@ -35,7 +35,7 @@ from app.core.score_threshold import SCORE_FLOOR
 from app.core.store import ProjectStore
 from app.core.types import ImageRecord, ImageStatus, Instance
 from app.errors import MaskLoopError
-from app.ml.assist import Assistant, AssistError
+from app.ml.assist import REFINE_ENLARGE, Assistant, AssistError
 from app.ml.predictor import PredictionCancelled
 from app.ml.propose import ImageOutcome, propose_images
 from app.ml.zoo import ModelCard
@@ -128,7 +128,6 @@ class WorkerStatus:
 
 
 ASSIST_BOX, ASSIST_CLICK, ASSIST_REFINE = "box", "click", "refine"
-REFINE_ENLARGE = 1.1  # refine re-predicts from the instance's box grown this much
 
 
 @dataclass(frozen=True)

@@ -48,12 +48,13 @@ from app.core.types import Instance  # noqa: E402
 from app.demo.synthetic import generate_sample  # noqa: E402
 from app.ml import zoo  # noqa: E402
 from app.ml.assist import Assistant, NoObjectFound  # noqa: E402
+from app.ml.models import PROMPT_BOX_JITTER  # noqa: E402
 from app.ml.predictor import Predictor, RawDetections, masks_in_boxes  # noqa: E402
 from app.ml.tiling import MaskCrop  # noqa: E402
 
 BUNDLED = "cells-mobile"
 SIZE = 1024
-JITTER = 0.15
+JITTER = PROMPT_BOX_JITTER
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "dsb2018"
 TARGET = "p95 < 0.1 s on a 2-core CPU, ratio >= 10 (vs re-running the Predictor)"
 

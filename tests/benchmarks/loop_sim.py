@@ -81,7 +81,7 @@ from app.demo.synthetic import (
 from app.errors import MaskLoopError
 from app.ml import zoo
 from app.ml.active import CANDIDATE_STATUSES, Strategy, next_images
-from app.ml.assist import Assistant, NoObjectFound
+from app.ml.assist import REFINE_ENLARGE, Assistant, NoObjectFound
 from app.ml.dataset import ProjectDataset, category_labels
 from app.ml.defaults import FINE_TUNE_BATCH_SIZE, FINE_TUNE_LR
 from app.ml.evaluate import (
@@ -92,7 +92,7 @@ from app.ml.evaluate import (
     evaluate_predictor,
     greedy_matches,
 )
-from app.ml.models import build_model
+from app.ml.models import PROMPT_BOX_JITTER, build_model
 from app.ml.predictor import Predictor
 from app.ml.preprocess import InputSpec
 from app.ml.propose import detection_threshold, propose_images
@@ -109,10 +109,9 @@ VERTICES_PER_OP = 4
 BOX_OPS = 1  # drag a box around a missed instance (its answer is then reviewed)
 REFINE_OPS = 1  # refine a selected proposal (a good answer needs nothing more)
 UNDO_OPS = 1  # take back an assist's answer that is worse than starting again
-BOX_JITTER = 0.15  # a dragged box's sides miss the object's by up to this share of its size
-# The refine key's box growth (app.ui.workers.REFINE_ENLARGE; the GUI module is not
-# imported here, so the benchmark runs without Qt).
-REFINE_ENLARGE = 1.1
+# A dragged box's sides miss the object's by up to this share of its size (as the mask head
+# is trained for loose boxes).
+BOX_JITTER = PROMPT_BOX_JITTER
 CATEGORY = "nucleus"
 RANDOM_BASE = "random"
 """Base model name meaning: the mobile architecture with random weights."""
