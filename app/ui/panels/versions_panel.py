@@ -30,6 +30,7 @@ from app.core.score_threshold import project_threshold
 from app.core.store import ProjectStore
 from app.core.types import ModelVersion, ProposalOutcomes
 from app.errors import MaskLoopError
+from app.ml.metric_keys import BBOX_AP, BBOX_AP50, SEGM_AP, SEGM_AP50, SEGM_AP75
 from app.ml.versions import active_model, set_active_model
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,11 @@ log = logging.getLogger(__name__)
 VERSION_COLUMNS = ("Version", "Name", "Base", "Parent", "Images", "segm AP", "AP50", "Created")
 # Metrics compared side by side: (label, metrics key).
 COMPARED = (
-    ("segm AP", "segm_AP"),
-    ("segm AP50", "segm_AP50"),
-    ("segm AP75", "segm_AP75"),
-    ("box AP", "bbox_AP"),
-    ("box AP50", "bbox_AP50"),
+    ("segm AP", SEGM_AP),
+    ("segm AP50", SEGM_AP50),
+    ("segm AP75", SEGM_AP75),
+    ("box AP", BBOX_AP),
+    ("box AP50", BBOX_AP50),
     ("validation images", "val_images"),
 )
 OUTCOME_COLUMNS = (
@@ -173,8 +174,8 @@ class VersionsPanel(QWidget):
                 _item(v.card_id),
                 _item(f"v{v.parent_id}" if v.parent_id is not None else "\u2013"),
                 _item(str(v.images_used), align_right=True),
-                _item(_number(v.metrics.get("segm_AP")), align_right=True),
-                _item(_number(v.metrics.get("segm_AP50")), align_right=True),
+                _item(_number(v.metrics.get(SEGM_AP)), align_right=True),
+                _item(_number(v.metrics.get(SEGM_AP50)), align_right=True),
                 _item(v.created[:16].replace("T", " ")),
             ]
             if is_active:
