@@ -30,6 +30,7 @@ from app.core.interchange import (
     relative_to_root,
     source_for,
 )
+from app.core.name_match import ImagesByName
 from app.core.output_files import check_output, check_output_folder, project_image_paths
 from app.core.progress import CreatedFiles, Progress
 from app.core.progress import report as report_progress
@@ -138,16 +139,14 @@ def import_label_maps(
     )  # fmt: skip
     if not files:
         raise LabelMapError(f"no label maps (.png, .tif) in {folder}")
-    by_stem: dict[str, list[ImageRecord]] = {}
-    for record in store.images(include_missing=True):
-        by_stem.setdefault(Path(record.path).stem, []).append(record)
+    by_stem = ImagesByName(store.images(include_missing=True))
     report = ImportReport()
     source = source_for(status)
     pending: list[PendingImage] = []
     claimed: dict[int, str] = {}
     for done, path in enumerate(files):
         report_progress(progress, done, len(files))
-        matches = next((by_stem[s] for s in _candidate_stems(path.stem) if s in by_stem), [])
+        matches = next((m for s in _candidate_stems(path.stem) if (m := by_stem.find(s))), [])
         if not matches:
             report.skipped.append((path.name, "no project image has this file stem"))
             continue

@@ -33,10 +33,11 @@ from app.core.interchange import (
     safe_relative_name,
     source_for,
 )
+from app.core.name_match import ImagesByName
 from app.core.progress import Progress
 from app.core.progress import report as report_progress
 from app.core.store import ProjectStore
-from app.core.types import ImageRecord, ImageStatus, Instance, Polygon
+from app.core.types import ImageStatus, Instance, Polygon
 from app.errors import MaskLoopError
 
 log = logging.getLogger(__name__)
@@ -156,29 +157,13 @@ def _instances(
     return list(groups.values())
 
 
-class _ImagesByStem:
-    """The project's images by file name without extension, listed on the first question
-    only and once per import (not once per file)."""
-
-    def __init__(self, store: ProjectStore) -> None:
-        self._store = store
-        self._index: dict[str, list[ImageRecord]] | None = None
-
-    def find(self, stem: str) -> list[ImageRecord]:
-        if self._index is None:
-            self._index = {}
-            for record in self._store.images(include_missing=True):
-                self._index.setdefault(Path(record.path).stem, []).append(record)
-        return self._index.get(stem, [])
-
-
 def _image_for(
     store: ProjectStore,
     folder: Path,
     json_path: Path,
     doc: dict,
     report: ImportReport,
-    by_stem: _ImagesByStem,
+    by_stem: ImagesByName,
 ) -> PendingImage | None:
     where = json_path.relative_to(folder).as_posix()
     width, height = doc.get("imageWidth"), doc.get("imageHeight")
@@ -239,7 +224,7 @@ def import_labelme(
     report = ImportReport()
     source = source_for(status)
     pending: list[tuple[PendingImage, list[tuple[str, list[Polygon]]]]] = []
-    by_stem = _ImagesByStem(store)
+    by_stem = ImagesByName(store.images(include_missing=True))  # once per import
     for done, path in enumerate(files):
         report_progress(progress, done, len(files))
         where = path.relative_to(folder).as_posix()
