@@ -26,7 +26,6 @@ its ``val.txt``:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -62,7 +61,7 @@ from app.demo.synthetic import generate_sample  # noqa: E402
 from app.ml.eval_sources import eval_images, find_labelled_images  # noqa: E402
 from app.ml.evaluate import AP_SCORE_FLOOR, EvalResult, evaluate_predictor  # noqa: E402
 from app.ml.predictor import Predictor  # noqa: E402
-from app.ml.zoo import ModelCard  # noqa: E402
+from app.ml.zoo import ModelCard, sha256_file  # noqa: E402
 
 log = logging.getLogger("train_cells_dsb")
 
@@ -204,7 +203,7 @@ def _figures(prefix: str, result: EvalResult) -> dict[str, float]:
 
 def write_card(args: argparse.Namespace, weights: Path, summary: dict) -> dict:
     """Evaluate the exported weights as the app runs them and write the card beside them."""
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    digest = sha256_file(weights)
     card_dict = {
         "id": "cells-mobile",
         "title": "Nuclei (fluorescence and brightfield), light CPU model",
@@ -355,12 +354,12 @@ def main() -> int:
     )
     init = torch.load(args.init, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init.items()})
-    init_sha = hashlib.sha256(args.init.read_bytes()).hexdigest()
+    init_sha = sha256_file(args.init)
     config = recipe_config(args, len(dataset))
 
     iterations = train_logged(model, dataset, config, args.stop_at)
     torch.save(fp16_state(model), weights)
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    digest = sha256_file(weights)
     summary = {
         "iterations": iterations,
         "planned_iterations": args.iters,

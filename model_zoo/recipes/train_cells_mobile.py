@@ -20,7 +20,6 @@ after 700 iterations).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -41,7 +40,7 @@ from app.ml.evaluate import EvalImage, evaluate_model  # noqa: E402
 from app.ml.models import build_model  # noqa: E402
 from app.ml.preprocess import InputSpec, to_model_input  # noqa: E402
 from app.ml.train import IterationEvent, TrainConfig, train  # noqa: E402
-from app.ml.zoo import ModelCard  # noqa: E402
+from app.ml.zoo import ModelCard, sha256_file  # noqa: E402
 
 log = logging.getLogger("train_cells_mobile")
 
@@ -247,7 +246,7 @@ def main() -> int:
     state = fp16_state(model)
     weights = args.out / "cells-mobile.pt"
     torch.save(state, weights)
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    digest = sha256_file(weights)
     log.info("wrote %s (%.1f MB) sha256 %s", weights, weights.stat().st_size / 1e6, digest)
     metrics = evaluate(
         {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
