@@ -128,11 +128,11 @@ def loose_box_mask_loss(
     """The mask loss of up to ``per_image`` random ground-truth objects per image, each
     predicted from its :func:`loose_boxes` box (targets sampled over that same box).
 
-    The draws are seeded by each image's boxes and the number of training passes so far, not
-    by the global random stream: an image gets the same loose boxes whether it is trained in
-    one process or on one rank of several (DDP gives the single-process update)."""
-    step = getattr(heads, "_loose_box_passes", 0)
-    heads._loose_box_passes = step + 1
+    The draws are seeded by each image's boxes and the training iteration
+    (:func:`set_training_iteration`), not by the global random stream: an image gets the
+    same loose boxes whether it is trained in one process or on one rank of several (DDP
+    gives the single-process update), and a resumed run the same as an uninterrupted one."""
+    step = getattr(heads, "_loose_box_iteration", 0)
     boxes, matched = [], []
     for target, (h, w) in zip(targets, image_shapes, strict=True):
         gt = target["boxes"]
@@ -150,6 +150,15 @@ def loose_box_mask_loss(
     return roi_heads.maskrcnn_loss(
         logits, boxes, [t["masks"] for t in targets], [t["labels"] for t in targets], matched
     )
+
+
+def set_training_iteration(model: nn.Module, iteration: int) -> None:
+    """Tell ``model`` (a MaskLoop Mask R-CNN, maybe DDP-wrapped) which training iteration
+    the next forward pass is; it seeds the loose-box draws."""
+    inner = getattr(model, "module", model)
+    heads = getattr(inner, "roi_heads", None)
+    if heads is not None:
+        heads._loose_box_iteration = iteration
 
 
 def _add_loose_box_loss(

@@ -41,6 +41,7 @@ from app.ml.defaults import (
     SCHEDULES,
 )
 from app.ml.devices import device_from_arg
+from app.ml.models import set_training_iteration
 from app.ml.train_events import EpochEvent, FinishedEvent, IterationEvent, RunEvent
 
 log = logging.getLogger(__name__)
@@ -425,6 +426,7 @@ class _Loop:
         self, images: tuple, targets: tuple
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool]:
         imgs, tgts = _to_device(images, targets, self.device)
+        set_training_iteration(self.model, self.iteration)
         ctx = (
             torch.autocast(self.device.type, dtype=self.amp_dtype)
             if self.autocast

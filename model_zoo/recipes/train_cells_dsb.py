@@ -342,8 +342,8 @@ def main() -> int:
     train_names, val_names = load_split(args.data)
     files = [prepare(args.data, n, args.cache) for n in train_names]
     kinds = image_kinds(args.data)
-    weights = [args.bright_weight if kinds[n] == "bright" else 1.0 for n in train_names]
-    dataset = RealCrops(files, args.seed, weights)
+    sampling = [args.bright_weight if kinds[n] == "bright" else 1.0 for n in train_names]
+    dataset = RealCrops(files, args.seed, sampling)
     log.info(
         "%d training images (%d crops an epoch), %d val images held out; data ready in %.0f s",
         len(files), len(dataset), len(val_names), time.time() - t0,

@@ -11,9 +11,6 @@ from app.ml.models import build_model
 from app.ml.train import (
     CHECKPOINT_NAME,
     MODEL_STATE_NAME,
-    EpochEvent,
-    FinishedEvent,
-    IterationEvent,
     NonFiniteLossError,
     TrainConfig,
     TrainingError,
@@ -21,6 +18,7 @@ from app.ml.train import (
     load_checkpoint,
     train,
 )
+from app.ml.train_events import EpochEvent, FinishedEvent, IterationEvent
 
 SIZE = 64
 
