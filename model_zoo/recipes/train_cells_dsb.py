@@ -43,7 +43,7 @@ if str(REPO) not in sys.path:
 
 from app.core.images import read_image  # noqa: E402
 from app.ml.dataset import make_sample, model_scale  # noqa: E402
-from app.ml.models import build_model  # noqa: E402
+from app.ml.models import PROMPT_BOX_JITTER, PROMPT_BOX_MARGIN, build_model  # noqa: E402
 from app.ml.preprocess import InputSpec, to_model_input  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -212,7 +212,8 @@ def write_card(args: argparse.Namespace, weights: Path, summary: dict) -> dict:
             "(app.demo.synthetic) and then on 535 real, hand-annotated DSB2018 images "
             "(fluorescence, brightfield and stained tissue). Images with a light background "
             "are inverted before the model sees them, so dark nuclei on a light background "
-            "work like fluorescent ones. Works offline; fine-tune it on your own images."
+            "work like fluorescent ones. Its mask head also learned from loose, drag-like boxes, "
+            "for the box and click assists. Works offline; fine-tune it on your own images."
         ),
         "architecture": ARCH,
         "categories": [{"id": 1, "name": "nucleus"}],
@@ -283,7 +284,7 @@ def write_card(args: argparse.Namespace, weights: Path, summary: dict) -> dict:
     card_dict["recipe"] = {
         "command": (
             "python model_zoo/recipes/train_cells_dsb.py --data DSB2018_FOLDER "
-            "--init SYNTHETIC_WEIGHTS --cache /tmp/cells_dsb "
+            "--init INIT_WEIGHTS --cache /tmp/cells_dsb "
             f"--iters {summary['planned_iterations']} --batch-size {summary['batch_size']} "
             f"--lr {summary['lr']} --seed {summary['seed']} --threads 1"
             + (
@@ -296,6 +297,9 @@ def write_card(args: argparse.Namespace, weights: Path, summary: dict) -> dict:
         **{k: summary[k] for k in ("iterations", "planned_iterations", "batch_size", "lr",
                                    "seed", "wall_time_s", "torch")},
         "crop": CROP,
+        "mask_head": "also trained on loose boxes (app.ml.models.loose_box_mask_loss: ground-"
+        f"truth box sides moved by up to {PROMPT_BOX_JITTER:.0%}, widened by "
+        f"{PROMPT_BOX_MARGIN:.0%} each side, as assists prompt it)",
         "optimizer": "adamw",
         "schedule": "linear warm-up 50 iterations, cosine",
         "device": "cpu",
