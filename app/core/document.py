@@ -314,6 +314,39 @@ def _fine_scale(width: int, height: int, tolerance: float) -> int:
     return max(1, min(BRUSH_SUPERSAMPLE, math.isqrt(int(budget))))
 
 
+def _fine_region(
+    boxes: list[np.ndarray], image_size: tuple[int, int], tolerance: float
+) -> tuple[int, int, int, int, int] | None:
+    """The image region (x0, y0, x1, y1) around ``boxes`` (corner points), clipped to the
+    image, and its raster scale; None when nothing of it lies on the image."""
+    width, height = image_size
+    lo = np.floor(np.min(boxes, axis=0)).astype(int)
+    hi = np.ceil(np.max(boxes, axis=0)).astype(int)
+    x0, y0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
+    x1, y1 = min(int(hi[0]), width), min(int(hi[1]), height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1, _fine_scale(x1 - x0, y1 - y0, tolerance)
+
+
+def _outline_boxes(polygons: Sequence[Polygon]) -> list[np.ndarray]:
+    rings = [p.exterior for p in polygons if len(p.exterior)]
+    if not rings:
+        return []
+    allpts = np.concatenate(rings)
+    return [allpts.min(0) - 1, allpts.max(0) + 1]
+
+
+def _fine_mask(polygons: Sequence[Polygon], region: tuple[int, int, int, int, int]) -> np.ndarray:
+    """The polygons rasterised over ``region`` at its scale (uint8)."""
+    x0, y0, x1, y1, s = region
+    shift = np.array([x0, y0], np.float32)
+    local = [
+        Polygon((p.exterior - shift) * s, [(h - shift) * s for h in p.holes]) for p in polygons
+    ]
+    return polygons_to_mask(local, (y1 - y0) * s, (x1 - x0) * s).astype(np.uint8)
+
+
 def brush_polygons(
     polygons: Sequence[Polygon],
     stroke: np.ndarray,
@@ -333,30 +366,18 @@ def brush_polygons(
     the brush paints image pixels and the outline follows them exactly. ``image_size`` is
     (width, height); the result is clipped to it.
     """
-    width, height = image_size
     pts = np.asarray(stroke, np.float64).reshape(-1, 2)
     if len(pts) == 0:
         return [p.copy() for p in polygons]
-    boxes = [pts.min(0) - radius - 1, pts.max(0) + radius + 1]
-    rings = [p.exterior for p in polygons if len(p.exterior)]
-    if rings:
-        allpts = np.concatenate(rings)
-        boxes += [allpts.min(0) - 1, allpts.max(0) + 1]
-    lo = np.floor(np.min(boxes, axis=0)).astype(int)
-    hi = np.ceil(np.max(boxes, axis=0)).astype(int)
-    x0, y0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
-    x1, y1 = min(int(hi[0]), width), min(int(hi[1]), height)
-    if x1 <= x0 or y1 <= y0:
+    boxes = [pts.min(0) - radius - 1, pts.max(0) + radius + 1, *_outline_boxes(polygons)]
+    region = _fine_region(boxes, image_size, tolerance)
+    if region is None:
         return [p.copy() for p in polygons]
-    s = _fine_scale(x1 - x0, y1 - y0, tolerance)
-    shift = np.array([x0, y0], np.float32)
-    local = [
-        Polygon((p.exterior - shift) * s, [(h - shift) * s for h in p.holes]) for p in polygons
-    ]
-    mask = polygons_to_mask(local, (y1 - y0) * s, (x1 - x0) * s).astype(np.uint8)
+    x0, y0, _, _, s = region
+    mask = _fine_mask(polygons, region)
     dab = np.zeros_like(mask)
     # Raster pixel (c, r) covers [c, c+1) x [r, r+1); its centre is at (c + 0.5, r + 0.5).
-    centres = np.round((pts - shift) * s - 0.5).astype(np.int32)
+    centres = np.round((pts - np.array([x0, y0], np.float32)) * s - 0.5).astype(np.int32)
     r = max(int(round(radius * s)), 0)
     for a, b in zip(centres, centres[1:], strict=False):
         cv2.line(dab, tuple(int(v) for v in a), tuple(int(v) for v in b), 1, 2 * r + 1)
@@ -367,3 +388,45 @@ def brush_polygons(
     else:
         mask |= dab
     return mask_to_polygons(mask, tolerance=tolerance, offset=(x0, y0), scale=s)
+
+
+@dataclass
+class CombinedOutline:
+    """An outline with a region added or removed; ``changed`` is False when no raster
+    pixel changed (the region was already inside, or does not touch what it removes from)."""
+
+    polygons: list[Polygon]
+    changed: bool
+
+
+def combine_polygons(
+    polygons: Sequence[Polygon],
+    region: Sequence[Polygon],
+    *,
+    subtract: bool,
+    image_size: tuple[int, int],
+    tolerance: float = DEFAULT_SIMPLIFY_TOLERANCE,
+) -> CombinedOutline:
+    """``polygons`` united with ``region`` (or with ``region`` cut out, ``subtract``).
+
+    Rasterised over the two outlines' joint box exactly as :func:`brush_polygons` paints
+    (so the same fineness and the same re-tracing at ``tolerance`` px): holes are kept, a
+    disjoint union gives several parts, and a subtraction that removes everything gives
+    no polygons. ``image_size`` is (width, height); the result is clipped to it.
+    """
+    boxes = [*_outline_boxes(polygons), *_outline_boxes(region)]
+    frame = _fine_region(boxes, image_size, tolerance) if boxes else None
+    if frame is None:
+        return CombinedOutline([p.copy() for p in polygons], False)
+    mask, other = _fine_mask(polygons, frame), _fine_mask(region, frame).astype(bool)
+    before = mask.copy()
+    if subtract:
+        mask[other] = 0
+    else:
+        mask[other] = 1
+    if np.array_equal(mask, before):
+        return CombinedOutline([p.copy() for p in polygons], False)
+    x0, y0, _, _, s = frame
+    return CombinedOutline(
+        mask_to_polygons(mask, tolerance=tolerance, offset=(x0, y0), scale=s), True
+    )
