@@ -7,6 +7,11 @@ unchanged since it was asked for. Anything else is dropped, since applying it wo
 something the person has moved on from. Two boxes dragged in quick succession both count
 (they are usually two objects): each answer is its own undo step. Answers are stored as
 ``assisted`` (a person's instance whose outline the model made).
+
+A Shift (Alt: remove) click's answer is not an outline of its own: its region is united
+with (cut from) the selected instance by :func:`app.core.document.combine_polygons`, which
+is a person's change of that outline like a brush stroke, so provenance follows the
+person's rule (a proposal's or assisted outline becomes ``edited``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import logging
 
 from PySide6.QtCore import QObject, Signal
 
+from app.core.document import combine_polygons
+from app.core.simplify_tolerance import project_tolerance
 from app.core.types import Instance, Provenance
 
 from .editor import Editor
@@ -31,6 +38,7 @@ log = logging.getLogger(__name__)
 
 LABELS = {ASSIST_BOX: "Box to mask", ASSIST_CLICK: "Click to instance", ASSIST_REFINE: "Refine"}
 REBOX_LABEL = "Refine from box"  # a box dragged with Shift: the selected instance's new outline
+REGION_LABELS = {False: "Add region", True: "Remove region"}  # by ``remove``
 
 
 class AssistSession(QObject):
@@ -45,7 +53,10 @@ class AssistSession(QObject):
         self.controller = controller
         editor.canvas.assist_box.connect(self.box)
         editor.canvas.assist_click.connect(lambda x, y: self.click((x, y)))
+        editor.canvas.assist_region.connect(lambda x, y, remove: self.region((x, y), remove))
         controller.assist_ready.connect(self._answered)
+        # Region clicks in flight: request seq -> (generation, remove).
+        self._regions: dict[int, tuple[int, bool]] = {}
 
     def box(self, box: tuple[float, float, float, float], replace: bool = False) -> None:
         """A new instance from ``box``; with ``replace``, the one selected instance's new
@@ -59,9 +70,28 @@ class AssistSession(QObject):
             self._send(ASSIST_BOX, box=corners, instance=target)
 
     def click(self, point: tuple[float, float]) -> None:
+        self._send(ASSIST_CLICK, **self._click_prompt(point))
+
+    def region(self, point: tuple[float, float], remove: bool) -> None:
+        """The object under ``point`` (the plain click's answer) added to the one selected
+        instance, or with ``remove`` cut from it; with nothing selected, a plain click."""
+        if self.editor.doc is not None and not self.editor.canvas.selection():
+            self.click(point)
+            return
+        label = REGION_LABELS[remove]
+        target = self._selected_instance(label)
+        if target is None:
+            return
+        sent = self._send(
+            ASSIST_CLICK, label, needs_category=False, instance=target, **self._click_prompt(point)
+        )
+        if sent is not None:
+            self._regions[sent.seq] = (sent.generation, remove)
+
+    def _click_prompt(self, point: tuple[float, float]) -> dict:
         doc = self.editor.doc
         others = () if doc is None else tuple(i.copy() for i in doc.instances.values())
-        self._send(ASSIST_CLICK, point=(float(point[0]), float(point[1])), others=others)
+        return {"point": (float(point[0]), float(point[1])), "others": others}
 
     def refine_selected(self) -> None:
         """Predict the one selected instance's mask again from its box (enlarged)."""
@@ -76,16 +106,21 @@ class AssistSession(QObject):
             return None
         return doc.instance(sel[0]).copy()  # the worker reads it: a snapshot of its own
 
-    def _send(self, kind: str, **what) -> None:
-        ed = self.editor
+    def _send(
+        self, kind: str, label: str | None = None, needs_category: bool | None = None, **what
+    ) -> AssistRequest | None:
+        """Queue the request; returns it as stamped, None when it cannot be asked now."""
+        ed, label = self.editor, label or LABELS[kind]
         if ed.doc is None or ed.pixels is None:
-            self.message.emit(f"{LABELS[kind]}: no image is shown.")
-            return
-        if ed.drawing_category() is None and kind != ASSIST_REFINE:
+            self.message.emit(f"{label}: no image is shown.")
+            return None
+        if needs_category is None:
+            needs_category = kind != ASSIST_REFINE  # new instances get the drawing category
+        if needs_category and ed.drawing_category() is None:
             self.message.emit("Add a category first (Categories panel), then draw.")
-            return
+            return None
         record = ed.store.image(ed.doc.image_id)
-        self.controller.request_assist(
+        sent = self.controller.request_assist(
             AssistRequest(
                 kind,
                 record.id,
@@ -94,10 +129,14 @@ class AssistSession(QObject):
                 **what,
             )
         )
-        self.message.emit(f"{LABELS[kind]}: asking the model\u2026")
+        self.message.emit(f"{label}: asking the model\u2026")
+        return sent
 
     def _answered(self, result: AssistResult) -> None:
         req, ed = result.request, self.editor
+        region = self._regions.pop(req.seq, None)
+        current = self.controller.generation
+        self._regions = {k: v for k, v in self._regions.items() if v[0] == current}
         replaces = req.instance is not None  # a refine, or a box dragged with Shift
         label = REBOX_LABEL if replaces and req.kind == ASSIST_BOX else LABELS[req.kind]
         if (
@@ -107,8 +146,13 @@ class AssistSession(QObject):
         ):
             log.debug("dropping a stale %s answer (request %d)", req.kind, req.seq)
             return
+        if region is not None:
+            label = REGION_LABELS[region[1]]
         if result.error is not None or result.instance is None:
             self.message.emit(f"{label}: {result.error}")
+            return
+        if region is not None:
+            self._combine(req, result.instance, remove=region[1])
             return
         if replaces:
             assert req.instance is not None and req.instance.id is not None
@@ -121,4 +165,33 @@ class AssistSession(QObject):
             )
         else:
             ed.add_polygon(result.instance.polygons, label, Provenance.ASSISTED)
+        self.message.emit(f"{label}: done (Ctrl+Z undoes).")
+
+    def _combine(self, req: AssistRequest, answer: Instance, *, remove: bool) -> None:
+        """Unite the answer's region with (or cut it from) the instance it was asked for,
+        if that instance is still as it was."""
+        ed, label = self.editor, REGION_LABELS[remove]
+        assert ed.doc is not None and req.instance is not None and req.instance.id is not None
+        now = ed.doc.instances.get(req.instance.id)
+        if now is None or now.polygons != req.instance.polygons:
+            self.message.emit(f"{label}: the instance changed meanwhile; nothing changed.")
+            return
+        combined = combine_polygons(
+            now.polygons,
+            answer.polygons,
+            subtract=remove,
+            image_size=ed.canvas.image_size(),
+            tolerance=project_tolerance(ed.store),
+        )
+        if not combined.changed:
+            where = "does not overlap" if remove else "lies inside"
+            self.message.emit(f"{label}: the object found {where} the instance; nothing changed.")
+            return
+        if not combined.polygons:
+            self.message.emit(
+                f"{label}: nothing of the instance would be left; nothing changed "
+                "(Del deletes an instance)."
+            )
+            return
+        ed.edit_geometry(req.instance.id, combined.polygons, None, label)
         self.message.emit(f"{label}: done (Ctrl+Z undoes).")

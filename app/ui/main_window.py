@@ -344,6 +344,7 @@ class MainWindow(ModelWiring, QMainWindow):
         c.review_step.connect(ed.select_next_pending)
         c.assist_box.connect(lambda _box, _replace: self._assist_unavailable())
         c.assist_click.connect(lambda _x, _y: self._assist_unavailable())
+        c.assist_region.connect(lambda _x, _y, _remove: self._assist_unavailable())
         self.categories.category_picked.connect(ed.set_category_of_selected)
         self.categories.visibility_changed.connect(ed.set_hidden_categories)
         self.categories.visibility_changed.connect(lambda _: self._show_review_status())

@@ -270,11 +270,26 @@ class BrushTool(Tool):
         return True
 
 
+REGION_ADD, REGION_REMOVE = "add", "remove"
+
+
+def click_region_mode(modifiers: Qt.KeyboardModifier) -> str | None:
+    """What a box-tool click with ``modifiers`` does to the selected instance: Shift adds
+    the clicked object's region, Alt or Ctrl+Shift removes it; None for a plain click."""
+    shift = bool(modifiers & Qt.KeyboardModifier.ShiftModifier)
+    ctrl = bool(modifiers & Qt.KeyboardModifier.ControlModifier)
+    if modifiers & Qt.KeyboardModifier.AltModifier or (shift and ctrl):
+        return REGION_REMOVE
+    return REGION_ADD if shift else None
+
+
 class BoxTool(Tool):
     """Box to mask: drag a box around an object and the model's mask head outlines it
     (with Shift: as the selected instance's new outline); a click without a drag asks the
-    model for the object under the cursor. Esc cancels a drag. The view only emits the
-    request (``assist_box`` / ``assist_click``)."""
+    model for the object under the cursor, and with Shift adds that object's region to the
+    selected instance, with Alt (or Ctrl+Shift, where the window manager takes Alt+click)
+    removes it. Esc cancels a drag. The view only emits the request (``assist_box`` /
+    ``assist_click`` / ``assist_region``)."""
 
     name = "box"
     cursor = Qt.CursorShape.CrossCursor
@@ -320,7 +335,11 @@ class BoxTool(Tool):
         moved = event.position() - self._press_screen
         self.cancel(view)
         if max(abs(moved.x()), abs(moved.y())) < CLICK_SLOP_PX:
-            view.assist_click.emit(start.x(), start.y())
+            region = click_region_mode(event.modifiers())
+            if region is None:
+                view.assist_click.emit(start.x(), start.y())
+            else:
+                view.assist_region.emit(start.x(), start.y(), region == REGION_REMOVE)
         else:
             r = QRectF(start, pos).normalized()
             replace = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)

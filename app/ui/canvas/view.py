@@ -2,8 +2,8 @@
 
 Pan with the middle button or by holding Space while dragging. The wheel zooms about the
 cursor. Edits leave as signals (``geometry_edited``, ``polygon_drawn``, ``brush_stroke``)
-that the editor turns into undo commands; assist gestures (``assist_box``, ``assist_click``)
-go to the model worker, whose answers come back as such edits.
+that the editor turns into undo commands; assist gestures (``assist_box``, ``assist_click``,
+``assist_region``) go to the model worker, whose answers come back as such edits.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class CanvasView(QGraphicsView):
     brush_stroke = Signal(object, float, bool)  # (N, 2) points, radius, erase
     assist_box = Signal(object, bool)  # (x0, y0, x1, y1) image pixels, replace the selected
     assist_click = Signal(float, float)  # image pixels: the object under a click
+    # image pixels, subtract: the clicked object's region added to / cut from the selected
+    assist_region = Signal(float, float, bool)
     cursor_moved = Signal(float, float)  # image coordinates
     zoom_changed = Signal(float)
     brush_size_changed = Signal(float)
