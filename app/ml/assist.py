@@ -18,6 +18,10 @@ it: ``tile_size`` square, or the box plus ``WINDOW_MARGIN`` each side; a window 
 ``max_size`` is downscaled by the model's transform, the one case where an assist sees the
 image at another scale than the proposals.
 
+A proposal pass computes the same features: run it inside :meth:`Assistant.keeping_features`
+and its windows land in the cache (the predictor's :meth:`~app.ml.predictor.Predictor.feature_sink`),
+so even the first assist on the image runs no backbone.
+
 Masks are pasted with :func:`app.ml.predictor.masks_in_boxes` (each mask covers exactly its
 box, the convention the mask head is trained on) and turned into polygons with the
 predictor's tolerance, like any proposal.
@@ -47,7 +51,13 @@ from app.core.geometry import mask_to_polygons, polygons_bbox, polygons_to_mask_
 from app.core.types import Instance, Source
 from app.errors import MaskLoopError
 from app.ml.models import PROMPT_BOX_MARGIN, widen_boxes
-from app.ml.predictor import Predictor, RawDetections, global_spec, masks_in_boxes
+from app.ml.predictor import (
+    Predictor,
+    RawDetections,
+    WindowPass,
+    global_spec,
+    masks_in_boxes,
+)
 from app.ml.preprocess import InputSpec, to_model_input
 from app.ml.tiling import MaskCrop, Tile, tile_grid
 
@@ -269,6 +279,15 @@ class Assistant:
             for window in self._grid(h, w):
                 self._features(arr, image_key, window)
 
+    @contextmanager
+    def keeping_features(self, image_key: Hashable) -> Iterator[None]:
+        """Within the block, the predictor's predictions are of the image named
+        ``image_key`` and their windows' features are cached, exactly as the first assist
+        would compute them: a proposal pass run inside makes that assist run only the heads.
+        Predict only that image inside (the features would be kept under its key)."""
+        with self._predictor.feature_sink(lambda p: self._keep(p, image_key)):
+            yield
+
     # -- the assists ----------------------------------------------------------------------------
 
     def box_to_mask(
@@ -478,10 +497,24 @@ class Assistant:
             self._specs.move_to_end(image_key)
             return kept[1]
         found = global_spec(arr, spec)
-        self._specs[image_key] = ((h, w), found)
+        self._remember_spec(image_key, (h, w), found)
+        return found
+
+    def _remember_spec(self, image_key: Hashable, shape: tuple[int, int], spec: InputSpec) -> None:
+        self._specs[image_key] = (shape, spec)
+        self._specs.move_to_end(image_key)
         while len(self._specs) > _SPECS_KEPT:
             self._specs.popitem(last=False)
-        return found
+
+    def _keep(self, seen: WindowPass, image_key: Hashable) -> None:
+        """Cache a window the predictor ran (see :meth:`keeping_features`)."""
+        with self._lock:
+            h, w = seen.image_shape
+            self.cache.forget(image_key, keep_shape=seen.image_shape)
+            if seen.window != Tile(0, 0, w, h):
+                self._remember_spec(image_key, seen.image_shape, seen.spec)
+            entry = WindowFeatures(seen.window, seen.image_shape, seen.images, seen.features)
+            self.cache.put(self._model, image_key, entry)
 
     def _features(self, arr: np.ndarray, image_key: Hashable, window: Tile) -> WindowFeatures:
         shape = (int(arr.shape[0]), int(arr.shape[1]))

@@ -7,6 +7,10 @@ model's stages are called directly, detections are thresholded first, and each m
 resized only to its own box (exactly as torchvision's paste does it, so the pixels agree)
 before :func:`app.core.geometry.mask_to_polygons` turns it into polygons. Large images are
 cut into overlapping tiles (:mod:`app.ml.tiling`) and objects cut by tile borders merged.
+
+A prediction's backbone features are what a model assist on the same image needs
+(:mod:`app.ml.assist`); :meth:`Predictor.feature_sink` hands them to a caller instead of
+letting them go, so an assist after a proposal pass runs no backbone of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -23,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -57,6 +63,22 @@ class RawDetections:
     scores: np.ndarray  # (N,)
     labels: np.ndarray  # (N,) model labels, 1-based
     masks: torch.Tensor  # (N, 1, M, M) float32 probabilities
+
+
+@dataclass(frozen=True)
+class WindowPass:
+    """The model's view of one window of an image during a prediction: the converted,
+    resized and padded input and its backbone features, on the predictor's device."""
+
+    image: int  # index of the image in the predict_batch call (0 for predict)
+    image_shape: tuple[int, int]  # (height, width) of the whole image
+    window: Tile  # the image itself, or one of its tiles
+    spec: InputSpec  # the intensity conversion the window went through
+    images: ImageList  # a batch of one
+    features: dict[str, torch.Tensor]
+
+
+FeatureSink = Callable[[WindowPass], None]
 
 
 @dataclass(frozen=True)
@@ -130,6 +152,7 @@ class Predictor:
         heads.nms_thresh = nms_iou
         heads.detections_per_img = max_detections
         self.device_name = _describe(self.device, self.dtype)
+        self._sink: FeatureSink | None = None
         log.info("predictor for %s on %s", card.id, self.device_name)
 
     @classmethod
@@ -138,6 +161,18 @@ class Predictor:
         return cls(card, model=model, **options)  # type: ignore[arg-type]
 
     # -- public ------------------------------------------------------------------------------
+
+    @contextmanager
+    def feature_sink(self, sink: FeatureSink) -> Iterator[None]:
+        """Within the block, ``predict``/``predict_batch`` pass every window they run
+        to ``sink`` (a :class:`WindowPass`) instead of dropping its features; the
+        predictions are unchanged. A window batched with others of a larger padded size
+        is not passed: its features would differ from the window run alone."""
+        before, self._sink = self._sink, sink
+        try:
+            yield
+        finally:
+            self._sink = before
 
     def predict(
         self, image: np.ndarray, *, should_stop: Callable[[], bool] | None = None
@@ -174,7 +209,12 @@ class Predictor:
                 )
                 for j in chunk
             ]
-            for job, raw in zip(chunk, self.detect(tensors), strict=True):
+            if self._sink is None:
+                raws = self.detect(tensors)
+            else:
+                raws, images, features = self._detect(tensors)
+                self._pass_features(chunk, arrays, specs, images, features)
+            for job, raw in zip(chunk, raws, strict=True):
                 crops[job.image] += masks_in_boxes(
                     raw,
                     job.tile.height,
@@ -193,6 +233,14 @@ class Predictor:
         The model's own stages are called so that torchvision's full-image mask paste
         (``transform.postprocess``) is skipped; everything else is the stock forward pass.
         """
+        return self._detect(tensors)[0]
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _detect(
+        self, tensors: list[torch.Tensor]
+    ) -> tuple[list[RawDetections], ImageList, dict[str, torch.Tensor]]:
+        """:meth:`detect`, also returning the model input and backbone features."""
         model = self.model
         sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
         with torch.inference_mode():
@@ -215,9 +263,36 @@ class Predictor:
                     masks=det["masks"].float().cpu(),
                 )
             )
-        return out
+        return out, images, features
 
-    # -- helpers -----------------------------------------------------------------------------
+    def _pass_features(
+        self,
+        chunk: list[_Job],
+        arrays: list[np.ndarray],
+        specs: list[InputSpec],
+        images: ImageList,
+        features: dict[str, torch.Tensor],
+    ) -> None:
+        """Hand each job's window to the sink as if it had been run alone."""
+        assert self._sink is not None
+        padded = tuple(images.tensors.shape[-2:])
+        divisor = self.model.transform.size_divisible
+        for k, job in enumerate(chunk):
+            size = images.image_sizes[k]
+            if len(chunk) == 1:
+                one, feats = images.tensors, features
+            elif tuple(math.ceil(s / divisor) * divisor for s in size) == padded:
+                # Copies: a slice would keep the whole batch's memory alive.
+                one = images.tensors[k : k + 1].clone()
+                feats = {name: f[k : k + 1].clone() for name, f in features.items()}
+            else:
+                continue
+            h, w = arrays[job.image].shape[:2]
+            self._sink(
+                WindowPass(
+                    job.image, (h, w), job.tile, specs[job.image], ImageList(one, [size]), feats
+                )
+            )
 
     def _instances(self, crops: list[MaskCrop]) -> list[Instance]:
         out = []

@@ -456,3 +456,82 @@ def test_a_box_the_classifier_calls_background_is_no_object(card, solid, image) 
         assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
     ok = Assistant(_predictor(solid, card)).box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
     assert ok.score is not None and ok.score >= 0.05
+
+
+# -- features from the proposal pass ------------------------------------------------------
+
+
+def _same_entries(kept: Assistant, cold: Assistant, key: str, *, exact: bool) -> int:
+    """Every cached window of ``kept`` equals ``cold``'s (tensor for tensor, layout too)."""
+    model = kept.cache.model
+    assert model == cold.cache.model
+    windows = [w for k, w in kept.cache._entries if k == key]
+    for window in windows:
+        a, b = kept.cache.get(model, key, window), cold.cache.get(model, key, window)
+        assert a is not None and b is not None
+        assert a.image_shape == b.image_shape and a.images.image_sizes == b.images.image_sizes
+        assert a.features.keys() == b.features.keys()
+        pairs = [(a.images.tensors, b.images.tensors)]
+        pairs += [(a.features[n], b.features[n]) for n in a.features]
+        for x, y in pairs:
+            layout = (x.shape, x.dtype, x.device, x.stride())
+            assert layout == (y.shape, y.dtype, y.device, y.stride())
+            assert torch.equal(x, y) if exact else torch.allclose(x, y, atol=1e-5)
+    return len(windows)
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+def test_a_proposal_pass_caches_the_features_an_assist_computes(
+    card, model, image, count_calls, tiled
+) -> None:
+    options = {"tile_size": 48, "tile_overlap": 16} if tiled else {}
+    pred = _predictor(model, card, score_threshold=0.0, **options)
+    arr = np.ascontiguousarray(image[..., 0]) * np.uint16(40) if tiled else image
+    windows = Assistant(pred)._grid(*arr.shape[:2])
+    assert len(windows) == (6 if tiled else 1)
+    kept = Assistant(pred)
+    backbone = count_calls(pred.model.backbone)
+    with kept.keeping_features("img"):
+        proposals = pred.predict(arr)
+    assert len(backbone) == len(windows) and len(kept.cache) == len(windows)
+    # Small enough that each (widened) box lies inside a tile.
+    boxes = [(10.0, 12.0, 22.0, 24.0), (55.0, 35.0, 67.0, 47.0), (4.0, 62.0, 16.0, 74.0)]
+    warm = kept.box_masks(arr, boxes, image_key="img")
+    assert len(backbone) == len(windows)  # the assist ran no backbone
+    cold = Assistant(pred)
+    fresh = cold.box_masks(arr, boxes, image_key="img")
+    cold.prepare(arr, image_key="img")
+    assert _same_entries(kept, cold, "img", exact=True) == len(windows)
+    assert torch.allclose(warm.masks, fresh.masks) and np.allclose(warm.scores, fresh.scores)
+    # Keeping the features changes nothing of the proposals.
+    assert [(p.score, p.polygons) for p in pred.predict(arr)] == [
+        (p.score, p.polygons) for p in proposals
+    ]
+    assert pred._sink is None  # the sink ends with the block
+
+
+def test_after_proposing_the_first_assist_runs_only_the_heads(solid_pred, image, count_calls):
+    assistant = Assistant(solid_pred)
+    with assistant.keeping_features("a"):
+        solid_pred.predict(image)
+    backbone = count_calls(solid_pred.model.backbone)
+    inst = assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    refined = assistant.refine(image, inst, image_key="a")
+    assert refined.polygons and backbone == []
+    assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="other")
+    assert len(backbone) == 1  # another image's features were not kept
+
+
+def test_batched_tiles_are_kept_as_if_run_alone(card, model, image) -> None:
+    """A GPU-style batch of tiles: each window's features are its own copy, close to the
+    window run alone (a batched convolution may round differently)."""
+    pred = _predictor(model, card, tile_size=48, tile_overlap=16, batch_size=4)
+    kept = Assistant(pred)
+    with kept.keeping_features("img"):
+        pred.predict(image)
+    cold = Assistant(pred)
+    cold.prepare(image, image_key="img")
+    assert _same_entries(kept, cold, "img", exact=False) == 6
+    entry = next(iter(kept.cache._entries.values()))
+    assert entry.images.tensors.shape[0] == 1
+    assert entry.images.tensors.untyped_storage().nbytes() == entry.images.tensors.nbytes
