@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+from app.core.project_number import ProjectNumber
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus, Instance, Source
 from app.errors import MaskLoopError
@@ -49,21 +50,17 @@ def check_threshold(value: float) -> float:
     return rounded
 
 
+_THRESHOLD = ProjectNumber(THRESHOLD_KEY, DEFAULT_THRESHOLD, 2, check_threshold, "score threshold")
+
+
 def project_threshold(store: ProjectStore) -> float:
     """The project's score threshold (:data:`DEFAULT_THRESHOLD` until one is saved)."""
-    saved = store.get_meta(THRESHOLD_KEY)
-    try:
-        return check_threshold(float(saved)) if saved is not None else DEFAULT_THRESHOLD
-    except (ValueError, ScoreThresholdError):
-        log.warning("ignoring the project's unreadable score threshold %r", saved)
-        return DEFAULT_THRESHOLD
+    return _THRESHOLD.read(store)
 
 
 def set_project_threshold(store: ProjectStore, value: float) -> float:
     """Save the project's score threshold; returns it as saved (rounded to 0.01)."""
-    value = check_threshold(value)
-    store.set_meta(THRESHOLD_KEY, f"{value:.2f}")
-    return value
+    return _THRESHOLD.write(store, value)
 
 
 def migrate_score_floor(store: ProjectStore, *, shown: float | None = None) -> int:

@@ -10,12 +10,9 @@ model comparison trace at their own fixed tolerance, so their figures do not mov
 
 from __future__ import annotations
 
-import logging
-
+from app.core.project_number import ProjectNumber
 from app.core.store import ProjectStore
 from app.errors import MaskLoopError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_SIMPLIFY_TOLERANCE = 1.4  # px
 MAX_SIMPLIFY_TOLERANCE = 10.0  # px: beyond this a nucleus becomes a triangle
@@ -37,18 +34,16 @@ def check_tolerance(value: float) -> float:
     return rounded
 
 
+_TOLERANCE = ProjectNumber(
+    TOLERANCE_KEY, DEFAULT_SIMPLIFY_TOLERANCE, 1, check_tolerance, "simplify tolerance"
+)
+
+
 def project_tolerance(store: ProjectStore) -> float:
     """The project's simplify tolerance (:data:`DEFAULT_SIMPLIFY_TOLERANCE` until saved)."""
-    saved = store.get_meta(TOLERANCE_KEY)
-    try:
-        return check_tolerance(float(saved)) if saved is not None else DEFAULT_SIMPLIFY_TOLERANCE
-    except (ValueError, SimplifyToleranceError):
-        log.warning("ignoring the project's unreadable simplify tolerance %r", saved)
-        return DEFAULT_SIMPLIFY_TOLERANCE
+    return _TOLERANCE.read(store)
 
 
 def set_project_tolerance(store: ProjectStore, value: float) -> float:
     """Save the project's simplify tolerance; returns it as saved (rounded to 0.1 px)."""
-    value = check_tolerance(value)
-    store.set_meta(TOLERANCE_KEY, f"{value:.1f}")
-    return value
+    return _TOLERANCE.write(store, value)
