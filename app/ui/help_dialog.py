@@ -26,7 +26,10 @@ Tools
   Q  box to mask: drag a box around an object and the model outlines it as a new shape;
      Shift+drag: the box's outline replaces the selected instance's (a poor first answer);
      a click without a drag takes the object under the cursor (the model's best detection
-     there, else a box of the image's typical object size); Esc cancels a drag
+     there, else a box of the image's typical object size); Esc cancels a drag.
+     With one instance selected: Shift+click adds the clicked object's region to it,
+     Alt+click (or Ctrl+Shift+click) removes it (History: Add / Remove region; a removal
+     that would leave nothing changes nothing); with nothing selected they are a click
   W  refine: the model predicts the selected instance's mask again from its box grown 1.1x
      (assists run on the model's thread; each answer is one undo step)
   Simplify box (toolbar, px, saved with the project): how far the outlines traced next

@@ -20,6 +20,8 @@ from PySide6.QtWidgets import QApplication
 from app.core.geometry import polygons_to_mask
 from app.core.types import Instance, Polygon, Provenance, Source
 from app.ml.assist import Assistant
+from app.ui.help_dialog import HELP_TEXT
+from app.ui.workers import ModelChoice
 
 SIZE = 64
 project, solid = test_assist_ui.project, test_assist_ui.solid  # the same fixtures
@@ -172,3 +174,35 @@ def test_with_two_selected_a_region_click_asks_for_one(solid):
     window.tool_actions["box"].trigger()
     click(window.canvas, 50, 50, ALT)
     assert "Remove region: select one instance first" in window.statusBar().currentMessage()
+
+
+def test_a_region_from_a_model_since_replaced_is_dropped(qtbot, solid, answer, monkeypatch):
+    window, controller = solid
+    fixed, _ = answer
+    fixed.append([square(40, 40, 10)])
+    made = select_new(window, Instance(1, [square(8, 8, 14)]))
+    started, release = threading.Event(), threading.Event()
+    fixed_click = Assistant.click
+
+    def held_click(self, image, point, **kwargs) -> Instance:
+        started.set()
+        release.wait(20)  # the model is replaced while this answer is being made
+        return fixed_click(self, image, point, **kwargs)
+
+    monkeypatch.setattr(Assistant, "click", held_click)
+    got = test_assist_ui.answers(controller)
+    click(window.canvas, 45, 45, SHIFT)
+    qtbot.waitUntil(started.is_set, timeout=20000)
+    choice = controller.choice
+    controller.set_model(ModelChoice(choice.model_id, choice.device))  # a new generation
+    release.set()
+    qtbot.waitUntil(lambda: len(got) == 1, timeout=20000)
+    QApplication.processEvents()
+    assert got[0].instance is not None and got[0].request.generation != controller.generation
+    assert window.store.instance(made.id).polygons == made.polygons
+    assert window.editor.undo_group.activeStack().count() == 0
+
+
+def test_f1_help_names_the_region_clicks():
+    assert "Shift+click adds the clicked object's region" in HELP_TEXT
+    assert "Alt+click (or Ctrl+Shift+click) removes it" in HELP_TEXT
