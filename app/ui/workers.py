@@ -11,6 +11,11 @@ The worker and the controller share only the job queue: each job is a frozen sna
 worker reports through queued signals, so the controller's state is touched on the GUI
 thread only. No torch object, QPixmap or QGraphicsItem crosses threads: only ids, numpy
 arrays and dataclasses.
+
+The current image's proposal pass keeps its model features in the worker's
+:class:`app.ml.assist.Assistant` cache, under the key the GUI's assists name the image
+by (:func:`assist_image_key`), so the first assist on it runs no backbone. Prefetch and
+batch jobs keep none: the image the person is on is the one they are likely to correct.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +43,7 @@ from app.core.types import ImageRecord, ImageStatus, Instance
 from app.errors import MaskLoopError
 from app.ml.assist import REFINE_ENLARGE, Assistant, AssistError
 from app.ml.predictor import PredictionCancelled
+from app.ml.predictor import Predictor as ModelPredictor
 from app.ml.propose import ImageOutcome, propose_images
 from app.ml.zoo import ModelCard
 
@@ -128,6 +135,12 @@ class WorkerStatus:
 
 
 ASSIST_BOX, ASSIST_CLICK, ASSIST_REFINE = "box", "click", "refine"
+
+
+def assist_image_key(record: ImageRecord) -> Hashable:
+    """The key naming an image's pixels in assists and the feature cache: it changes when
+    the file does (path, modification time, size)."""
+    return (record.id, record.path, record.mtime_ns, record.size_bytes)
 
 
 @dataclass(frozen=True)
@@ -330,11 +343,7 @@ class ProposalWorker(QThread):
         if predictor is None:
             return AssistResult(request, None, "no model is loaded, so the assist cannot run.")
         try:
-            if self._assistant is None:
-                self._assistant = Assistant(predictor)  # type: ignore[arg-type]
-            else:
-                self._assistant.use(predictor)  # type: ignore[arg-type]
-            a, key, pixels = self._assistant, request.image_key, request.pixels
+            a, key, pixels = self._assistant_for(predictor), request.image_key, request.pixels
             if request.kind == ASSIST_BOX:
                 assert request.box is not None
                 found = a.box_to_mask(pixels, request.box, image_key=key)
@@ -352,6 +361,23 @@ class ProposalWorker(QThread):
             log.exception("assist %s on image %s failed", request.kind, request.image_id)
             return AssistResult(request, None, f"{type(exc).__name__}: {exc}")
         return AssistResult(request, found)
+
+    def _assistant_for(self, predictor: Predictor) -> Assistant:
+        """The assistant of ``predictor`` (its feature cache dropped when the model changed)."""
+        if self._assistant is None:
+            self._assistant = Assistant(predictor)  # type: ignore[arg-type]
+        else:
+            self._assistant.use(predictor)  # type: ignore[arg-type]
+        return self._assistant
+
+    def _keeping_features(
+        self, predictor: Predictor, image: ImageRecord, job: ProposalJob
+    ) -> AbstractContextManager[None]:
+        """Keep the proposal pass's features for assists: the current image only, and only
+        with a real model (a stand-in has none)."""
+        if job.priority != PRIORITY_CURRENT or not isinstance(predictor, ModelPredictor):
+            return nullcontext()
+        return self._assistant_for(predictor).keeping_features(assist_image_key(image))
 
     def _ensure_predictor(self, generation: int, choice: ModelChoice) -> Predictor | None:
         """The model for this generation and choice, loaded once; None (reported once per
@@ -418,18 +444,19 @@ class ProposalWorker(QThread):
             if predictor is None:
                 return None
             try:
-                return next(
-                    propose_images(
-                        store,
-                        predictor,
-                        predictor.card,
-                        [image],
-                        model_id=choice.model_id,
-                        model_version=choice.version_number,
-                        should_stop=job.cancelled.is_set,
-                        threshold=SCORE_FLOOR,
+                with self._keeping_features(predictor, image, job):
+                    return next(
+                        propose_images(
+                            store,
+                            predictor,
+                            predictor.card,
+                            [image],
+                            model_id=choice.model_id,
+                            model_version=choice.version_number,
+                            should_stop=job.cancelled.is_set,
+                            threshold=SCORE_FLOOR,
+                        )
                     )
-                )
             except PredictionCancelled:
                 return None  # the model or the annotator moved on: not a failure
             except torch.cuda.OutOfMemoryError:

@@ -22,7 +22,13 @@ from app.core.types import ImageStatus, Instance, Provenance, Source
 from app.ml.models import PROMPT_BOX_MARGIN
 from app.ui.main_window import MainWindow
 from app.ui.panels.model_panel import ModelEntry
-from app.ui.workers import ASSIST_BOX, AssistRequest, ModelChoice, ProposalController
+from app.ui.workers import (
+    ASSIST_BOX,
+    AssistRequest,
+    ModelChoice,
+    ProposalController,
+    zoo_predictor_factory,
+)
 
 SIZE = 64
 
@@ -353,3 +359,62 @@ def test_an_assist_is_served_ahead_of_queued_proposals(qtbot, tmp_path, install_
         assert events.index("assist") <= 1  # at most the job in flight went first
     finally:
         controller.shutdown()
+
+
+def test_the_first_assist_after_the_current_images_proposals_runs_no_backbone(
+    qtbot, tmp_path, install_tiny_card
+):
+    """The proposal pass of the image shown keeps its features for the assists; an image
+    proposed ahead (prefetch) keeps none, so its first assist runs the backbone."""
+    model = install_tiny_card(mask_bias=8.0)
+    root = tmp_path / "fresh"
+    (root / "img").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for i in range(2):
+        noise = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / "img" / f"{i}.png"), cv2.GaussianBlur(noise, (5, 5), 0))
+    with ProjectStore.open(root, create=True) as s:
+        s.add_images([NewImage(f"img/{i}.png", SIZE, SIZE) for i in range(2)])
+        s.add_category("cell")
+    built = []
+
+    def factory(choice, project_root):
+        built.append(zoo_predictor_factory(choice, project_root))
+        return built[-1]
+
+    store = ProjectStore.open(root)
+    window = MainWindow(store)
+    qtbot.addWidget(window)
+    window.resize(800, 700)
+    window.show()
+    qtbot.waitExposed(window)
+    controller = ProposalController(root, predictor_factory=factory, choice=ModelChoice(model))
+    try:
+        proposed: list[int] = []
+        controller.proposals_ready.connect(lambda r: proposed.append(r.image_id))
+        window.attach_proposals(controller, [ModelEntry(model, "tiny")])
+        window.canvas.fit()
+        current = window.current_image_id()
+        qtbot.waitUntil(lambda: len(proposed) == 2, timeout=30000)  # current, then prefetch
+        assert proposed[0] == current
+        backbone: list[tuple[int, ...]] = []
+        (predictor,) = built
+        hook = predictor.model.backbone.register_forward_hook(
+            lambda _m, a, _o: backbone.append(tuple(a[0].shape))
+        )
+        try:
+            window.tool_actions["box"].trigger()
+            with qtbot.waitSignal(controller.assist_ready, timeout=20000) as answered:
+                drag(window.canvas, 10, 12, 40, 44)
+            assert answered.args[0].instance is not None and backbone == []
+            window.next_image()
+            window.canvas.fit()
+            with qtbot.waitSignal(controller.assist_ready, timeout=20000) as answered:
+                drag(window.canvas, 10, 12, 40, 44)
+            assert answered.args[0].instance is not None and len(backbone) == 1
+        finally:
+            hook.remove()
+    finally:
+        window.close()
+        controller.shutdown()
+        store.close()
