@@ -97,7 +97,7 @@ class AssistSession(QObject):
         """Predict the one selected instance's mask again from its box (enlarged)."""
         target = self._selected_instance(LABELS[ASSIST_REFINE])
         if target is not None:
-            self._send(ASSIST_REFINE, instance=target)
+            self._send(ASSIST_REFINE, needs_category=False, instance=target)
 
     def _selected_instance(self, label: str) -> Instance | None:
         doc, sel = self.editor.doc, self.editor.canvas.selection()
@@ -107,15 +107,14 @@ class AssistSession(QObject):
         return doc.instance(sel[0]).copy()  # the worker reads it: a snapshot of its own
 
     def _send(
-        self, kind: str, label: str | None = None, needs_category: bool | None = None, **what
+        self, kind: str, label: str | None = None, needs_category: bool = True, **what
     ) -> AssistRequest | None:
-        """Queue the request; returns it as stamped, None when it cannot be asked now."""
+        """Queue the request; returns it as stamped, None when it cannot be asked now.
+        ``needs_category``: the answer becomes a new instance of the drawing category."""
         ed, label = self.editor, label or LABELS[kind]
         if ed.doc is None or ed.pixels is None:
             self.message.emit(f"{label}: no image is shown.")
             return None
-        if needs_category is None:
-            needs_category = kind != ASSIST_REFINE  # new instances get the drawing category
         if needs_category and ed.drawing_category() is None:
             self.message.emit("Add a category first (Categories panel), then draw.")
             return None
