@@ -6,7 +6,10 @@ Cases (one JSON line each, ``_bench.emit``), the bundled cells-mobile model on a
                 image's features cached (``prepare``, as after the proposal pass); baseline:
                 ``Predictor.predict`` on the whole image again, the cost of answering an
                 assist by re-running the model. Also: ``cold_median_s`` (an assist whose
-                window is not cached: one tile's backbone, then the heads), ``prepare_s``
+                window is not cached: one tile's backbone, then the heads),
+                ``after_proposal_first_s`` (the first assist after a proposal pass that kept
+                its features, ``Assistant.keeping_features``, as the GUI's worker does for
+                the image shown), ``prepare_s``
                 (every window of the image), and ``iou_median`` (mask IoU of each result with
                 its ground-truth object, exact boxes, synthetic data: a sanity check, not
                 the real-data figure, which uses jittered boxes).
@@ -178,6 +181,16 @@ def bench_latency(predictor: Predictor, quick: bool) -> None:
             repeat=1,
             warmup=0,
         )
+    after_proposal = []
+    for k in range(1 if quick else 3):
+        kept = Assistant(predictor)
+        with kept.keeping_features("proposed"):
+            predictor.predict(image)  # the proposal pass (not timed)
+        after_proposal += timeit(
+            lambda a=kept, k=k: a.box_to_mask(image, tuple(boxes[pick[k]]), image_key="proposed"),
+            repeat=1,
+            warmup=0,
+        )
     emit(
         "assist_box",
         box_times,
@@ -191,6 +204,7 @@ def bench_latency(predictor: Predictor, quick: bool) -> None:
         cache_mb=round(cache_mb, 1),
         prepare_s=round(prepare_s, 3),
         cold_median_s=round(statistics.median(cold), 4),
+        after_proposal_first_s=round(statistics.median(after_proposal), 4),
         iou_median=round(float(np.median(ious)), 4),
         threads=torch.get_num_threads(),
     )
