@@ -76,8 +76,10 @@ picked images' cost does not fall with uncertainty ordering because it takes the
 that need the most correcting first.
 
 Assists (the ``assists`` fields), measured with ``--quick --seeds 2`` (seeds 0-1, 6 held-out
-images, 262 nuclei; 9 minutes at nice 19 beside a training run) with the bundled model of
-commit 28e00fa and the assists of e3f080c: held-out ops per cell 6.08 -> 4.69 with assists
+images, 262 nuclei; 4.3 minutes) with the bundled model of commit 89cbc91 (mask head trained
+on loose boxes): held-out ops per cell 6.18 -> 4.26 with assists before any review (31 %
+fewer), then 19, 22, 16 % fewer after rounds 1-3 (random ordering; uncertainty 19, 22, 18 %).
+Before, with the bundled model of commit 28e00fa and the assists of e3f080c: held-out ops per cell 6.08 -> 4.69 with assists
 before any review (23 % fewer), then 5.50 -> 4.39, 5.30 -> 4.27 and 5.12 -> 4.26 after rounds 1-3 with random
 ordering (20, 19, 17 % fewer; uncertainty 20, 19, 22 %): short of the 30 % target. Of the
 138 cells the starting model misses, a box's answer reaches IoU 0.85 on 4, 0.5 on 105 more
