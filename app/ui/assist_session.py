@@ -32,6 +32,7 @@ from .workers import (
     AssistRequest,
     AssistResult,
     ProposalController,
+    assist_image_key,
 )
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class AssistSession(QObject):
             AssistRequest(
                 kind,
                 record.id,
-                (record.id, record.path, record.mtime_ns, record.size_bytes),
+                assist_image_key(record),
                 ed.pixels,
                 **what,
             )

@@ -373,9 +373,13 @@ class ProposalWorker(QThread):
     def _keeping_features(
         self, predictor: Predictor, image: ImageRecord, job: ProposalJob
     ) -> AbstractContextManager[None]:
-        """Keep the proposal pass's features for assists: the current image only, and only
-        with a real model (a stand-in has none)."""
-        if job.priority != PRIORITY_CURRENT or not isinstance(predictor, ModelPredictor):
+        """Keep the proposal pass's features for assists: the current image and those
+        proposed ahead of the annotator (the next image is usually proposed before it is
+        shown), not a Propose-all batch; the cache's byte bound drops the oldest. Only with
+        a real model (a stand-in has none)."""
+        if job.priority not in (PRIORITY_CURRENT, PRIORITY_PREFETCH) or not isinstance(
+            predictor, ModelPredictor
+        ):
             return nullcontext()
         return self._assistant_for(predictor).keeping_features(assist_image_key(image))
 
