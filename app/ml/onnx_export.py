@@ -35,7 +35,6 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import MultiScaleRoIAlign, roi_align
-from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 from app import __version__
 from app.core.atomic import write_atomic, write_json_atomic
@@ -43,6 +42,7 @@ from app.core.extras import require
 from app.errors import MaskLoopError
 from app.ml.active import DEFAULT_FLOOR
 from app.ml.predictor import DEFAULT_NMS_IOU, DEFAULT_TILE_OVERLAP, fold_batchnorm
+from app.ml.roi_pool import LevelRoIAlign
 from app.ml.zoo import ModelCard, load_model, sha256_file
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class DetectionGraph(nn.Module):
         return boxes, det["scores"], det["labels"], det["masks"]
 
 
-class GatherRoIAlign(MultiScaleRoIAlign):
+class GatherRoIAlign(LevelRoIAlign):
     """``MultiScaleRoIAlign`` (same levels, same ``roi_align``) whose per-level results are
     put back in box order by one gather.
 
@@ -206,13 +206,7 @@ class GatherRoIAlign(MultiScaleRoIAlign):
     def forward(
         self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
     ) -> Tensor:
-        features = _filter_input(x, self.featmap_names)
-        if self.scales is None or self.map_levels is None:
-            self.scales, self.map_levels = _setup_scales(
-                features, image_shapes, self.canonical_scale, self.canonical_level
-            )
-        rois = _convert_to_roi_format(boxes)
-        size = tuple(self.output_size)
+        features, rois, size = self._inputs(x, boxes, image_shapes)
         if len(features) == 1:
             return roi_align(features[0], rois, size, self.scales[0], self.sampling_ratio)
         levels = self.map_levels(boxes)
@@ -230,17 +224,7 @@ def use_gather_roi_align(model: nn.Module) -> None:
     for name in ("box_roi_pool", "mask_roi_pool"):
         pool = getattr(heads, name, None)
         if type(pool) is MultiScaleRoIAlign:
-            setattr(
-                heads,
-                name,
-                GatherRoIAlign(
-                    pool.featmap_names,
-                    pool.output_size,
-                    pool.sampling_ratio,
-                    canonical_scale=pool.canonical_scale,
-                    canonical_level=pool.canonical_level,
-                ),
-            )
+            setattr(heads, name, GatherRoIAlign.like(pool))
 
 
 def model_for_export(card: ModelCard) -> nn.Module:

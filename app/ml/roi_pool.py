@@ -100,19 +100,40 @@ def _corners(v: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return low, high, (1.0 - frac) * inside, frac * inside
 
 
-class RowRoIAlign(MultiScaleRoIAlign):
-    """``MultiScaleRoIAlign`` with the same level mapping, pooling with :func:`roi_align_rows`."""
+class LevelRoIAlign(MultiScaleRoIAlign):
+    """``MultiScaleRoIAlign``'s feature levels and box-to-level mapping, for poolers that
+    pool each level their own way (here on the CPU, in the ONNX export for onnxruntime)."""
 
-    def forward(
+    @classmethod
+    def like(cls, pool: MultiScaleRoIAlign) -> LevelRoIAlign:
+        """A pooler of this class with ``pool``'s levels, output size and sampling."""
+        return cls(
+            pool.featmap_names,
+            pool.output_size,
+            pool.sampling_ratio,
+            canonical_scale=pool.canonical_scale,
+            canonical_level=pool.canonical_level,
+        )
+
+    def _inputs(
         self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
-    ) -> Tensor:
+    ) -> tuple[list[Tensor], Tensor, tuple[int, ...]]:
+        """The pooled levels' features, the boxes as RoIs (batch index first), the output size."""
         features = _filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:
             self.scales, self.map_levels = _setup_scales(
                 features, image_shapes, self.canonical_scale, self.canonical_level
             )
-        rois = _convert_to_roi_format(boxes)
-        size = tuple(self.output_size)
+        return features, _convert_to_roi_format(boxes), tuple(self.output_size)
+
+
+class RowRoIAlign(LevelRoIAlign):
+    """``MultiScaleRoIAlign`` with the same level mapping, pooling with :func:`roi_align_rows`."""
+
+    def forward(
+        self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> Tensor:
+        features, rois, size = self._inputs(x, boxes, image_shapes)
         if len(features) == 1:
             return roi_align_rows(features[0], rois, size, self.scales[0], self.sampling_ratio)
         levels = self.map_levels(boxes)
@@ -134,13 +155,6 @@ def use_row_roi_align(model: nn.Module) -> int:
     for name in ("box_roi_pool", "mask_roi_pool"):
         pool = getattr(heads, name, None)
         if type(pool) is MultiScaleRoIAlign and pool.sampling_ratio > 0:
-            fast = RowRoIAlign(
-                pool.featmap_names,
-                pool.output_size,
-                pool.sampling_ratio,
-                canonical_scale=pool.canonical_scale,
-                canonical_level=pool.canonical_level,
-            )
-            setattr(heads, name, fast)
+            setattr(heads, name, RowRoIAlign.like(pool))
             swapped += 1
     return swapped
