@@ -413,11 +413,7 @@ class MainWindow(ModelWiring, QMainWindow):
         s.setValue("view/score_labels", self.labels_action.isChecked())
         self._save_threshold()
         self.rescorer.finish()  # the uncertainties follow the threshold just saved
-        save_view_state(
-            s,
-            self.store.root,
-            ProjectViewState(self.current_image_id(), None, self.display.settings),
-        )
+        self._save_view_state()
         s.setValue("view/opacity", self.opacity.value())
         s.setValue("tools/brush_radius", self.canvas.brush_radius())
         s.setValue("project/last", str(self.store.root))
@@ -527,7 +523,15 @@ class MainWindow(ModelWiring, QMainWindow):
         self.images.set_current(image_id)
         self.display.set_image(self.editor.pixels)
         self._instances_changed()
+        self._save_view_state()  # also on each image: a crash or kill must not forget it
         self.current_image_changed.emit(image_id)
+
+    def _save_view_state(self) -> None:
+        save_view_state(
+            settings(),
+            self.store.root,
+            ProjectViewState(self.current_image_id(), None, self.display.settings),
+        )
 
     def _instances_changed(self) -> None:
         doc = self.editor.doc

@@ -123,6 +123,18 @@ def test_reopening_a_project_restores_image_threshold_and_display(window, qtbot)
     again.close()
 
 
+def test_the_last_image_is_remembered_even_if_the_window_never_closes(window, qtbot):
+    """A killed or crashed session reopens on the image the person was on."""
+    store = window.store
+    window.next_image()
+    window.next_image()
+    shown = window.current_image_id()
+    again = MainWindow(store)  # the first window was never closed
+    qtbot.addWidget(again)
+    assert again.current_image_id() == shown != 1
+    again.close()
+
+
 def test_instances_filter_by_category_source_and_score(window):
     win, bar, panel = window, window.instance_filter, window.instances
     win.threshold.setValue(0)  # the floor: both proposals shown
