@@ -117,6 +117,26 @@ def prepare(data: Path, name: str, cache: Path) -> Path:
     return path
 
 
+def prepare_synthetic(cache: Path, index: int) -> Path:
+    """One synthetic training image of ``train_cells_mobile.py`` (seed 0, 256 px, the
+    stage-1 set) converted and rescaled like a real one, for mixing into the real data."""
+    path = cache / "prepared_synthetic" / f"{index:05d}.npz"
+    if path.exists():
+        return path
+    with np.load(sample_file(cache / "synthetic", "train", 0, index, 256)) as z:
+        image, labels = z["image"], z["labels"].astype(np.int32)
+    plane = to_model_input(image, CARD_SPEC)[0].numpy()
+    s = inference_scale(*plane.shape)
+    size = (round(plane.shape[1] * s), round(plane.shape[0] * s))
+    plane = cv2.resize(plane, size, interpolation=cv2.INTER_LINEAR)
+    labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST_EXACT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, plane=np.round(plane * 255).astype(np.uint8), labels=labels)
+    tmp.replace(path)
+    return path
+
+
 class RealCrops(torch.utils.data.Dataset):
     """Random augmented crops of the prepared images; large images are listed once per
     512x512 they hold, so every part of the data is seen about equally often, times the
@@ -292,6 +312,7 @@ def write_card(args: argparse.Namespace, weights: Path, summary: dict) -> dict:
                 if summary.get("bright_weight", 1.0) != 1.0
                 else ""
             )
+            + (f" --synthetic {summary['synthetic_images']}" if summary.get("synthetic_images") else "")
         ),
         "init": f"{summary.get('init_desc', INIT_DESC)} (sha256 {summary['init_sha256']})",
         **{k: summary[k] for k in ("iterations", "planned_iterations", "batch_size", "lr",
@@ -315,6 +336,12 @@ def main() -> int:
     p.add_argument("--data", type=Path, required=True, help="the DSB2018 folder (manifest.json)")
     p.add_argument("--init", type=Path, required=True, help="starting weights (synthetic model)")
     p.add_argument("--init-desc", default=INIT_DESC, help="what --init is, for the card")
+    p.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        help="also train on this many synthetic images (stage 1's set, converted alike)",
+    )
     p.add_argument(
         "--bright-weight",
         type=float,
@@ -347,7 +374,8 @@ def main() -> int:
     files = [prepare(args.data, n, args.cache) for n in train_names]
     kinds = image_kinds(args.data)
     sampling = [args.bright_weight if kinds[n] == "bright" else 1.0 for n in train_names]
-    dataset = RealCrops(files, args.seed, sampling)
+    synthetic = [prepare_synthetic(args.cache, i) for i in range(args.synthetic)]
+    dataset = RealCrops(files + synthetic, args.seed, sampling + [1.0] * len(synthetic))
     log.info(
         "%d training images (%d crops an epoch), %d val images held out; data ready in %.0f s",
         len(files), len(dataset), len(val_names), time.time() - t0,
@@ -374,6 +402,7 @@ def main() -> int:
         "init_sha256": init_sha,
         "init_desc": args.init_desc,
         "bright_weight": args.bright_weight,
+        "synthetic_images": args.synthetic,
         "weights_sha256": digest,
         "wall_time_s": round(time.time() - t0),
         "torch": torch.__version__,
