@@ -299,7 +299,12 @@ def write_card(args: argparse.Namespace, weights: Path, summary: dict) -> dict:
         "Data Science Bowl, Nature Methods 16, 1247-1253 (2019)",
         "images": summary["train_images"],
         "split": "every image of the folder except val.txt; figures on val.txt",
-        "also": "synthetic nuclei (app.demo.synthetic) for the starting weights",
+        "also": "synthetic nuclei (app.demo.synthetic) for the starting weights"
+        + (
+            f"; {summary['synthetic_images']} of them mixed into this stage"
+            if summary.get("synthetic_images")
+            else ""
+        ),
     }
     card_dict["recipe"] = {
         "command": (
