@@ -399,6 +399,23 @@ class CombinedOutline:
     changed: bool
 
 
+SLIVER_SHARE = 0.1  # of the removed region's area
+
+
+def _drop_slivers(mask: np.ndarray, removed: np.ndarray) -> None:
+    """Clear the pieces of ``mask`` that touch ``removed`` and are smaller than
+    :data:`SLIVER_SHARE` of it (in place)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+    if count <= 1:
+        return
+    limit = SLIVER_SHARE * np.count_nonzero(removed)
+    near = cv2.dilate(removed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    touching = np.unique(labels[near & (labels > 0)])
+    small = touching[stats[touching, cv2.CC_STAT_AREA] < limit]
+    if len(small):
+        mask[np.isin(labels, small)] = 0
+
+
 def combine_polygons(
     polygons: Sequence[Polygon],
     region: Sequence[Polygon],
@@ -413,6 +430,10 @@ def combine_polygons(
     (so the same fineness and the same re-tracing at ``tolerance`` px): holes are kept, a
     disjoint union gives several parts, and a subtraction that removes everything gives
     no polygons. ``image_size`` is (width, height); the result is clipped to it.
+
+    A subtraction also drops the slivers it leaves along the cut: pieces touching the removed
+    region and smaller than :data:`SLIVER_SHARE` of it (the model's region for the removing
+    click is rarely exactly the outline it should take away).
     """
     boxes = [*_outline_boxes(polygons), *_outline_boxes(region)]
     frame = _fine_region(boxes, image_size, tolerance) if boxes else None
@@ -422,6 +443,7 @@ def combine_polygons(
     before = mask.copy()
     if subtract:
         mask[other] = 0
+        _drop_slivers(mask, other)
     else:
         mask[other] = 1
     if np.array_equal(mask, before):

@@ -78,3 +78,20 @@ def test_the_union_is_clipped_to_the_image():
     )  # fmt: skip
     assert np.concatenate([p.exterior for p in out.polygons]).max() <= 100
     assert area(out.polygons) == 225 + 100 - 25
+
+
+def test_a_subtraction_drops_the_sliver_it_leaves_but_not_other_parts():
+    """The removing click's region is a little off the part it should take away: the 1 px
+    strip left along the cut goes; a separate small part elsewhere stays."""
+    part = square(10, 10, 30, 30)
+    elsewhere = square(60, 60, 63, 63)  # small, but not touched by the cut
+    out = combine_polygons(
+        [part, elsewhere], [square(11, 8, 32, 32)], subtract=True, image_size=SIZE, tolerance=0
+    )
+    assert out.changed
+    assert area(out.polygons) == 9  # the 1x20 strip x in [10, 11] is gone, the small part kept
+    big = combine_polygons(
+        [square(10, 10, 40, 40)], [square(10, 10, 40, 20)], subtract=True, image_size=SIZE,
+        tolerance=0,
+    )  # fmt: skip
+    assert area(big.polygons) == 600  # what remains of a real cut is no sliver
