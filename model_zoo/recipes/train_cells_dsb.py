@@ -103,7 +103,12 @@ def prepare(data: Path, name: str, cache: Path) -> Path:
     if path.exists():
         return path
     image = read_image(data / "images" / name)
-    labels = read_image(data / "labels" / name).astype(np.int32)
+    return _save_prepared(path, image, read_image(data / "labels" / name).astype(np.int32))
+
+
+def _save_prepared(path: Path, image: np.ndarray, labels: np.ndarray) -> Path:
+    """Convert ``image`` with the card's input, rescale it and ``labels`` to the scale the
+    Predictor shows it at, and save both (uint8 plane, int32 labels) to ``path``."""
     plane = to_model_input(image, CARD_SPEC)[0].numpy()  # grey: the three planes are equal
     s = inference_scale(*plane.shape)
     if s != 1.0:
@@ -125,16 +130,7 @@ def prepare_synthetic(cache: Path, index: int) -> Path:
         return path
     with np.load(sample_file(cache / "synthetic", "train", 0, index, 256)) as z:
         image, labels = z["image"], z["labels"].astype(np.int32)
-    plane = to_model_input(image, CARD_SPEC)[0].numpy()
-    s = inference_scale(*plane.shape)
-    size = (round(plane.shape[1] * s), round(plane.shape[0] * s))
-    plane = cv2.resize(plane, size, interpolation=cv2.INTER_LINEAR)
-    labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST_EXACT)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, plane=np.round(plane * 255).astype(np.uint8), labels=labels)
-    tmp.replace(path)
-    return path
+    return _save_prepared(path, image, labels)
 
 
 class RealCrops(torch.utils.data.Dataset):
