@@ -33,22 +33,27 @@ from app.ui.workers import (
 SIZE = 64
 
 
-@pytest.fixture
-def project(tmp_path):
-    """Two 64x64 images a person has started (so no proposal run competes with assists)."""
-    root = tmp_path / "p"
+def noise_project(root, *, seed: int, categories: list[str], started: bool):
+    """A project of two 64x64 blurred-noise images; ``started``: a person has begun both."""
     (root / "img").mkdir(parents=True)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for i in range(2):
         noise = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
         cv2.imwrite(str(root / "img" / f"{i}.png"), cv2.GaussianBlur(noise, (5, 5), 0))
     with ProjectStore.open(root, create=True) as s:
         s.add_images([NewImage(f"img/{i}.png", SIZE, SIZE) for i in range(2)])
-        s.add_category("cell")
-        s.add_category("debris")
-        for image_id in (1, 2):
-            s.apply_edit(image_id, status=ImageStatus.IN_PROGRESS)
+        for name in categories:
+            s.add_category(name)
+        if started:
+            for image_id in (1, 2):
+                s.apply_edit(image_id, status=ImageStatus.IN_PROGRESS)
     return root
+
+
+@pytest.fixture
+def project(tmp_path):
+    """Two images a person has started (so no proposal run competes with assists)."""
+    return noise_project(tmp_path / "p", seed=0, categories=["cell", "debris"], started=True)
 
 
 def open_window(qtbot, project, install_tiny_card, mask_bias):
@@ -367,15 +372,7 @@ def test_the_first_assist_after_the_current_images_proposals_runs_no_backbone(
     """The proposal pass of the image shown, and of the one proposed ahead (prefetch), keep
     their features for the assists: neither first assist runs the backbone."""
     model = install_tiny_card(mask_bias=8.0)
-    root = tmp_path / "fresh"
-    (root / "img").mkdir(parents=True)
-    rng = np.random.default_rng(3)
-    for i in range(2):
-        noise = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-        cv2.imwrite(str(root / "img" / f"{i}.png"), cv2.GaussianBlur(noise, (5, 5), 0))
-    with ProjectStore.open(root, create=True) as s:
-        s.add_images([NewImage(f"img/{i}.png", SIZE, SIZE) for i in range(2)])
-        s.add_category("cell")
+    root = noise_project(tmp_path / "fresh", seed=3, categories=["cell"], started=False)
     built = []
 
     def factory(choice, project_root):
