@@ -240,11 +240,31 @@ class ImageDocument:
         answer: ``provenance=assisted``); empty deletes it."""
         if not polygons:
             return self.delete_instances([instance_id])
+        return self.apply(Edit(update=[self._reshaped_copy(instance_id, polygons, provenance)]))
+
+    def absorb(self, instance_id: int, other_id: int, polygons: Sequence[Polygon]) -> Edit:
+        """``instance_id`` takes the outline ``polygons`` (a person's edit) and ``other_id``,
+        whose region it now covers, is deleted: one edit, e.g. a neighbouring proposal
+        added to the selected instance as a region."""
+        if other_id == instance_id:
+            raise DocumentError("an instance cannot absorb itself")
+        if not polygons:
+            raise DocumentError("the absorbing instance needs an outline")
+        self.instance(other_id)  # it must exist before anything changes
+        return self.apply(
+            Edit(
+                update=[self._reshaped_copy(instance_id, polygons, None)], delete=[other_id]
+            )
+        )
+
+    def _reshaped_copy(
+        self, instance_id: int, polygons: Sequence[Polygon], provenance: Provenance | None
+    ) -> Instance:
         before = self.instance(instance_id)
         inst = _edited(before)
         inst.provenance = _reshaped(before, provenance)
         inst.polygons = [p.copy() for p in polygons]
-        return self.apply(Edit(update=[inst]))
+        return inst
 
     def change_category(self, ids: Iterable[int], category_id: int) -> Edit:
         changed = []

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QPointF, Signal
 
 from app.core.document import combine_polygons
+from app.core.geometry import polygons_bbox
 from app.core.simplify_tolerance import project_tolerance
 from app.core.types import Instance, Provenance
 
+from .canvas.assist_marks import AssistMarks
 from .editor import Editor
 from .workers import (
     ASSIST_BOX,
@@ -56,8 +58,14 @@ class AssistSession(QObject):
         editor.canvas.assist_click.connect(lambda x, y: self.click((x, y)))
         editor.canvas.assist_region.connect(lambda x, y, remove: self.region((x, y), remove))
         controller.assist_ready.connect(self._answered)
+        # The requests of a generation that ended get no answer: their marks go with it.
+        controller.generation_changed.connect(lambda _g: self._marks.clear())
         # Region clicks in flight: request seq -> (generation, remove).
         self._regions: dict[int, tuple[int, bool]] = {}
+
+    @property
+    def _marks(self) -> AssistMarks:
+        return self.editor.canvas.assist_marks
 
     def box(self, box: tuple[float, float, float, float], replace: bool = False) -> None:
         """A new instance from ``box``; with ``replace``, the one selected instance's new
@@ -74,14 +82,24 @@ class AssistSession(QObject):
         self._send(ASSIST_CLICK, **self._click_prompt(point))
 
     def region(self, point: tuple[float, float], remove: bool) -> None:
-        """The object under ``point`` (the plain click's answer) added to the one selected
-        instance, or with ``remove`` cut from it; with nothing selected, a plain click."""
+        """The object under ``point`` added to the one selected instance, or with ``remove``
+        cut from it; with nothing selected, a plain click.
+
+        The object is another shown instance under the point when there is one (added:
+        it joins the selected instance and is deleted; removed: its outline is cut out),
+        else the plain click's answer from the model.
+        """
         if self.editor.doc is not None and not self.editor.canvas.selection():
             self.click(point)
             return
         label = REGION_LABELS[remove]
         target = self._selected_instance(label)
         if target is None:
+            return
+        assert target.id is not None and self.editor.doc is not None
+        other = self.editor.canvas.layer_instance_at(QPointF(*point), exclude=(target.id,))
+        if other is not None:
+            self._combine(target, self.editor.doc.instance(other), remove=remove, absorb=True)
             return
         sent = self._send(
             ASSIST_CLICK, label, needs_category=False, instance=target, **self._click_prompt(point)
@@ -130,10 +148,18 @@ class AssistSession(QObject):
             )
         )
         self.message.emit(f"{label}: asking the model\u2026")
+        if sent.box is not None:
+            self._marks.box(sent.seq, sent.box)
+        elif sent.point is not None:
+            self._marks.point(sent.seq, *sent.point)
+        elif sent.instance is not None:
+            x, y, w, h = polygons_bbox(sent.instance.polygons)
+            self._marks.box(sent.seq, (x, y, x + w, y + h))
         return sent
 
     def _answered(self, result: AssistResult) -> None:
         req, ed = result.request, self.editor
+        self._marks.remove(req.seq)
         region = self._regions.pop(req.seq, None)
         current = self.controller.generation
         self._regions = {k: v for k, v in self._regions.items() if v[0] == current}
@@ -152,7 +178,8 @@ class AssistSession(QObject):
             self.message.emit(f"{label}: {result.error}")
             return
         if region is not None:
-            self._combine(req, result.instance, remove=region[1])
+            assert req.instance is not None
+            self._combine(req.instance, result.instance, remove=region[1])
             return
         if replaces:
             assert req.instance is not None and req.instance.id is not None
@@ -167,23 +194,27 @@ class AssistSession(QObject):
             ed.add_polygon(result.instance.polygons, label, Provenance.ASSISTED)
         self.message.emit(f"{label}: done (Ctrl+Z undoes).")
 
-    def _combine(self, req: AssistRequest, answer: Instance, *, remove: bool) -> None:
-        """Unite the answer's region with (or cut it from) the instance it was asked for,
-        if that instance is still as it was."""
+    def _combine(
+        self, target: Instance, region: Instance, *, remove: bool, absorb: bool = False
+    ) -> None:
+        """Unite ``region`` with (or cut it from) ``target``, if that instance is still as
+        it was. ``absorb``: ``region`` is another instance of the image, deleted when it
+        joins ``target`` (in the same undo step)."""
         ed, label = self.editor, REGION_LABELS[remove]
-        assert ed.doc is not None and req.instance is not None and req.instance.id is not None
-        now = ed.doc.instances.get(req.instance.id)
-        if now is None or now.polygons != req.instance.polygons:
+        assert ed.doc is not None and target.id is not None
+        now = ed.doc.instances.get(target.id)
+        if now is None or now.polygons != target.polygons:
             self.message.emit(f"{label}: the instance changed meanwhile; nothing changed.")
             return
         combined = combine_polygons(
             now.polygons,
-            answer.polygons,
+            region.polygons,
             subtract=remove,
             image_size=ed.canvas.image_size(),
             tolerance=project_tolerance(ed.store),
         )
-        if not combined.changed:
+        joins = absorb and not remove and region.id is not None
+        if not combined.changed and not joins:
             where = "does not overlap" if remove else "lies inside"
             self.message.emit(f"{label}: the object found {where} the instance; nothing changed.")
             return
@@ -193,5 +224,10 @@ class AssistSession(QObject):
                 "(Del deletes an instance)."
             )
             return
-        ed.edit_geometry(req.instance.id, combined.polygons, None, label)
+        if joins:
+            assert region.id is not None
+            ed.absorb(target.id, region.id, combined.polygons, label)
+            self.message.emit(f"{label}: the instance under the click joined it (Ctrl+Z undoes).")
+            return
+        ed.edit_geometry(target.id, combined.polygons, None, label)
         self.message.emit(f"{label}: done (Ctrl+Z undoes).")

@@ -206,6 +206,14 @@ class Editor(QObject):
             )
         )
 
+    def absorb(
+        self, instance_id: int, other_id: int, polygons: list[Polygon], label: str
+    ) -> None:
+        """``instance_id`` takes the outline ``polygons`` and ``other_id`` is deleted, one
+        undo step named ``label`` (a neighbour added to the selected instance)."""
+        self._push(label, lambda d: d.absorb(instance_id, other_id, polygons))
+        self.canvas.set_selection([instance_id])
+
     def _category_for_new(self) -> int | None:
         cats = self.store.categories()
         if not cats:

@@ -29,9 +29,12 @@ Tools
      there, else a box of the image's typical object size); Esc cancels a drag.
      With one instance selected: Shift+click adds the clicked object's region to it,
      Alt+click (or Ctrl+Shift+click) removes it (History: Add / Remove region; a removal
-     that would leave nothing changes nothing); with nothing selected they are a click
+     that would leave nothing changes nothing); with nothing selected they are a click.
+     On another shown instance, Shift+click joins that instance to the selected one and
+     Alt+click cuts its outline out (no model run)
   W  refine: the model predicts the selected instance's mask again from its box grown 1.1x
-     (assists run on the model's thread; each answer is one undo step)
+     (assists run on the model's thread; each answer is one undo step; a dashed box or
+     ring marks an assist until its answer comes)
   Simplify box (toolbar, px, saved with the project): how far the outlines traced next
      (proposals, assist answers, brush and eraser results) may move to lose vertices;
      1.4 by default, 0 keeps every pixel corner; outlines already made keep theirs.

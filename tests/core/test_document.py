@@ -7,7 +7,7 @@ import pytest
 
 from app.core.document import DocumentChangedError, DocumentError, Edit, ImageDocument
 from app.core.store import NewImage, ProjectStore
-from app.core.types import ImageStatus, Instance, Polygon, Source
+from app.core.types import ImageStatus, Instance, Polygon, Provenance, Source
 
 
 def square(x: float, y: float, s: float = 10.0) -> Polygon:
@@ -45,6 +45,7 @@ OPS = {
     "reject": lambda d: d.reject(list(d.instances)),
     "accept_above": lambda d: d.accept_above(0.5),
     "merge": lambda d: d.merge(list(d.instances)[:2])[0],
+    "absorb": lambda d: d.absorb(*list(d.instances)[:2], [square(30, 30, 40)]),
     "done": lambda d: d.set_status(ImageStatus.DONE),
     "skipped": lambda d: d.set_status(ImageStatus.SKIPPED),
 }
@@ -137,6 +138,21 @@ def test_merge_combines_parts(doc):
     assert len(doc.store.instances(1)) == n - 1
     with pytest.raises(DocumentError):
         doc.merge([new_id])
+
+
+def test_absorb_takes_the_outline_and_deletes_the_other(doc):
+    first, second = proposal_ids(doc)
+    n = len(doc.instances)
+    doc.absorb(first, second, [square(30, 30, 40)])
+    kept = doc.store.instance(first)
+    assert kept.polygons == [square(30, 30, 40)]
+    assert kept.source == Source.MODEL_EDITED and kept.provenance == Provenance.EDITED
+    assert second not in doc.instances and len(doc.store.instances(1)) == n - 1
+    with pytest.raises(DocumentError):
+        doc.absorb(first, first, [square(0, 0)])
+    with pytest.raises(DocumentError):
+        doc.absorb(first, 10_000, [square(0, 0)])
+    assert len(doc.store.instances(1)) == n - 1
 
 
 def test_holes_survive(doc):

@@ -206,3 +206,101 @@ def test_a_region_from_a_model_since_replaced_is_dropped(qtbot, solid, answer, m
 def test_f1_help_names_the_region_clicks():
     assert "Shift+click adds the clicked object's region" in HELP_TEXT
     assert "Alt+click (or Ctrl+Shift+click) removes it" in HELP_TEXT
+
+
+def test_shift_click_on_another_instance_joins_it_without_asking_the_model(qtbot, solid, answer):
+    window, controller = solid
+    fixed, calls = answer
+    image = window.current_image_id()
+    (neighbour,) = window.store.apply_edit(
+        image, add=[Instance(1, [square(20, 8, 12)], score=0.9, source=Source.MODEL)]
+    )
+    made = select_new(window, Instance(1, [square(8, 8, 14)]))
+    click(window.canvas, 28, 12, SHIFT)
+    QApplication.processEvents()
+    assert calls == []  # the region was the instance under the click
+    stack = window.editor.undo_group.activeStack()
+    assert stack.count() == 1 and stack.text(0) == "Add region"
+    (after,) = window.store.instances(image)
+    assert after.id == made.id and window.canvas.selection() == [made.id]
+    assert pixels(after).sum() == pixels(made).sum() + pixels(neighbour).sum() - 2 * 12
+    assert "joined it" in window.statusBar().currentMessage()
+    window.undo_action.trigger()
+    assert {i.id for i in window.store.instances(image)} == {made.id, neighbour.id}
+    assert window.store.instance(made.id).polygons == made.polygons
+
+
+def test_alt_click_on_an_overlapping_instance_cuts_its_outline_and_keeps_it(qtbot, solid, answer):
+    window, controller = solid
+    fixed, calls = answer
+    image = window.current_image_id()
+    (neighbour,) = window.store.apply_edit(image, add=[Instance(1, [square(30, 10, 20)])])
+    made = select_new(window, Instance(1, [square(10, 10, 30)]))
+    click(window.canvas, 45, 20, ALT)  # inside the neighbour only, where the model is not asked
+    QApplication.processEvents()
+    assert calls == []
+    after = window.store.instance(made.id)
+    assert pixels(after).sum() == 30 * 30 - 10 * 20
+    assert window.store.instance(neighbour.id).polygons == neighbour.polygons
+    assert window.editor.undo_group.activeStack().text(0) == "Remove region"
+
+
+def test_a_proposal_hidden_below_the_threshold_is_not_the_region(qtbot, solid, answer):
+    window, controller = solid
+    fixed, calls = answer
+    fixed.append([square(40, 40, 10)])
+    image = window.current_image_id()
+    window.store.apply_edit(
+        image, add=[Instance(1, [square(38, 38, 14)], score=0.1, source=Source.MODEL)]
+    )
+    made = select_new(window, Instance(1, [square(8, 8, 14)]))
+    region_click(qtbot, window, controller, 45, 45, SHIFT)
+    assert len(calls) == 1  # the hidden proposal was not used: the model was asked
+    assert len(window.store.instance(made.id).polygons) == 2
+
+
+def held_clicks(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Assistant.click waits for ``release`` (after setting ``started``) before answering."""
+    started, release = threading.Event(), threading.Event()
+
+    def held_click(self, image, point, **_kwargs) -> Instance:
+        started.set()
+        release.wait(20)
+        return Instance(1, [square(30, 30, 10)])
+
+    monkeypatch.setattr(Assistant, "click", held_click)
+    return started, release
+
+
+def test_the_canvas_marks_an_assist_until_its_answer_comes(qtbot, solid, monkeypatch):
+    window, controller = solid
+    started, release = held_clicks(monkeypatch)
+    made = select_new(window, Instance(1, [square(8, 8, 14)]))
+    marks = window.canvas.assist_marks
+    click(window.canvas, 35, 35, SHIFT)
+    qtbot.waitUntil(started.is_set, timeout=20000)
+    assert len(marks) == 1  # the click is shown while the model works
+    with qtbot.waitSignal(controller.assist_ready, timeout=20000):
+        release.set()
+    QApplication.processEvents()
+    assert len(marks) == 0
+    assert len(window.store.instance(made.id).polygons) == 2
+
+
+def test_an_assists_mark_goes_with_the_model_or_the_image(qtbot, solid, monkeypatch):
+    window, controller = solid
+    started, release = held_clicks(monkeypatch)
+    marks = window.canvas.assist_marks
+    window.tool_actions["box"].trigger()
+    click(window.canvas, 35, 35)
+    qtbot.waitUntil(started.is_set, timeout=20000)
+    click(window.canvas, 10, 10)  # queued behind the first
+    assert len(marks) == 2
+    choice = controller.choice
+    controller.set_model(ModelChoice(choice.model_id, choice.device))  # no answers come now
+    assert len(marks) == 0
+    click(window.canvas, 20, 20)
+    assert len(marks) == 1
+    window.next_image()
+    assert len(marks) == 0
+    release.set()

@@ -8,7 +8,7 @@ single selection gets vertex handles (:class:`VertexHandle`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -182,11 +182,12 @@ class InstanceLayer(QGraphicsItem):
 
     # -- hit testing --------------------------------------------------------------------------
 
-    def instance_at(self, pos: QPointF) -> int | None:
-        """The smallest shown instance under ``pos`` (so nested cells stay clickable)."""
+    def instance_at(self, pos: QPointF, exclude: Collection[int] = ()) -> int | None:
+        """The smallest shown instance under ``pos`` (so nested cells stay clickable), other
+        than those in ``exclude``."""
         best, best_area = None, float("inf")
         for i, s in self._shapes.items():
-            if not self.is_shown(i) or not s.bbox.contains(pos):
+            if i in exclude or not self.is_shown(i) or not s.bbox.contains(pos):
                 continue
             area = s.bbox.width() * s.bbox.height()
             if area < best_area and s.contains(pos):

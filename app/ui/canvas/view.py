@@ -8,6 +8,8 @@ that the editor turns into undo commands; assist gestures (``assist_box``, ``ass
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
@@ -22,6 +24,7 @@ from PySide6.QtWidgets import QGraphicsView, QWidget
 
 from app.core.document import ImageDocument
 
+from .assist_marks import AssistMarks
 from .items import InstanceEditor
 from .scene import AnnotationScene
 from .tools import BoxTool, BrushTool, DrawPolygonTool, SelectTool, Tool
@@ -70,6 +73,7 @@ class CanvasView(QGraphicsView):
         self._pan_origin = QPointF()
         self._image_size = (0, 0)
         self._fitted = False  # the view shows the whole image: keep it so on resize
+        self.assist_marks = AssistMarks(self.canvas_scene)  # assists the model works on
 
     # -- content ------------------------------------------------------------------------------
 
@@ -81,6 +85,7 @@ class CanvasView(QGraphicsView):
         self, image: QImage | None, doc: ImageDocument, colors: dict[int, str], *, fit: bool
     ) -> None:
         self.tool.deactivate(self)
+        self.assist_marks.clear()  # answers for the image left are dropped
         record = doc.store.image(doc.image_id)
         self._image_size = (record.width, record.height)
         self.canvas_scene.set_colors(colors)
@@ -131,8 +136,9 @@ class CanvasView(QGraphicsView):
             [i for i in sel if i != instance_id] if instance_id in sel else [*sel, instance_id]
         )
 
-    def layer_instance_at(self, pos: QPointF) -> int | None:
-        return self.canvas_scene.layer.instance_at(pos)
+    def layer_instance_at(self, pos: QPointF, exclude: Collection[int] = ()) -> int | None:
+        """The smallest shown instance under ``pos`` other than those in ``exclude``."""
+        return self.canvas_scene.layer.instance_at(pos, exclude)
 
     def single_editor(self) -> InstanceEditor | None:
         editors = self.canvas_scene.editors
