@@ -65,7 +65,8 @@ def run_in_background(
     """Run ``operation(store, progress)`` on ``project`` in a worker thread, showing ``text``
     and the progress; return its result or raise its exception here (a cancelled one as
     :class:`OperationCancelled`). ``cancellable`` adds a Cancel button: only for operations
-    that undo what they did when stopped."""
+    that undo what they did when stopped, or that leave what running them again completes
+    (a folder scan keeps the images it added)."""
     dialog = QProgressDialog(text, "Cancel" if cancellable else "", 0, 0, parent)
     dialog.setWindowTitle("MaskLoop")
     dialog.setWindowModality(Qt.WindowModality.WindowModal)

@@ -220,7 +220,8 @@ class FileMenu(QObject):
         cancelled: str = "",
     ):
         """Run ``operation`` behind the progress dialog; with a ``cancelled`` text (what a
-        cancel leaves behind) it has a Cancel button."""
+        cancel leaves behind: nothing, or a state that running it again completes) it has
+        a Cancel button."""
         try:
             return run_in_background(
                 self.parent_widget, project, text, operation, create=create,
@@ -262,6 +263,10 @@ class FileMenu(QObject):
             choice.project,
             lambda store, progress: create_project(store, choice.images, progress),
             create=True,
+            cancelled=(
+                f"Scanning stopped: the project {choice.project} holds the images found so "
+                "far. Open it and use File > Add images on the same folder to add the rest."
+            ),
         )
         if report is not None:
             summary = f"{choice.project}: {scan_summary(report)}"
@@ -306,6 +311,10 @@ class FileMenu(QObject):
             f"Scanning {folder}\u2026",
             self.store.root,
             lambda store, progress: scan_folder(store, folder, progress=progress),
+            cancelled=(
+                "Scanning stopped: the images found so far were added, none was flagged "
+                "missing. Add the same folder again to add the rest."
+            ),
         )
         if report is not None:
             self.notify("Add images", scan_summary(report))

@@ -13,6 +13,7 @@ from PIL import Image
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QProgressDialog, QPushButton
 
+from app.core import scan as scan_module
 from app.core.score_threshold import LEGACY_STORE_KEY, project_threshold
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus
@@ -179,6 +180,27 @@ def test_cancelling_an_export_leaves_no_file_behind(window, tmp_path, monkeypatc
     assert win.file_menu.run_export(ExportChoice(Kind.LABEL_MAPS, out)) is None
     assert "Export cancelled" in win.file_menu.last_message
     assert not out.exists() and (1, 2) in seen
+
+
+def test_cancelling_a_folder_scan_says_what_it_kept(window, store, tmp_path, monkeypatch):
+    folder = tmp_path / "more"
+    folder.mkdir()
+    for name in ("x", "y", "z"):
+        Image.fromarray(np.zeros((20, 30), np.uint8)).save(folder / f"{name}.png")
+    monkeypatch.setattr(scan_module, "PROGRESS_EVERY", 1)  # a chance to stop at every file
+    seen: list = []
+    gate = Gate()
+    real = file_menu_module.scan_folder
+    monkeypatch.setattr(file_menu_module, "scan_folder", _gated(real, seen, gate))
+    before = [r.path for r in store.images()]
+    _press_cancel(window, gate)
+    assert window.file_menu.rescan(folder) is None
+    assert "Scanning stopped" in window.file_menu.last_message
+    assert (1, 3) in seen and (3, 3) not in seen
+    assert [r.path for r in store.images()] == before  # stopped before its first commit
+    monkeypatch.setattr(file_menu_module, "scan_folder", real)
+    report = window.file_menu.rescan(folder)  # running it again completes it
+    assert report is not None and report.added == 3
 
 
 def test_the_uncertainty_follows_the_threshold_without_a_model(qtbot, window, store):
