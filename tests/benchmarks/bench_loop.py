@@ -204,6 +204,18 @@ def default_base() -> str:
 
 
 @dataclass(frozen=True)
+class BaseModel:
+    """The starting model: a zoo card id (or random weights), optionally with a weights
+    file of that card's architecture in place of the card's own."""
+
+    card: str
+    weights: Path | None = None
+
+    def describe(self) -> str:
+        return self.card if self.weights is None else f"{self.card} weights {self.weights}"
+
+
+@dataclass(frozen=True)
 class RealData:
     """Real images for the loop: a DSB2018 folder and the kind of image (gray, bright)."""
 
@@ -214,16 +226,18 @@ class RealData:
         return {"name": "dsb2018", "kind": self.kind, "folder": str(self.folder)}
 
 
-def run_seed(config: LoopConfig, base: str, rounds: int, real: RealData | None = None) -> History:
+def run_seed(
+    config: LoopConfig, base: BaseModel, rounds: int, real: RealData | None = None
+) -> History:
     """Both strategies from the same starting weights on one seed's project (of synthetic
     images, or of ``real`` ones, where a zoo model keeps its own input size)."""
     pool = None
     if real is None:
-        card, model = base_model(base, config)
+        card, model = base_model(base.card, config, weights=base.weights)
         test_set = held_out_set(config)
     else:
         pool, test = dsb_split(real.folder, real.kind, config)
-        card, model = base_model(base, config, native=False)
+        card, model = base_model(base.card, config, native=False, weights=base.weights)
         test_set = held_out_set(config, test)
     history: History = {s: [] for s in STRATEGIES}
     with tempfile.TemporaryDirectory(prefix="maskloop-bench-loop-") as tmp:
@@ -256,7 +270,7 @@ def run_seed(config: LoopConfig, base: str, rounds: int, real: RealData | None =
 
 
 def _run_seed_in_worker(
-    config: LoopConfig, base: str, rounds: int, real: RealData | None
+    config: LoopConfig, base: BaseModel, rounds: int, real: RealData | None
 ) -> History:
     torch.set_num_threads(1)
     logging.basicConfig(
@@ -267,7 +281,7 @@ def _run_seed_in_worker(
 
 def run_seeds(
     configs: Sequence[LoopConfig],
-    base: str,
+    base: BaseModel,
     rounds: int,
     jobs: int,
     real: RealData | None = None,
@@ -316,7 +330,7 @@ def emit_round(
     results: Sequence[RoundResult],
     baseline: Sequence[RoundResult] | None,
     seeds: Sequence[int],
-    base: str,
+    base: BaseModel,
     config: LoopConfig,
     real: RealData | None = None,
 ) -> None:
@@ -355,7 +369,7 @@ def emit_round(
             "train": round(_mean([r.train_s for r in results]), 2),
             "eval": round(_mean([r.eval_s for r in results]), 2),
         },
-        "base_model": base,
+        "base_model": base.describe(),
         "data": real.describe() if real is not None else "synthetic",
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"},
     }
@@ -415,6 +429,13 @@ def main() -> int:
         default=None,
         help=f"zoo card id to start from, or '{RANDOM_BASE}' (default: {DEFAULT_BASE} when "
         "installed, else random)",
+    )
+    parser.add_argument(
+        "--base-weights",
+        type=Path,
+        default=None,
+        help="start from this weights file of --base-model's architecture instead of the "
+        "card's own (e.g. the synthetic-only cells-mobile of an earlier commit)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="annotation rounds (default 3)")
     parser.add_argument("--per-round", type=int, help="images reviewed per round")
@@ -516,7 +537,9 @@ def main() -> int:
             return 0
         real = RealData(args.data.resolve(), args.kind)
         config = dataclasses.replace(config, regime=None)
-    base = args.base_model or default_base()
+    if args.base_weights is not None and not args.base_weights.is_file():
+        parser.error(f"--base-weights {args.base_weights} is not a file")
+    base = BaseModel(args.base_model or default_base(), args.base_weights)
     seeds = [args.seed + k for k in range(args.seeds)]
     t_start = time.perf_counter()
     configs = [dataclasses.replace(config, seed=seed) for seed in seeds]
@@ -567,7 +590,7 @@ def main() -> int:
             "heldout_ops_per_instance": {s.value: v for s, v in assisted_ops.items()},
             "fewer_ops": savings,
         },
-        base_model=base,
+        base_model=base.describe(),
         data=real.describe() if real is not None else "synthetic",
         seeds=seeds,
         wall_s=round(time.perf_counter() - t_start, 1),

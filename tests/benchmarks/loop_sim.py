@@ -587,15 +587,18 @@ def _real_pool_project(
 
 
 def base_model(
-    name: str, config: LoopConfig, *, native: bool = True
+    name: str, config: LoopConfig, *, native: bool = True, weights: Path | None = None
 ) -> tuple[zoo.ModelCard, nn.Module]:
     """The starting model and its card, at the loop's native input size (``native=False``:
     a zoo card keeps its own input size, e.g. for real images of several sizes).
 
     ``name`` is a zoo card id (e.g. cells-mobile) or :data:`RANDOM_BASE` for the mobile
-    architecture with random weights.
+    architecture with random weights. ``weights``: a weights file of the card's
+    architecture to start from instead of the card's own (e.g. an earlier version of it).
     """
     spec = config.spec
+    if name == RANDOM_BASE and weights is not None:
+        raise LoopSimError("weights need a zoo card to describe them, not the random base.")
     if name == RANDOM_BASE:
         card = zoo.ModelCard(
             id="mobile-random",
@@ -616,6 +619,11 @@ def base_model(
         )
         return card, model
     card = zoo.get_card(name)
+    if weights is not None:
+        folder = weights.resolve().parent  # the card looks its weights up beside itself
+        card = dataclasses.replace(
+            card, path=folder / f"{card.id}.json", weights=zoo.WeightsSource(file=weights.name)
+        )
     if card.num_classes != 2:
         raise LoopSimError(f"the loop simulates one category; {name} has {card.num_classes - 1}.")
     card = dataclasses.replace(

@@ -343,3 +343,17 @@ def test_a_loop_on_real_images_uses_them_where_they_are(tmp_path: Path, one_thre
         assert result.heldout_assisted.instances == sum(len(t) for t in test_set.outlines)
     finally:
         sim.close()
+
+
+def test_the_loop_can_start_from_other_weights_of_a_cards_architecture(tmp_path):
+    config = LoopConfig(image_size=64)
+    card, model = base_model("cells-mobile", config)
+    state = model.state_dict()
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name] + 1.0  # weights that differ from the card's
+    torch.save(state, tmp_path / "earlier.pt")
+    other_card, other = base_model("cells-mobile", config, weights=tmp_path / "earlier.pt")
+    assert torch.equal(other.state_dict()[name], state[name])
+    assert other_card.id == card.id and other_card.input == card.input
+    with pytest.raises(LoopSimError):
+        base_model(RANDOM_BASE, config, weights=tmp_path / "earlier.pt")
