@@ -24,7 +24,8 @@ Tools
   P  polygon: click points, Enter or double-click closes, Backspace undoes a point, Esc cancels
   B / E  brush / eraser on the selected instance, [ and ] change the size
   Q  box to mask: drag a box around an object and the model outlines it as a new shape;
-     Shift+drag: the box's outline replaces the selected instance's (a poor first answer);
+     Shift+drag: the box's outline replaces the selected instance's (a poor first answer,
+     or a poor proposal: more often right than W);
      a click without a drag takes the object under the cursor (the model's best detection
      there, else a box of the image's typical object size); Esc cancels a drag.
      With one instance selected: Shift+click adds the clicked object's region to it,

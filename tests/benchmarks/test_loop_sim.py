@@ -91,21 +91,22 @@ class ScriptedAssists:
         x = truth.polygons[0].exterior[:, 0].mean()
         return truth.copy() if x < SIZE / 2 else None
 
-    def refine(self, proposal: Instance) -> Instance | None:
+    def refine(self, proposal: Instance, truth: Instance) -> Instance | None:
         return proposal.copy()
 
 
 class TruthRefines(ScriptedAssists):
     """A refine that finds the truth outline of the cell shifted right by 5 px."""
 
-    def refine(self, proposal: Instance) -> Instance | None:
+    def refine(self, proposal: Instance, truth: Instance) -> Instance | None:
+        assert truth.polygons == TRUTH[1].polygons  # the box is dragged around this one
         return TRUTH[1].copy()
 
 
 class LostRefines(ScriptedAssists):
     """A refine that finds no object."""
 
-    def refine(self, proposal: Instance) -> Instance | None:
+    def refine(self, proposal: Instance, truth: Instance) -> Instance | None:
         return None
 
 
