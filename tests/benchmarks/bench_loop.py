@@ -14,8 +14,8 @@ images are picked: by the model's uncertainty (``active.next_images``) or at ran
   would cost on the fixed held-out images) and ``labeled_images``. The uncertainty line's
   ``baseline`` is random ordering's AP at the same budget. Round 0 is the starting model
   before any review. ``assists`` holds the held-out cost of the same proposals when the
-  annotator also uses the model's assists (box to mask on a missed cell, refine on a poor
-  mask; cost model in loop_sim.py): ``heldout_ops_per_instance``, ``fewer_ops`` (the share
+  annotator also uses the model's assists (box to mask on a missed cell, a new box dragged
+  with Shift on a poor mask; cost model in loop_sim.py): ``heldout_ops_per_instance``, ``fewer_ops`` (the share
   saved against ``heldout_ops_per_instance``) and what the assists did.
 - ``loop_targets``: whether AP rose every round, held-out ops per instance fell every round
   (from the starting model on), uncertainty reached random's AP at every budget, and the
@@ -75,7 +75,13 @@ within the noise (30 steps: per-seed differences -0.021 to +0.049 after 16 image
 picked images' cost does not fall with uncertainty ordering because it takes the images
 that need the most correcting first.
 
-Assists (the ``assists`` fields), measured with ``--quick --seeds 2`` (seeds 0-1, 6 held-out
+Assists (the ``assists`` fields), measured with ``--quick --seeds 2`` with the bundled model
+of commit 6b74af9, a poor mask re-boxed: held-out ops per cell 6.03 -> 4.21 before any review
+(30 % fewer), then 17, 24, 18 % fewer after rounds 1-3 (random; uncertainty 17, 22, 19 %).
+On real fluorescence nuclei from the synthetic-only weights (``--data DSB2018 --kind gray
+--base-weights`` of commit 40c5e54's cells-mobile.pt, 2 seeds, 512 nuclei held out): 47 %
+before any review, then 37, 41, 30 % (uncertainty 37, 27, 27 %). Earlier, a poor mask
+refined with W instead, measured with ``--quick --seeds 2`` (seeds 0-1, 6 held-out
 images, 262 nuclei; 4.3 minutes) with the bundled model of commit 89cbc91 (mask head trained
 on loose boxes): held-out ops per cell 6.18 -> 4.26 with assists before any review (31 %
 fewer), then 19, 22, 16 % fewer after rounds 1-3 (random ordering; uncertainty 19, 22, 18 %).
