@@ -76,8 +76,9 @@ picked images' cost does not fall with uncertainty ordering because it takes the
 that need the most correcting first.
 
 Assists (the ``assists`` fields), measured with ``--quick --seeds 2`` with the bundled model
-of commit 6b74af9, a poor mask re-boxed: held-out ops per cell 6.03 -> 4.21 before any review
-(30 % fewer), then 17, 24, 18 % fewer after rounds 1-3 (random; uncertainty 17, 22, 19 %).
+of commit 96f8aa4, a poor mask re-boxed: held-out ops per cell 6.03 -> 4.05 before any review
+(33 % fewer), then 21, 26, 23 % fewer after rounds 1-3 (random; uncertainty 21, 25, 24 %);
+with the model of commit 6b74af9: 30 %, then 17, 24, 18 % (uncertainty 17, 22, 19 %).
 On real fluorescence nuclei from the synthetic-only weights (``--data DSB2018 --kind gray
 --base-weights`` of commit 40c5e54's cells-mobile.pt, 2 seeds, 512 nuclei held out): 47 %
 before any review, then 37, 41, 30 % (uncertainty 37, 27, 27 %). Earlier, a poor mask
