@@ -164,6 +164,9 @@ class MainWindow(ModelWiring, QMainWindow):
             self.model_status,
         ):
             bar.addPermanentWidget(w)
+        # A message (an assist's answer, a save error) would be cut to a few words beside
+        # the long image summary: the summary steps aside while one is shown.
+        bar.messageChanged.connect(lambda text: self.status_label.setHidden(bool(text)))
 
     def _action(
         self,

@@ -155,3 +155,12 @@ def test_instances_filter_by_category_source_and_score(window):
     assert panel.shown_ids() == []
     bar.category.setCurrentIndex(0)
     assert sorted(panel.shown_ids()) == sorted([high, low])
+
+
+def test_the_image_summary_steps_aside_while_a_message_is_shown(window):
+    summary = window.status_label
+    assert summary.isVisible() and summary.text()
+    window.statusBar().showMessage("Add region: the instance under the click joined it.")
+    assert not summary.isVisible()
+    window.statusBar().clearMessage()
+    assert summary.isVisible()
