@@ -68,8 +68,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = 512 << 20
 # Detections down to this score are candidates for a click (the AP evaluation's floor).
 DEFAULT_SCORE_FLOOR = 0.05
-# The refine key re-predicts from the instance's box grown this much (the GUI and the loop
-# benchmark's simulated annotator both refine with it).
+# The refine key (W) re-predicts from the instance's box grown this much.
 REFINE_ENLARGE = 1.1
 # Context kept each side of a box too large for any tile (it gets a window of its own).
 WINDOW_MARGIN = 64

@@ -58,8 +58,8 @@ class AssistSession(QObject):
         editor.canvas.assist_click.connect(lambda x, y: self.click((x, y)))
         editor.canvas.assist_region.connect(lambda x, y, remove: self.region((x, y), remove))
         controller.assist_ready.connect(self._answered)
-        # The requests of a generation that ended get no answer: their marks go with it.
-        controller.generation_changed.connect(lambda _g: self._marks.clear())
+        # Dropped requests get no answer: their marks go with them.
+        controller.assists_dropped.connect(lambda: self._marks.clear())
         # Region clicks in flight: request seq -> (generation, remove).
         self._regions: dict[int, tuple[int, bool]] = {}
 
@@ -213,7 +213,7 @@ class AssistSession(QObject):
             image_size=ed.canvas.image_size(),
             tolerance=project_tolerance(ed.store),
         )
-        joins = absorb and not remove and region.id is not None
+        joins = absorb and not remove
         if not combined.changed and not joins:
             where = "does not overlap" if remove else "lies inside"
             self.message.emit(f"{label}: the object found {where} the instance; nothing changed.")

@@ -501,7 +501,7 @@ class ProposalController(QObject):
     batch_progress = Signal(int, int, float)  # done, total, eta seconds (-1 unknown)
     batch_finished = Signal(bool)  # True when cancelled
     assist_ready = Signal(object)  # AssistResult; requests of a model since left get none
-    generation_changed = Signal(int)  # another model or device: assists in flight get no answer
+    assists_dropped = Signal()  # queued assists were dropped (another model, or none): no answer
 
     def __init__(
         self,
@@ -595,7 +595,7 @@ class ProposalController(QObject):
         self._model_broken = False
         self._queue.drop()
         self.cancel_batch()
-        self.generation_changed.emit(self.generation)
+        self.assists_dropped.emit()
 
     def shutdown(self, timeout_ms: int = 10000) -> None:
         """Stop the worker: queued work is dropped, the job in flight abandoned at its next
@@ -652,7 +652,7 @@ class ProposalController(QObject):
         self._model_broken = True
         self._queue.drop()
         self.cancel_batch()
-        self.generation_changed.emit(self.generation)
+        self.assists_dropped.emit()
         message = (
             f"The model '{model_id}' could not be loaded, so no proposals will be made "
             f"until another model is chosen. Annotation works as usual.\n\n{reason}"

@@ -97,7 +97,7 @@ def bench_real_iou(predictor: Predictor, data: Path, quick: bool) -> None:
     exact_ious: list[float] = []
     loose_ious: list[float] = []
     areas: list[int] = []  # each nucleus's pixels
-    loose_ratios: list[float] = []  # jittered-box mask area / nucleus area
+    loose_areas: list[int] = []  # each jittered-box mask's pixels
     for name in names:
         image = read_image(data / "images" / name)
         labels = read_label_map(data / "labels" / name)
@@ -118,8 +118,7 @@ def bench_real_iou(predictor: Predictor, data: Path, quick: bool) -> None:
                 crops = masks_in_boxes(one, h, w)
                 out.append(_crop_iou(crops[0], truth[k]) if crops else 0.0)
                 if out is loose_ious:
-                    made = int(crops[0].mask.sum()) if crops else 0
-                    loose_ratios.append(made / int(truth[k].mask.sum()))
+                    loose_areas.append(int(crops[0].mask.sum()) if crops else 0)
         assistant.forget(name)
     exact, loose = np.asarray(exact_ious), np.asarray(loose_ious)
     print(
@@ -132,7 +131,9 @@ def bench_real_iou(predictor: Predictor, data: Path, quick: bool) -> None:
                 "exact_share_iou_85": round(float(np.mean(exact >= 0.85)), 3),
                 "jittered_share_iou_85": round(float(np.mean(loose >= 0.85)), 3),
                 "jitter": JITTER,
-                "by_area": _by_area(np.asarray(areas), loose, np.asarray(loose_ratios)),
+                "by_area": _by_area(
+                    np.asarray(areas), loose, np.asarray(loose_areas) / np.asarray(areas)
+                ),
                 "target": "jittered median >= 0.85",
                 "subject": f"{BUNDLED} ({predictor.card.weights.sha256[:12]})",
                 "data": f"DSB2018 val split, {len(names)} images",

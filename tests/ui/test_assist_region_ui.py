@@ -44,6 +44,19 @@ def answer(monkeypatch):
     return fixed, calls
 
 
+def held_clicks(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Assistant.click waits for ``release`` (after setting ``started``) before answering."""
+    started, release = threading.Event(), threading.Event()
+
+    def held_click(self, image, point, **_kwargs) -> Instance:
+        started.set()
+        release.wait(20)
+        return Instance(1, [square(30, 30, 10)])
+
+    monkeypatch.setattr(Assistant, "click", held_click)
+    return started, release
+
+
 def pixels(instance: Instance) -> np.ndarray:
     return polygons_to_mask(instance.polygons, SIZE, SIZE)
 
@@ -176,20 +189,11 @@ def test_with_two_selected_a_region_click_asks_for_one(solid):
     assert "Remove region: select one instance first" in window.statusBar().currentMessage()
 
 
-def test_a_region_from_a_model_since_replaced_is_dropped(qtbot, solid, answer, monkeypatch):
+def test_a_region_from_a_model_since_replaced_is_dropped(qtbot, solid, monkeypatch):
     window, controller = solid
-    fixed, _ = answer
-    fixed.append([square(40, 40, 10)])
     made = select_new(window, Instance(1, [square(8, 8, 14)]))
-    started, release = threading.Event(), threading.Event()
-    fixed_click = Assistant.click
-
-    def held_click(self, image, point, **kwargs) -> Instance:
-        started.set()
-        release.wait(20)  # the model is replaced while this answer is being made
-        return fixed_click(self, image, point, **kwargs)
-
-    monkeypatch.setattr(Assistant, "click", held_click)
+    # The model is replaced while this answer is being made.
+    started, release = held_clicks(monkeypatch)
     got = test_assist_ui.answers(controller)
     click(window.canvas, 45, 45, SHIFT)
     qtbot.waitUntil(started.is_set, timeout=20000)
@@ -257,19 +261,6 @@ def test_a_proposal_hidden_below_the_threshold_is_not_the_region(qtbot, solid, a
     region_click(qtbot, window, controller, 45, 45, SHIFT)
     assert len(calls) == 1  # the hidden proposal was not used: the model was asked
     assert len(window.store.instance(made.id).polygons) == 2
-
-
-def held_clicks(monkeypatch) -> tuple[threading.Event, threading.Event]:
-    """Assistant.click waits for ``release`` (after setting ``started``) before answering."""
-    started, release = threading.Event(), threading.Event()
-
-    def held_click(self, image, point, **_kwargs) -> Instance:
-        started.set()
-        release.wait(20)
-        return Instance(1, [square(30, 30, 10)])
-
-    monkeypatch.setattr(Assistant, "click", held_click)
-    return started, release
 
 
 def test_the_canvas_marks_an_assist_until_its_answer_comes(qtbot, solid, monkeypatch):

@@ -30,9 +30,6 @@ class AssistMarks:
     def __len__(self) -> int:
         return len(self._items)
 
-    def __contains__(self, seq: int) -> bool:
-        return seq in self._items
-
     def box(self, seq: int, box: tuple[float, float, float, float]) -> None:
         x0, y0, x1, y1 = box
         item = QGraphicsRectItem(QRectF(QPointF(x0, y0), QPointF(x1, y1)).normalized())
