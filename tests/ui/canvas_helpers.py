@@ -1,6 +1,9 @@
-"""Helpers shared by the GUI tests: a store snapshot and synthetic mouse input on the canvas."""
+"""Helpers shared by the GUI tests: the main window opened on a project, a store snapshot and
+synthetic mouse input on the canvas."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
@@ -9,6 +12,7 @@ from PySide6.QtWidgets import QApplication
 
 from app.core.store import ProjectStore
 from app.core.types import Polygon
+from app.ui.main_window import MainWindow
 
 
 def square(x: float, y: float, s: float) -> Polygon:
@@ -70,3 +74,15 @@ def drag(view, points: list[tuple[float, float]]) -> None:
     for p in pts[1:]:
         _send(vp, QEvent.Type.MouseMove, p, none, left, mods)
     _send(vp, QEvent.Type.MouseButtonRelease, pts[-1], left, none, mods)
+
+
+def open_main_window(qtbot, root: Path, *, size: tuple[int, int] = (1000, 700)) -> MainWindow:
+    """The real main window on the project at ``root``, shown, fitted and focused on the canvas."""
+    win = MainWindow(ProjectStore.open(root))
+    qtbot.addWidget(win)
+    win.resize(*size)
+    win.show()
+    qtbot.waitExposed(win)
+    win.canvas.fit()
+    win.canvas.setFocus()
+    return win

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from canvas_helpers import square
+from canvas_helpers import open_main_window, square
 from PIL import Image
 
 from app.core.store import NewImage, ProjectStore
@@ -33,3 +33,12 @@ def project(tmp_path):
             model_version=None,
         )
     return root
+
+
+@pytest.fixture
+def window(qtbot, project):
+    """The main window on ``project``; closed, with its store, after the test."""
+    win = open_main_window(qtbot, project)
+    yield win
+    win.close()
+    win.store.close()

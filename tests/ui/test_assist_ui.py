@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from canvas_helpers import _send, click, square, view_point
+from canvas_helpers import _send, click, open_main_window, square, view_point
 from canvas_helpers import drag as drag_path
 from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeySequence
@@ -20,7 +20,6 @@ from app.core.geometry import polygons_bbox
 from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus, Instance, Provenance, Source
 from app.ml.models import PROMPT_BOX_MARGIN
-from app.ui.main_window import MainWindow
 from app.ui.panels.model_panel import ModelEntry
 from app.ui.workers import (
     ASSIST_BOX,
@@ -58,12 +57,7 @@ def project(tmp_path):
 
 def open_window(qtbot, project, install_tiny_card, mask_bias):
     model = install_tiny_card(mask_bias=mask_bias)
-    store = ProjectStore.open(project)
-    window = MainWindow(store)
-    qtbot.addWidget(window)
-    window.resize(800, 700)
-    window.show()
-    qtbot.waitExposed(window)
+    window = open_main_window(qtbot, project, size=(800, 700))
     controller = ProposalController(project, choice=ModelChoice(model, "cpu"))
     window.attach_proposals(controller, [ModelEntry(model, "tiny")])
     window.canvas.fit()
@@ -264,7 +258,10 @@ def test_two_quick_boxes_are_two_instances_and_two_undo_steps(qtbot, solid):
     boxes = sorted(
         tuple(bbox(i).round()) for i in window.store.instances(window.current_image_id())
     )
-    corners = [tuple(prompted(4, 4, 24, 24)[:2].round()), tuple(prompted(36, 36, 60, 60)[:2].round())]
+    corners = [
+        tuple(prompted(4, 4, 24, 24)[:2].round()),
+        tuple(prompted(36, 36, 60, 60)[:2].round()),
+    ]
     assert len(boxes) == 2 and [b[:2] for b in boxes] == corners
     assert window.editor.undo_group.activeStack().count() == 2
 
@@ -323,20 +320,15 @@ def test_a_box_dragged_with_shift_is_the_selected_instances_new_outline(qtbot, s
 
 
 def test_without_a_model_the_assists_say_so(qtbot, project):
-    store = ProjectStore.open(project)
-    window = MainWindow(store)  # no proposal worker attached
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitExposed(window)
-    window.canvas.fit()
+    window = open_main_window(qtbot, project)  # no proposal worker attached
     try:
         window.tool_actions["box"].trigger()
         drag(window.canvas, 10, 10, 40, 40)
         assert "need a model" in window.statusBar().currentMessage()
-        assert store.instances(window.current_image_id()) == []
+        assert window.store.instances(window.current_image_id()) == []
     finally:
         window.close()
-        store.close()
+        window.store.close()
 
 
 def test_an_assist_is_served_ahead_of_queued_proposals(qtbot, tmp_path, install_tiny_card):
@@ -379,12 +371,7 @@ def test_the_first_assist_after_the_current_images_proposals_runs_no_backbone(
         built.append(zoo_predictor_factory(choice, project_root))
         return built[-1]
 
-    store = ProjectStore.open(root)
-    window = MainWindow(store)
-    qtbot.addWidget(window)
-    window.resize(800, 700)
-    window.show()
-    qtbot.waitExposed(window)
+    window = open_main_window(qtbot, root, size=(800, 700))
     controller = ProposalController(root, predictor_factory=factory, choice=ModelChoice(model))
     try:
         proposed: list[int] = []
@@ -414,4 +401,4 @@ def test_the_first_assist_after_the_current_images_proposals_runs_no_backbone(
     finally:
         window.close()
         controller.shutdown()
-        store.close()
+        window.store.close()

@@ -11,22 +11,6 @@ from PySide6.QtTest import QTest
 from app.core.geometry import polygons_to_mask
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus, Source
-from app.ui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot, project):
-    store = ProjectStore.open(project)
-    win = MainWindow(store)
-    qtbot.addWidget(win)
-    win.resize(1000, 700)
-    win.show()
-    qtbot.waitExposed(win)
-    win.canvas.fit()
-    win.canvas.setFocus()
-    yield win
-    win.close()
-    store.close()
 
 
 def undo_all(win) -> None:

@@ -5,14 +5,13 @@ selection leaves the category of new drawings alone."""
 from __future__ import annotations
 
 import pytest
-from canvas_helpers import click, square
+from canvas_helpers import click, open_main_window, square
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QInputDialog
 
 from app.core.store import ProjectStore
 from app.core.types import ImageStatus, Instance, Source
-from app.ui.main_window import MainWindow
 from app.ui.panels.categories import unused_color
 
 SCORES = (0.95, 0.8, 0.6, 0.3)  # 0.3 is hidden at the window's 0.5 threshold
@@ -26,18 +25,11 @@ def window(qtbot, project):
             [Instance(1, [square(10 + 45 * k, 60, 30)], score=s) for k, s in enumerate(SCORES)],
             model_version=None,
         )
-    store = ProjectStore.open(project)
-    win = MainWindow(store)
-    qtbot.addWidget(win)
-    win.resize(1000, 700)
-    win.show()
-    qtbot.waitExposed(win)
+    win = open_main_window(qtbot, project)
     win.threshold.setValue(50)
-    win.canvas.fit()
-    win.canvas.setFocus()
     yield win
     win.close()
-    store.close()
+    win.store.close()
 
 
 def ids_by_score(win) -> dict[float, int]:

@@ -7,34 +7,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from canvas_helpers import drag, square
+from canvas_helpers import drag, open_main_window, square
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from app.core.simplify_tolerance import TOLERANCE_KEY
 from app.core.store import NewImage, ProjectStore
 from app.core.types import ImageStatus, Instance
-from app.ui.main_window import MainWindow
 from app.ui.panels.model_panel import ModelEntry
 from app.ui.simplify_setting import vertex_count
 from app.ui.workers import ModelChoice, ProposalController
 
 
-def open_window(qtbot, root) -> MainWindow:
-    store = ProjectStore.open(root)
-    win = MainWindow(store)
-    qtbot.addWidget(win)
-    win.resize(1000, 700)
-    win.show()
-    qtbot.waitExposed(win)
-    win.canvas.fit()
-    win.canvas.setFocus()
-    return win
-
-
 @pytest.fixture
 def window(qtbot, project):
-    win = open_window(qtbot, project)
+    win = open_main_window(qtbot, project)
     yield win
     win.close()
     win.store.close()
@@ -91,11 +78,11 @@ def test_the_vertex_count_follows_the_selection_and_edits(window):
 
 
 def test_the_tolerance_is_saved_with_the_project(qtbot, project):
-    win = open_window(qtbot, project)
+    win = open_main_window(qtbot, project)
     win.simplify_box.setValue(0.6)
     win.close()
     win.store.close()
-    again = open_window(qtbot, project)
+    again = open_main_window(qtbot, project)
     try:
         assert again.simplify_box.value() == pytest.approx(0.6)
     finally:
@@ -124,7 +111,7 @@ def test_the_tolerance_reaches_the_assists_of_the_proposal_worker(
     irregular blobs: refining the same square twice gives the same mask, traced with the
     tolerance of the moment."""
     model = install_tiny_card(mask_bias=0.4)
-    win = open_window(qtbot, blob_project)
+    win = open_main_window(qtbot, blob_project)
     controller = ProposalController(
         blob_project,
         choice=ModelChoice(model, "cpu"),

@@ -9,23 +9,7 @@ from canvas_helpers import drag
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from app.core.store import ProjectStore
 from app.ui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot, project):
-    store = ProjectStore.open(project)
-    win = MainWindow(store)
-    qtbot.addWidget(win)
-    win.resize(1000, 700)
-    win.show()
-    qtbot.waitExposed(win)
-    win.canvas.fit()
-    win.canvas.setFocus()
-    yield win
-    win.close()
-    store.close()
 
 
 def test_pressing_the_tool_key_again_keeps_the_tool_highlighted(window):
