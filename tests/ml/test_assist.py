@@ -1,6 +1,6 @@
 """Assists (app.ml.assist): box -> mask, click -> instance, refine, and the feature cache.
 
-Tiny random-weight models as in test_predictor. Where a test needs definite masks the mask
+The tiny random-weight model of conftest.py, as in test_predictor. Where a test needs definite masks the mask
 logits are biased up (``mask_fcn_logits.bias``), which makes every mask its full box: the
 paste convention can then be checked pixel for pixel. The 80x96 image is resized by the
 model's transform (min_size 64: scale 0.8), so box coordinates go through that scale.
@@ -25,36 +25,10 @@ from app.ml.assist import (
     NoObjectFound,
     typical_size,
 )
-from app.ml.models import PROMPT_BOX_MARGIN, build_model
+from app.ml.models import PROMPT_BOX_MARGIN
 from app.ml.predictor import Predictor, masks_in_boxes
 from app.ml.preprocess import to_model_input
 from app.ml.tiling import Tile, tile_grid
-from app.ml.zoo import ModelCard
-
-CARD = {
-    "id": "tiny",
-    "title": "tiny random model",
-    "architecture": "maskrcnn_mobilenet_v3_fpn",
-    "categories": [{"id": 7, "name": "nucleus"}, {"id": 9, "name": "cell"}],
-    "input": {"min_size": 64, "max_size": 96},
-    "detections_per_img": 50,
-    "weights": {"file": "tiny.pt", "sha256": "0" * 64},
-}
-
-
-@pytest.fixture(scope="module")
-def card() -> ModelCard:
-    return ModelCard.from_dict(CARD)
-
-
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    m = build_model("maskrcnn_mobilenet_v3_fpn", num_classes=3, min_size=64, max_size=96)
-    m.train()  # settle the batch norms' running statistics to something non-trivial
-    with torch.no_grad():
-        m.backbone(torch.rand(2, 3, 64, 64))
-    return m.eval()
 
 
 def _biased(model: torch.nn.Module, mask_bias: float) -> torch.nn.Module:
@@ -68,12 +42,6 @@ def _biased(model: torch.nn.Module, mask_bias: float) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def solid(model) -> torch.nn.Module:
     return _biased(model, 8.0)
-
-
-@pytest.fixture(scope="module")
-def image() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return cv2.GaussianBlur(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8), (5, 5), 0)
 
 
 def _predictor(model, card, **options) -> Predictor:
@@ -146,7 +114,9 @@ def test_the_mask_head_sees_the_box_widened_by_the_prompt_margin(solid_pred, ima
     box = (20.0, 20.0, 40.0, 50.0)
     raw = wide.box_masks(image, [box], image_key="a")
     m = PROMPT_BOX_MARGIN
-    assert raw.boxes[0].tolist() == pytest.approx([20 - 20 * m, 20 - 30 * m, 40 + 20 * m, 50 + 30 * m])
+    assert raw.boxes[0].tolist() == pytest.approx(
+        [20 - 20 * m, 20 - 30 * m, 40 + 20 * m, 50 + 30 * m]
+    )
     assert raw.scores[0] == pytest.approx(exact.box_masks(image, [box], image_key="a").scores[0])
     cols, rows = _pixels(wide.box_to_mask(image, box, image_key="a"), 80, 96)
     assert (cols.min(), cols.max() + 1, rows.min(), rows.max() + 1) == (16, 44, 14, 56)
@@ -162,7 +132,9 @@ def test_box_masks_are_the_predictors_masks_for_its_own_detections(pred, image) 
     the very mask ``predict`` pasted for that detection."""
     (raw,) = pred.detect([to_model_input(image, pred.spec)])
     assert len(raw.scores) >= 5
-    ours = Assistant(pred, prompt_margin=0.0).box_masks(image, raw.boxes.numpy(), image_key="a", labels=raw.labels)
+    ours = Assistant(pred, prompt_margin=0.0).box_masks(
+        image, raw.boxes.numpy(), image_key="a", labels=raw.labels
+    )
     assert torch.allclose(ours.masks, raw.masks, atol=1e-4)
     assert np.array_equal(ours.labels, raw.labels)
     for a, b in zip(masks_in_boxes(ours, 80, 96), masks_in_boxes(raw, 80, 96), strict=True):
@@ -454,7 +426,9 @@ def test_a_box_the_classifier_calls_background_is_no_object(card, solid, image) 
     assistant = Assistant(_predictor(background, card))
     with pytest.raises(NoObjectFound, match="sees no object"):
         assistant.box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
-    ok = Assistant(_predictor(solid, card)).box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
+    ok = Assistant(_predictor(solid, card)).box_to_mask(
+        image, (10.0, 12.0, 30.0, 40.0), image_key="a"
+    )
     assert ok.score is not None and ok.score >= 0.05
 
 

@@ -27,39 +27,6 @@ from app.ml.predictor import (
 from app.ml.preprocess import InputSpec, to_model_input
 from app.ml.zoo import ModelCard
 
-CARD = {
-    "id": "tiny",
-    "title": "tiny random model",
-    "architecture": "maskrcnn_mobilenet_v3_fpn",
-    "categories": [{"id": 7, "name": "nucleus"}, {"id": 9, "name": "cell"}],
-    "input": {"min_size": 64, "max_size": 96},
-    "detections_per_img": 50,
-    "weights": {"file": "tiny.pt", "sha256": "0" * 64},
-}
-
-
-@pytest.fixture(scope="module")
-def card() -> ModelCard:
-    return ModelCard.from_dict(CARD)
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = build_model("maskrcnn_mobilenet_v3_fpn", num_classes=3, min_size=64, max_size=96)
-    # Settle the trainable batch norms' running statistics to something non-trivial.
-    m.train()
-    with torch.no_grad():
-        m.backbone(torch.rand(2, 3, 64, 64))
-    return m.eval()
-
-
-@pytest.fixture(scope="module")
-def image() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
-    return cv2.GaussianBlur(img, (5, 5), 0)
-
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.count_nonzero(a | b)
@@ -176,11 +143,11 @@ def test_threshold_and_max_detections(card, model, image) -> None:
     assert none.predict(image) == []
 
 
-def test_detector_settings_default_to_the_card(model) -> None:
-    plain = Predictor.from_model(model, ModelCard.from_dict(CARD), device="cpu")
+def test_detector_settings_default_to_the_card(card, model) -> None:
+    plain = Predictor.from_model(model, card, device="cpu")
     assert plain.model.roi_heads.nms_thresh == 0.5
     assert plain.model.roi_heads.detections_per_img == 50
-    dense = ModelCard.from_dict({**CARD, "nms_iou": 0.35, "detections_per_img": 700})
+    dense = ModelCard.from_dict({**card.to_dict(), "nms_iou": 0.35, "detections_per_img": 700})
     tuned = Predictor.from_model(model, dense, device="cpu")
     assert tuned.model.roi_heads.nms_thresh == 0.35
     assert tuned.model.roi_heads.detections_per_img == 700
