@@ -284,6 +284,7 @@ class ProposalWorker(QThread):
     model_failed = Signal(int, str, str)  # generation, model id, why it did not load
     device_changed = Signal(int, object)  # generation, the ModelChoice it now runs with
     batch_step = Signal(int)  # a job of this propose-all run is done (or skipped)
+    job_done = Signal()  # a proposal job left the queue, run or skipped: the count changed
 
     def __init__(
         self, queue: JobQueue, project_root: Path, predictor_factory: PredictorFactory
@@ -323,6 +324,7 @@ class ProposalWorker(QThread):
                 finally:
                     if job.batch:
                         self.batch_step.emit(job.batch)
+                    self.job_done.emit()
         finally:
             store.close()
             self._predictor = None
@@ -541,6 +543,7 @@ class ProposalController(QObject):
         w.model_failed.connect(self._model_failed, queued)
         w.device_changed.connect(self._device_changed, queued)
         w.batch_step.connect(self._batch_step, queued)
+        w.job_done.connect(self._emit_status, queued)  # skipped jobs change no busy state
         self._thread.start()
 
     # -- requests from the GUI ------------------------------------------------------------

@@ -148,6 +148,22 @@ def test_already_proposed_image_is_not_proposed_again(qtbot, project, controller
     assert calls.started == [1, 2] and [r.image_id for r in got] == [1, 2]
 
 
+def test_the_status_counts_down_when_jobs_are_skipped(qtbot, project, controllers):
+    """Reopening a proposed project queues images that need nothing: the status must not
+    stay at "idle, N queued" once the worker has passed them by."""
+    c, calls = make_controller(project)
+    controllers.append(c)
+    got = results(c)
+    c.set_current(1, upcoming=[2, 3])
+    qtbot.waitUntil(lambda: len(got) == 3, timeout=5000)
+    statuses = []
+    c.status_changed.connect(statuses.append)
+    c.set_current(1, upcoming=[2, 3])  # all three are proposed by this model already
+    qtbot.waitUntil(lambda: statuses and statuses[-1].queue_length == 0, timeout=5000)
+    assert max(s.queue_length for s in statuses) > 0 and not statuses[-1].busy
+    assert calls.started == [1, 2, 3]
+
+
 def test_never_touches_human_work(qtbot, project, controllers):
     with ProjectStore.open(project) as store:
         store.apply_edit(3, add=[Instance(1, [square(1)])])
