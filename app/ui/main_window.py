@@ -66,6 +66,8 @@ from .workers import (
 
 log = logging.getLogger(__name__)
 
+FIRST_RUN_DOCK_SHARE = 0.2  # of the window's width, for each side dock column
+
 THRESHOLD_TIP = (
     "Score threshold (saved with the project): proposals scoring below it are hidden, "
     "skipped by Tab, not accepted by Shift+A, rejected when the image is marked done "
@@ -377,8 +379,7 @@ class MainWindow(ModelWiring, QMainWindow):
             clamp_to_screen(self)  # saved on a monitor layout that may be gone
         else:
             first_run_geometry(self)
-        if state is not None:
-            self.restoreState(state)
+        self._layout_saved = state is not None and bool(self.restoreState(state))
         for dock in self.findChildren(QDockWidget):
             if dock.isFloating():
                 clamp_to_screen(dock, self)
@@ -406,7 +407,24 @@ class MainWindow(ModelWiring, QMainWindow):
             self._shown_once = True
             if not self.testAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen):  # screenshots
                 clamp_to_screen(self)  # the window decorations are known now
+            if not self._layout_saved:
+                self._first_run_dock_widths()
             self.canvas.fit()
+
+    def _first_run_dock_widths(self) -> None:
+        """Side docks open at a fifth of the window each (or their minimum), so the image
+        gets the middle rather than what the panels' size hints leave over."""
+        sides = [
+            d
+            for d in self.findChildren(QDockWidget)
+            if d.isVisible()
+            and not d.isFloating()
+            and self.dockWidgetArea(d)
+            in (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea)
+        ]
+        if sides:
+            width = round(self.width() * FIRST_RUN_DOCK_SHARE)
+            self.resizeDocks(sides, [width] * len(sides), Qt.Orientation.Horizontal)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         self.external_check.stop()  # the store closes after the window

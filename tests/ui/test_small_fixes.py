@@ -10,6 +10,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from app.ui.main_window import MainWindow
+from app.ui.panels.model_panel import ModelEntry, ModelPanel
+from app.ui.workers import ModelChoice, WorkerStatus
 
 
 def test_pressing_the_tool_key_again_keeps_the_tool_highlighted(window):
@@ -148,3 +150,14 @@ def test_the_image_summary_steps_aside_while_a_message_is_shown(window):
     assert not summary.isVisible()
     window.statusBar().clearMessage()
     assert summary.isVisible()
+
+
+def test_the_model_panel_status_reads_as_one_sentence(qtbot):
+    panel = ModelPanel(
+        [ModelEntry("cells", "Nuclei (fluorescence and brightfield), light CPU model")],
+        ModelChoice("cells", "cpu"),
+        cuda_available=False,
+    )
+    qtbot.addWidget(panel)
+    panel.show_status(WorkerStatus("cells", "cpu", 0, False, 1.03))
+    assert "idle, 0 queued, last image 1.03 s" in panel.info.text()

@@ -4,7 +4,7 @@ position, the Model versions window, and the image refitted when the window is r
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QRect
+from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QGuiApplication
 
 from app.core.store import ProjectStore
@@ -98,3 +98,15 @@ def test_the_image_is_refitted_on_resize_until_the_person_zooms(qtbot, store):
     win.resize(640, 480)
     qtbot.waitUntil(lambda: canvas.width() < 640)
     assert canvas.zoom() == pytest.approx(2.0) and not canvas.is_fitted()
+
+
+def test_first_run_gives_the_image_most_of_the_width(qtbot, store):
+    """The docks open at their own width, not stretched by a long model name."""
+    win = MainWindow(store)
+    qtbot.addWidget(win)
+    # A laptop's first-run size; the test screen is smaller, so it is not clamped to it.
+    win.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen)
+    win.resize(1240, 800)
+    win.show()
+    qtbot.waitExposed(win)
+    qtbot.waitUntil(lambda: win.canvas.width() >= 0.55 * win.width(), timeout=2000)

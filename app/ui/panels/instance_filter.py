@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGridLayout, QWidget
 
 from app.core.types import Category
 
@@ -61,10 +61,16 @@ class InstanceFilterBar(QWidget):
             "List only instances scoring at least this (a filter of this list; the toolbar's "
             "score threshold decides which proposals are shown and reviewed)"
         )
-        layout = QHBoxLayout(self)
+        # Two rows, and long category names elide: the dock stays narrow beside the image.
+        layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for w in (self.category, self.source, self.min_score):
-            layout.addWidget(w)
+        for column, combo in enumerate((self.category, self.source)):
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(8)
+            layout.addWidget(combo, 0, column)
+        layout.addWidget(self.min_score, 1, 0)
         self.set_categories([])
         self.category.currentIndexChanged.connect(self._emit)
         self.source.currentIndexChanged.connect(self._emit)

@@ -54,6 +54,11 @@ class ModelPanel(QWidget):
     ) -> None:
         super().__init__(parent)
         self.model = QComboBox()
+        # Model names are long: they elide rather than widen the dock over the image.
+        self.model.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.model.setMinimumContentsLength(16)
         self.model.setToolTip(
             "The model that proposes instances (zoo models and this project's versions)"
         )
@@ -118,10 +123,10 @@ class ModelPanel(QWidget):
         parts = [f"<b>{status.model_id}</b>"]
         if status.device_name:
             parts.append(f"on {status.device_name}")
-        parts.append(f"<br>{status.state}, {status.queue_length} queued")
+        line = f"{status.state}, {status.queue_length} queued"
         if status.last_seconds is not None:
-            parts.append(f", last image {status.last_seconds:.2f} s")
-        self.info.setText(" ".join(parts))
+            line += f", last image {status.last_seconds:.2f} s"
+        self.info.setText(" ".join(parts) + "<br>" + line)
 
     def show_progress(self, done: int, total: int, eta: float) -> None:
         self.progress.setVisible(True)
