@@ -283,8 +283,9 @@ class ProposalWorker(QThread):
     model_ready = Signal(int, str)  # generation, device name
     model_failed = Signal(int, str, str)  # generation, model id, why it did not load
     device_changed = Signal(int, object)  # generation, the ModelChoice it now runs with
-    batch_step = Signal(int)  # a job of this propose-all run is done (or skipped)
-    job_done = Signal()  # a proposal job left the queue, run or skipped: the count changed
+    # A proposal job left the queue, run or skipped: the queue count changed, and a
+    # propose-all run (its batch number; 0 for none) is one step further.
+    job_done = Signal(int)
 
     def __init__(
         self, queue: JobQueue, project_root: Path, predictor_factory: PredictorFactory
@@ -322,9 +323,7 @@ class ProposalWorker(QThread):
                         )
                     )
                 finally:
-                    if job.batch:
-                        self.batch_step.emit(job.batch)
-                    self.job_done.emit()
+                    self.job_done.emit(job.batch)
         finally:
             store.close()
             self._predictor = None
@@ -542,8 +541,7 @@ class ProposalController(QObject):
         w.model_ready.connect(self._model_ready, queued)
         w.model_failed.connect(self._model_failed, queued)
         w.device_changed.connect(self._device_changed, queued)
-        w.batch_step.connect(self._batch_step, queued)
-        w.job_done.connect(self._emit_status, queued)  # skipped jobs change no busy state
+        w.job_done.connect(self._job_done, queued)
         self._thread.start()
 
     # -- requests from the GUI ------------------------------------------------------------
@@ -667,6 +665,11 @@ class ProposalController(QObject):
         """Keep the generation (queued work stays valid) but run on another device."""
         if generation == self.generation:
             self.choice = choice
+
+    def _job_done(self, batch: int) -> None:
+        self._emit_status()  # a skipped job changes no busy state, only the count
+        if batch:
+            self._batch_step(batch)
 
     def _batch_step(self, batch: int) -> None:
         if batch != self._batch or not self._batch_total:
