@@ -468,11 +468,19 @@ def _three_or_one_channel(image: np.ndarray) -> np.ndarray:
 
 def _stretch(image: np.ndarray, low: float, high: float, gamma: float) -> np.ndarray:
     scale = 1.0 / (high - low) if high > low else 0.0
-    if image.dtype == np.uint16 and gamma == 1.0 and 0.0 <= low < high:
+    whole_low = float(round(low))
+    if (
+        image.dtype == np.uint16
+        and gamma == 1.0
+        and 0.0 <= whole_low < high
+        and 255.0 * scale * abs(low - whole_low) <= 0.5
+    ):
         # A plain linear stretch: a saturating subtract and a rounding scale in OpenCV's
-        # vector loops, ~6x faster than the table below on a 2048x2048 image and within one
-        # grey level of it (``low`` is rounded to a whole input level first).
-        shifted = cv2.subtract(image, (low, low, low, low))
+        # vector loops, ~6x faster than the table below on a 2048x2048 image. ``low`` is
+        # rounded here to a whole input level (OpenCV's own rounding of a half level differs
+        # between builds), and only where that moves the output by at most half a grey
+        # level, so the result stays within one level of the table.
+        shifted = cv2.subtract(image, (whole_low, whole_low, whole_low, whole_low))
         return cv2.convertScaleAbs(shifted, alpha=255.0 * scale)
     if image.dtype in (np.uint8, np.uint16):
         # A lookup table over every possible value: exact, and ~10x faster than float maths.
