@@ -1,4 +1,4 @@
-"""Assists (app.ml.assist): box -> mask, click -> instance, refine, and the feature cache.
+"""Assists (app.ml.assist): box -> mask, click -> instance, refine, and their use of the feature cache.
 
 The tiny random-weight model of conftest.py, as in test_predictor. Where a test needs definite masks the mask
 logits are biased up (``mask_fcn_logits.bias``), which makes every mask its full box: the
@@ -20,11 +20,10 @@ from app.core.types import Instance, Polygon, Source
 from app.ml.assist import (
     Assistant,
     AssistError,
-    FeatureCache,
-    ModelIdentity,
     NoObjectFound,
     typical_size,
 )
+from app.ml.feature_cache import ModelIdentity
 from app.ml.models import PROMPT_BOX_MARGIN
 from app.ml.predictor import Predictor, masks_in_boxes
 from app.ml.preprocess import to_model_input
@@ -258,29 +257,6 @@ def test_a_model_change_drops_the_cache(card, model, pred, image, count_calls) -
     assert len(backbone) == 1 and assistant.cache.model == ModelIdentity.of(new)
     fresh = Assistant(new).box_to_mask(image, (10.0, 12.0, 30.0, 40.0), image_key="a")
     assert inst.polygons == fresh.polygons != before.polygons
-
-
-def test_feature_cache_stores_one_models_features() -> None:
-    """Storing another model's features drops the first model's, and a lookup with the
-    other identity never answers."""
-    from torchvision.models.detection.image_list import ImageList
-
-    from app.ml.assist import WindowFeatures
-
-    def entry(x: int) -> WindowFeatures:
-        t = torch.zeros(1, 3, 8, 8)
-        return WindowFeatures(Tile(x, 0, x + 8, 8), (8, 64), ImageList(t, [(8, 8)]), {"0": t})
-
-    a, b = ModelIdentity("m", 1, 1), ModelIdentity("m", 2, 2)
-    cache = FeatureCache()
-    cache.put(a, "img", entry(0))
-    assert cache.get(a, "img", entry(0).window) is not None
-    assert cache.get(b, "img", entry(0).window) is None
-    cache.put(b, "img", entry(8))
-    assert len(cache) == 1 and cache.get(a, "img", entry(8).window) is None
-    assert cache.nbytes == entry(8).nbytes
-    with pytest.raises(AssistError, match="at least 0"):
-        FeatureCache(max_bytes=-1)
 
 
 def test_a_key_reused_for_an_image_of_another_size_is_recomputed(solid_pred, image) -> None:
