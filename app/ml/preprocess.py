@@ -15,7 +15,7 @@ import torch
 from app.errors import MaskLoopError
 
 NORMALIZE_MODES = ("auto", "percentile", "minmax", "fixed")
-CHANNEL_MODES = ("rgb", "gray")
+CHANNEL_MODES = ("rgb", "gray", "stain")
 # "auto" inverts dark-on-light images (brightfield, stained tissue: the background is the
 # bright half) so that objects are bright on a dark background, as in fluorescence.
 INVERT_MODES = ("none", "auto", "always")
@@ -42,7 +42,12 @@ class InputSpec:
     other images between the ``percentiles``; "percentile" always stretches; "minmax"
     stretches between the image's min and max; "fixed" between ``low`` and ``high``.
     ``channels``: "rgb" keeps colour (gray is repeated, alpha dropped); "gray" averages the
-    colour channels first, for models trained on single-channel data. ``invert``: "auto"
+    colour channels first, for models trained on single-channel data; "stain" is "gray"
+    except for a colour image with a light background (one that ``invert`` turns), which
+    gives its red plane: hematoxylin-stained nuclei absorb red light and eosin-stained
+    tissue passes it, so pink stroma, as dark as the nuclei in the average, is light there
+    (and "auto" inversion decides on the red plane too: stroma can cover half of a tissue
+    image). ``invert``: "auto"
     turns the scaled image into ``1 - x`` when its median is above 0.5 (a light background:
     brightfield or stained tissue), "always" always does, "none" never; one model then sees
     dark-on-light nuclei as it sees fluorescent ones. ``channel``: the plane (0-based) a
@@ -117,7 +122,7 @@ def to_model_input(image: np.ndarray, spec: InputSpec) -> torch.Tensor:
     Accepts (H, W), (H, W, 1), (H, W, 3) and (H, W, 4) arrays of any integer, bool or float
     dtype. Resizing is left to the model (``min_size``/``max_size``).
     """
-    arr = _channels(image, spec)
+    arr, spec = _channels(image, spec)
     scaled = _normalize(arr, spec)
     if _inverts(scaled, spec):
         scaled = np.subtract(np.float32(1.0), scaled, out=scaled)
@@ -130,7 +135,7 @@ def image_spec(image: np.ndarray, spec: InputSpec) -> InputSpec:
     """``spec`` with its image-dependent choices fixed by ``image``: the intensity range
     (``normalize="fixed"``) and the inversion. Parts of one image (tiles, crops) converted
     with it map alike, so objects do not change at tile borders."""
-    arr = _channels(image, spec)
+    arr, spec = _channels(image, spec)
     data = arr.astype(np.float32, copy=False)
     found = _range(arr, data, np.isfinite(data), spec)
     changes: dict[str, Any] = {}
@@ -150,11 +155,23 @@ def _inverts(scaled: np.ndarray, spec: InputSpec) -> bool:
     return float(np.median(flat)) > 0.5
 
 
-def _channels(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+def _channels(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, InputSpec]:
+    """The planes the model sees, and ``spec`` with the inversion fixed where "stain" had to
+    decide it (from the averaged plane) to pick the plane."""
     arr = _to_hwc(np.asarray(image), spec.channel)
-    if spec.channels == "gray" and arr.shape[2] == 3:
-        arr = arr.astype(np.float32).mean(axis=2, keepdims=True)
-    return arr
+    if spec.channels == "rgb" or arr.shape[2] != 3:
+        return arr, spec
+    gray = arr.astype(np.float32).mean(axis=2, keepdims=True)
+    if spec.channels == "gray":
+        return gray, spec
+    # float32 like the average, so that normalize="auto" stretches either plane alike
+    red = arr[:, :, :1].astype(np.float32)
+    if spec.invert != "auto":
+        light = spec.invert == "always"
+    else:
+        light = _inverts(_normalize(red, spec), spec)
+        spec = replace(spec, invert="always" if light else "none")
+    return (red if light else gray), spec
 
 
 def _to_hwc(arr: np.ndarray, channel: int) -> np.ndarray:

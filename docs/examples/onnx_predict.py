@@ -98,8 +98,9 @@ def _subsample(values: np.ndarray) -> np.ndarray:
     return flat
 
 
-def _planes(image: np.ndarray, spec: dict) -> np.ndarray:
-    """H x W x C: grey, RGB (alpha dropped) or the card's ``channel`` of a multi-channel image."""
+def _planes(image: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
+    """H x W x C: grey, RGB (alpha dropped) or the card's ``channel`` of a multi-channel image;
+    and ``spec`` with the inversion fixed where "stain" decided it (on the red plane)."""
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -110,9 +111,17 @@ def _planes(image: np.ndarray, spec: dict) -> np.ndarray:
         if channel >= arr.shape[2]:
             raise SystemExit(f"the card's input uses channel {channel}; the image has fewer")
         arr = arr[:, :, channel : channel + 1]
-    if spec["channels"] == "gray" and arr.shape[2] == 3:
-        arr = arr.astype(np.float32).mean(axis=2, keepdims=True)
-    return arr
+    if spec["channels"] == "rgb" or arr.shape[2] != 3:
+        return arr, spec
+    gray = arr.astype(np.float32).mean(axis=2, keepdims=True)
+    if spec["channels"] == "gray":
+        return gray, spec
+    # "stain": a light colour image (brightfield, stained tissue) gives its red plane
+    red = arr[:, :, :1].astype(np.float32)
+    if spec["invert"] != "auto":
+        return (red if spec["invert"] == "always" else gray), spec
+    light = _inverts(_scaled(red, spec), spec)
+    return (red if light else gray), {**spec, "invert": "always" if light else "none"}
 
 
 def _range(arr: np.ndarray, spec: dict) -> tuple[float, float] | None:
@@ -154,7 +163,8 @@ def _inverts(scaled: np.ndarray, spec: dict) -> bool:
 
 def to_model_input(image: np.ndarray, spec: dict) -> np.ndarray:
     """The graph's input: float32 (3, H, W) in [0, 1], converted as the card's ``input`` says."""
-    scaled = _scaled(_planes(image, spec), spec)
+    arr, spec = _planes(image, spec)
+    scaled = _scaled(arr, spec)
     if _inverts(scaled, spec):
         scaled = np.float32(1.0) - scaled
     if scaled.shape[2] == 1:
@@ -166,7 +176,7 @@ def whole_image_spec(image: np.ndarray, spec: dict) -> dict:
     """``spec`` with the whole image's intensity range and inversion fixed, so that every tile
     is converted alike (estimated on at most ~4 million evenly strided pixels)."""
     step = max(1, math.ceil(math.sqrt(image.shape[0] * image.shape[1] / PERCENTILE_MAX_SAMPLES)))
-    arr = _planes(np.asarray(image)[::step, ::step], spec)
+    arr, spec = _planes(np.asarray(image)[::step, ::step], spec)
     fixed = dict(spec)
     found = _range(arr, spec)
     if found is not None:

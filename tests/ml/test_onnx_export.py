@@ -248,6 +248,11 @@ def test_the_deploy_card(card, exported) -> None:
          np.linspace(0, 4000, 60).astype(np.uint16).reshape(6, 10)),
         (InputSpec(channels="gray", invert="auto"),
          (255 - np.arange(64, dtype=np.uint8)).reshape(4, 4, 4)),
+        (InputSpec(normalize="percentile", channels="stain", invert="auto"),
+         np.dstack([np.full((6, 8), 230, np.uint8), np.arange(48, dtype=np.uint8).reshape(6, 8),
+                    np.full((6, 8), 90, np.uint8)])),
+        (InputSpec(channels="stain", invert="auto"),
+         np.arange(96, dtype=np.uint8).reshape(4, 8, 3)),
         (InputSpec(normalize="minmax", invert="always"),
          np.array([[0.5, np.nan], [2.0, -1.0]], dtype=np.float32)),
         (InputSpec(normalize="fixed", low=10, high=20, channel=1),
@@ -272,9 +277,10 @@ def test_example_input_conversion_is_maskloops(example, spec, image) -> None:
 )
 def test_example_tiling_is_maskloops(example, image) -> None:
     """Tile windows and the whole-image conversion every tile shares."""
-    spec = InputSpec(normalize="percentile", channels="gray", invert="auto")
-    fixed = example.whole_image_spec(image, spec.to_dict())
-    assert InputSpec.from_dict(fixed) == global_spec(image, spec)
+    for channels in ("gray", "stain"):
+        spec = InputSpec(normalize="percentile", channels=channels, invert="auto")
+        fixed = example.whole_image_spec(image, spec.to_dict())
+        assert InputSpec.from_dict(fixed) == global_spec(image, spec)
     for width, height, size in ((1500, 3000, 512), (696, 520, 512), (100, 90, 512), (97, 61, 40)):
         overlap = min(DEFAULT_TILE_OVERLAP, size // 2 - 1)
         grid = tile_grid(width, height, size, overlap) if max(width, height) > size else None

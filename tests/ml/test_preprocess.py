@@ -149,3 +149,53 @@ def test_two_channel_images_use_the_cards_channel():
     with pytest.raises(InputSpecError, match="channel"):
         InputSpec(channel=-1)
     assert InputSpec.from_dict({"channel": 1}).channel == 1
+
+
+def _stained_tissue() -> tuple[np.ndarray, np.ndarray]:
+    """An H&E-like picture: a purple nucleus, pink-red stroma over most of it, white gaps.
+    Returns the RGB image and the nucleus mask."""
+    image = np.empty((40, 40, 3), dtype=np.uint8)
+    image[:] = (225, 60, 90)  # eosin-stained stroma: passes red, absorbs green
+    image[:, 30:] = (240, 235, 240)  # background
+    image[10:20, 10:20] = (95, 60, 150)  # hematoxylin-stained nucleus: absorbs red
+    nucleus = np.zeros((40, 40), dtype=bool)
+    nucleus[10:20, 10:20] = True
+    return image, nucleus
+
+
+def test_stain_mode_shows_a_nucleus_on_stroma_brighter_than_the_stroma():
+    from app.ml.preprocess import image_spec
+
+    image, nucleus = _stained_tissue()
+    gray = InputSpec(channels="gray", normalize="percentile", invert="auto")
+    stain = InputSpec(channels="stain", normalize="percentile", invert="auto")
+    averaged = to_model_input(image, gray)[0].numpy()
+    red = to_model_input(image, stain)[0].numpy()
+    stroma = ~nucleus
+    stroma[:, 30:] = False
+    # The average makes the stroma as dark as the nucleus, and the image is not inverted.
+    assert averaged[nucleus].mean() <= averaged[stroma].mean() + 0.1
+    assert red[nucleus].min() > 0.9 and red[stroma].max() < 0.2 and red[:, 30:].max() < 0.1
+    fixed = image_spec(image, stain)
+    assert fixed.invert == "always" and fixed.normalize == "fixed"
+    assert torch.equal(to_model_input(image, fixed), to_model_input(image, stain))
+    tile = to_model_input(image[:8, :8], fixed)  # a stroma-only tile maps as in the image
+    assert torch.equal(tile, to_model_input(image, stain)[:, :8, :8])
+
+
+def test_stain_mode_keeps_grey_and_dark_background_colour_images_as_gray_mode():
+    gray = InputSpec(channels="gray", normalize="percentile", invert="auto")
+    stain = InputSpec(channels="stain", normalize="percentile", invert="auto")
+    rng = np.random.default_rng(3)
+    plane = rng.integers(0, 60, (24, 24), dtype=np.uint8)
+    plane[4:12, 4:12] = 220
+    colour = np.zeros((24, 24, 3), dtype=np.uint8)
+    colour[..., 2] = plane  # a nuclear stain shown in blue: the red plane is empty
+    for image in (plane, colour, np.stack([plane] * 3, axis=2)):
+        assert torch.equal(to_model_input(image, stain), to_model_input(image, gray))
+    image, _ = _stained_tissue()
+    never = InputSpec(channels="stain", normalize="percentile", invert="none")
+    assert torch.equal(
+        to_model_input(image, never),
+        to_model_input(image, InputSpec(channels="gray", normalize="percentile")),
+    )
