@@ -9,8 +9,8 @@ its ``val.txt``:
         --data ../shared/data/dsb2018 --init /tmp/cells_mobile_synthetic.pt --cache /tmp/cells_dsb
 
 1. converts each training image once with the card's InputSpec (``app.ml.preprocess``, the
-   conversion the Predictor applies: grey, percentile stretch, dark-on-light images
-   inverted) and rescales it, with its label map, to the scale the Predictor will show it
+   conversion the Predictor applies: grey (or, with ``--channels stain``, the red plane of
+   light colour images), percentile stretch, dark-on-light images inverted) and rescales it, with its label map, to the scale the Predictor will show it
    to the model at (images of up to 512 px are resized to 512, larger ones are tiled at
    native scale);
 2. trains on random 256 px crops of those (zoom 0.75-1.33x, flips, 90-degree turns,
@@ -31,6 +31,7 @@ import logging
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -68,7 +69,9 @@ log = logging.getLogger("train_cells_dsb")
 ARCH = "maskrcnn_mobilenet_v3_fpn"
 # The card's conversion: one grey plane, stretched between percentiles (dim fluorescence is
 # common), and inverted when the background is light (brightfield and stained tissue), so
-# every kind reaches the model as bright nuclei on a dark background.
+# every kind reaches the model as bright nuclei on a dark background. For light colour
+# images the red plane (--channels stain) shows eosin-stained stroma light; stages 2-5, the
+# bundled weights, averaged the colours (gray).
 CARD_SPEC = InputSpec(
     min_size=512, max_size=512, normalize="percentile", channels="gray", invert="auto"
 )
@@ -97,19 +100,36 @@ def image_kinds(data: Path) -> dict[str, str]:
     return {m["file"]: m["kind"] for m in json.loads((data / "manifest.json").read_text())}
 
 
-def prepare(data: Path, name: str, cache: Path) -> Path:
+def check_cache(cache: Path, spec: InputSpec) -> None:
+    """Prepared planes are converted once: a cache made with another conversion is refused
+    rather than silently trained on."""
+    path = cache / "conversion.json"
+    if path.exists():
+        made = InputSpec.from_dict(json.loads(path.read_text()))
+        if made != spec:
+            raise SystemExit(
+                f"{cache} holds images converted with {made.to_dict()}, not {spec.to_dict()}; "
+                "use another --cache."
+            )
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec.to_dict()) + "\n")
+
+
+def prepare(data: Path, name: str, cache: Path, spec: InputSpec) -> Path:
     """Convert and rescale one image and its labels once (uint8 plane, int32 labels)."""
     path = cache / "prepared" / (Path(name).stem + ".npz")
     if path.exists():
         return path
     image = read_image(data / "images" / name)
-    return _save_prepared(path, image, read_image(data / "labels" / name).astype(np.int32))
+    labels = read_image(data / "labels" / name).astype(np.int32)
+    return _save_prepared(path, image, labels, spec)
 
 
-def _save_prepared(path: Path, image: np.ndarray, labels: np.ndarray) -> Path:
+def _save_prepared(path: Path, image: np.ndarray, labels: np.ndarray, spec: InputSpec) -> Path:
     """Convert ``image`` with the card's input, rescale it and ``labels`` to the scale the
     Predictor shows it at, and save both (uint8 plane, int32 labels) to ``path``."""
-    plane = to_model_input(image, CARD_SPEC)[0].numpy()  # grey: the three planes are equal
+    plane = to_model_input(image, spec)[0].numpy()  # grey: the three planes are equal
     s = inference_scale(*plane.shape)
     if s != 1.0:
         size = (round(plane.shape[1] * s), round(plane.shape[0] * s))
@@ -122,7 +142,7 @@ def _save_prepared(path: Path, image: np.ndarray, labels: np.ndarray) -> Path:
     return path
 
 
-def prepare_synthetic(cache: Path, index: int) -> Path:
+def prepare_synthetic(cache: Path, index: int, spec: InputSpec) -> Path:
     """One synthetic training image of ``train_cells_mobile.py`` (seed 0, 256 px, the
     stage-1 set) converted and rescaled like a real one, for mixing into the real data."""
     path = cache / "prepared_synthetic" / f"{index:05d}.npz"
@@ -130,7 +150,7 @@ def prepare_synthetic(cache: Path, index: int) -> Path:
         return path
     with np.load(sample_file(cache / "synthetic", "train", 0, index, 256)) as z:
         image, labels = z["image"], z["labels"].astype(np.int32)
-    return _save_prepared(path, image, labels)
+    return _save_prepared(path, image, labels, spec)
 
 
 class RealCrops(torch.utils.data.Dataset):
@@ -233,7 +253,7 @@ def write_card(args: argparse.Namespace, weights: Path, summary: dict) -> dict:
         ),
         "architecture": ARCH,
         "categories": [{"id": 1, "name": "nucleus"}],
-        "input": CARD_SPEC.to_dict(),
+        "input": summary["input"],
         "detections_per_img": DETECTIONS,
         "rpn_proposals": RPN_PROPOSALS,
         "nms_iou": NMS_IOU,
@@ -349,6 +369,13 @@ def main() -> int:
         default=1.0,
         help="how many times more often brightfield/tissue images are sampled",
     )
+    p.add_argument(
+        "--channels",
+        choices=["stain", "gray"],
+        default=CARD_SPEC.channels,
+        help="the card's input.channels: gray (colours averaged, the bundled stages) or "
+        "stain (the red plane of light colour images); each needs its own --cache",
+    )
     p.add_argument("--cache", type=Path, default=Path("/tmp/cells_dsb"))
     p.add_argument("--out", type=Path, default=REPO / "model_zoo")
     p.add_argument("--iters", type=int, default=1800)
@@ -371,11 +398,13 @@ def main() -> int:
         write_card(args, weights, json.loads((args.cache / "summary.json").read_text()))
         return 0
     t0 = time.time()
+    spec = replace(CARD_SPEC, channels=args.channels)
+    check_cache(args.cache, spec)
     train_names, val_names = load_split(args.data)
-    files = [prepare(args.data, n, args.cache) for n in train_names]
+    files = [prepare(args.data, n, args.cache, spec) for n in train_names]
     kinds = image_kinds(args.data)
     sampling = [args.bright_weight if kinds[n] == "bright" else 1.0 for n in train_names]
-    synthetic = [prepare_synthetic(args.cache, i) for i in range(args.synthetic)]
+    synthetic = [prepare_synthetic(args.cache, i, spec) for i in range(args.synthetic)]
     dataset = RealCrops(files + synthetic, args.seed, sampling + [1.0] * len(synthetic))
     log.info(
         "%d training images (%d crops an epoch), %d val images held out; data ready in %.0f s",
@@ -407,7 +436,7 @@ def main() -> int:
         "weights_sha256": digest,
         "wall_time_s": round(time.time() - t0),
         "torch": torch.__version__,
-        "input": CARD_SPEC.to_dict(),
+        "input": spec.to_dict(),
     }
     (args.cache / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("wrote %s (%.1f MB) sha256 %s; %s", weights, weights.stat().st_size / 1e6, digest,
