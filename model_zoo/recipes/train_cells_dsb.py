@@ -9,8 +9,8 @@ its ``val.txt``:
         --data ../shared/data/dsb2018 --init /tmp/cells_mobile_synthetic.pt --cache /tmp/cells_dsb
 
 1. converts each training image once with the card's InputSpec (``app.ml.preprocess``, the
-   conversion the Predictor applies: grey (or, with ``--channels stain``, the red plane of
-   light colour images), percentile stretch, dark-on-light images inverted) and rescales it, with its label map, to the scale the Predictor will show it
+   conversion the Predictor applies: grey, the red plane of light colour images,
+   percentile stretch, dark-on-light images inverted) and rescales it, with its label map, to the scale the Predictor will show it
    to the model at (images of up to 512 px are resized to 512, larger ones are tiled at
    native scale);
 2. trains on random 256 px crops of those (zoom 0.75-1.33x, flips, 90-degree turns,
@@ -70,10 +70,10 @@ ARCH = "maskrcnn_mobilenet_v3_fpn"
 # The card's conversion: one grey plane, stretched between percentiles (dim fluorescence is
 # common), and inverted when the background is light (brightfield and stained tissue), so
 # every kind reaches the model as bright nuclei on a dark background. For light colour
-# images the red plane (--channels stain) shows eosin-stained stroma light; stages 2-5, the
-# bundled weights, averaged the colours (gray).
+# images the plane is the red one (channels="stain"), where eosin-stained stroma is light;
+# stages 2-6 averaged the colours (--channels gray).
 CARD_SPEC = InputSpec(
-    min_size=512, max_size=512, normalize="percentile", channels="gray", invert="auto"
+    min_size=512, max_size=512, normalize="percentile", channels="stain", invert="auto"
 )
 CROP = 256
 DETECTIONS = 1000
@@ -248,7 +248,13 @@ def write_card(args: argparse.Namespace, weights: Path, summary: dict) -> dict:
             "(app.demo.synthetic) and then on 535 real, hand-annotated DSB2018 images "
             "(fluorescence, brightfield and stained tissue). Images with a light background "
             "are inverted before the model sees them, so dark nuclei on a light background "
-            "work like fluorescent ones. Its mask head also learned from loose, drag-like boxes, "
+            "work like fluorescent ones"
+            + (
+                " (colour ones through their red plane, where eosin-stained tissue is light)"
+                if summary["input"].get("channels") == "stain"
+                else ""
+            )
+            + ". Its mask head also learned from loose, drag-like boxes, "
             "for the box and click assists. Works offline; fine-tune it on your own images."
         ),
         "architecture": ARCH,
@@ -373,8 +379,8 @@ def main() -> int:
         "--channels",
         choices=["stain", "gray"],
         default=CARD_SPEC.channels,
-        help="the card's input.channels: gray (colours averaged, the bundled stages) or "
-        "stain (the red plane of light colour images); each needs its own --cache",
+        help="the card's input.channels: stain (the red plane of light colour images, "
+        "stage 7) or gray (colours averaged, stages 2-6); each needs its own --cache",
     )
     p.add_argument("--cache", type=Path, default=Path("/tmp/cells_dsb"))
     p.add_argument("--out", type=Path, default=REPO / "model_zoo")
