@@ -157,21 +157,19 @@ def _inverts(scaled: np.ndarray, spec: InputSpec) -> bool:
 
 def _channels(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, InputSpec]:
     """The planes the model sees, and ``spec`` with the inversion fixed where "stain" had to
-    decide it (from the averaged plane) to pick the plane."""
+    decide it (on the red plane) to pick the plane."""
     arr = _to_hwc(np.asarray(image), spec.channel)
     if spec.channels == "rgb" or arr.shape[2] != 3:
         return arr, spec
-    gray = arr.astype(np.float32).mean(axis=2, keepdims=True)
-    if spec.channels == "gray":
-        return gray, spec
-    # float32 like the average, so that normalize="auto" stretches either plane alike
-    red = arr[:, :, :1].astype(np.float32)
-    if spec.invert != "auto":
-        light = spec.invert == "always"
-    else:
-        light = _inverts(_normalize(red, spec), spec)
-        spec = replace(spec, invert="always" if light else "none")
-    return (red if light else gray), spec
+    if spec.channels == "stain":
+        # float32 like the average, so that normalize="auto" stretches either plane alike
+        red = arr[:, :, :1].astype(np.float32)
+        if spec.invert == "auto":
+            light = _inverts(_normalize(red, spec), spec)
+            spec = replace(spec, invert="always" if light else "none")
+        if spec.invert == "always":
+            return red, spec
+    return arr.astype(np.float32).mean(axis=2, keepdims=True), spec
 
 
 def _to_hwc(arr: np.ndarray, channel: int) -> np.ndarray:

@@ -113,15 +113,15 @@ def _planes(image: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
         arr = arr[:, :, channel : channel + 1]
     if spec["channels"] == "rgb" or arr.shape[2] != 3:
         return arr, spec
-    gray = arr.astype(np.float32).mean(axis=2, keepdims=True)
-    if spec["channels"] == "gray":
-        return gray, spec
-    # "stain": a light colour image (brightfield, stained tissue) gives its red plane
-    red = arr[:, :, :1].astype(np.float32)
-    if spec["invert"] != "auto":
-        return (red if spec["invert"] == "always" else gray), spec
-    light = _inverts(_scaled(red, spec), spec)
-    return (red if light else gray), {**spec, "invert": "always" if light else "none"}
+    if spec["channels"] == "stain":
+        # a light colour image (brightfield, stained tissue) gives its red plane
+        red = arr[:, :, :1].astype(np.float32)
+        if spec["invert"] == "auto":
+            light = _inverts(_scaled(red, spec), spec)
+            spec = {**spec, "invert": "always" if light else "none"}
+        if spec["invert"] == "always":
+            return red, spec
+    return arr.astype(np.float32).mean(axis=2, keepdims=True), spec
 
 
 def _range(arr: np.ndarray, spec: dict) -> tuple[float, float] | None:

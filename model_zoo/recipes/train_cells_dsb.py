@@ -10,9 +10,9 @@ its ``val.txt``:
 
 1. converts each training image once with the card's InputSpec (``app.ml.preprocess``, the
    conversion the Predictor applies: grey, the red plane of light colour images,
-   percentile stretch, dark-on-light images inverted) and rescales it, with its label map, to the scale the Predictor will show it
-   to the model at (images of up to 512 px are resized to 512, larger ones are tiled at
-   native scale);
+   percentile stretch, dark-on-light images inverted) and rescales it, with its label
+   map, to the scale the Predictor will show it to the model at (images of up to 512 px
+   are resized to 512, larger ones are tiled at native scale);
 2. trains on random 256 px crops of those (zoom 0.75-1.33x, flips, 90-degree turns,
    contrast, gamma, blur and noise) with ``app.ml.train``; a checkpoint is written each
    epoch and the same command resumes from it; ``--stop-at`` ends early and exports;
